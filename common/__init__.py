@@ -1,0 +1,1 @@
+"""What all four processes share: database engines, JSON errors, fault modes."""

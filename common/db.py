@@ -1,0 +1,77 @@
+"""Database engines for every process: SQLite by default, MySQL/MariaDB by URL."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, text
+from sqlalchemy.dialects import mysql
+from tenacity import Retrying, before_sleep_log, stop_after_delay, wait_fixed
+
+log = logging.getLogger(__name__)
+
+# Microsecond precision on MySQL (plain DATETIME there keeps whole seconds only).
+Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+
+def utcnow() -> datetime:
+    """The current UTC time, naive, as every table stores it."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def iso(value: datetime | None) -> str | None:
+    """A stored UTC timestamp as ISO 8601 with a Z."""
+    return None if value is None else value.isoformat(timespec="milliseconds") + "Z"
+
+
+def make_engine(url: str, pool_size: int = 10) -> Engine:
+    """An engine for `url`: SQLite in WAL mode with a busy timeout, or a pooled MySQL engine."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=3600,
+        isolation_level="READ COMMITTED",
+    )
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    # pysqlite's own transaction handling defers BEGIN and so breaks SQLAlchemy's;
+    # we take it over and begin IMMEDIATE, so a writer waits on the busy timeout
+    # instead of failing with "database is locked" when it upgrades a read lock.
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def init_database(engine: Engine, metadata: MetaData, wait_seconds: float = 60) -> None:
+    """Wait until the database answers (it may still be starting), then create missing tables."""
+    for attempt in Retrying(
+        stop=stop_after_delay(wait_seconds),
+        wait=wait_fixed(1),
+        before_sleep=before_sleep_log(log, logging.WARNING),
+        reraise=True,
+    ):
+        with attempt, engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    metadata.create_all(engine)

@@ -1,0 +1,90 @@
+"""Injected faults: how the orchestrator names them and how a participant acts them out."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+FAULT_HEADER = "X-Saga-Fault"
+ATTEMPT_HEADER = "X-Saga-Attempt"
+TIMEOUT_HEADER = "X-Saga-Timeout"
+
+MAX_DELAY_MS = 60_000
+MAX_TRANSIENT = 10
+
+
+class FaultKind(str, Enum):
+    """Every fault a participant can be told to act out."""
+
+    BEFORE_COMMIT = "before_commit"  # 500, nothing written
+    AFTER_COMMIT = "after_commit"  # commits, then 500
+    TIMEOUT = "timeout"  # sleeps past the caller's timeout, then commits (a late commit)
+    DELAY = "delay"  # delay:MS — sleeps, then succeeds
+    TRANSIENT = "transient"  # transient:N — the first N attempts answer 500
+    COMPENSATE_FAIL = "compensate_fail"  # every compensation answers 500
+    COMPENSATE_TRANSIENT = "compensate_transient"  # the first N compensation attempts answer 500
+
+
+_WITH_AMOUNT = {FaultKind.DELAY: MAX_DELAY_MS, FaultKind.TRANSIENT: MAX_TRANSIENT,
+                FaultKind.COMPENSATE_TRANSIENT: MAX_TRANSIENT}
+_PATTERN = re.compile(r"^([a-z_]+)(?::(\d{1,6}))?$")
+
+FAULT_MODES = [kind.value + (":N" if kind in _WITH_AMOUNT else "") for kind in FaultKind]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One injected fault, e.g. `transient:2`."""
+
+    kind: FaultKind
+    amount: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}:{self.amount}" if self.kind in _WITH_AMOUNT else self.kind.value
+
+    def fails_before_commit(self, attempt: int) -> bool:
+        """Does this invoke attempt answer 500 without writing anything?"""
+        return self.kind is FaultKind.BEFORE_COMMIT or (
+            self.kind is FaultKind.TRANSIENT and attempt <= self.amount
+        )
+
+    def fails_after_commit(self) -> bool:
+        """Does an invoke commit and then answer 500?"""
+        return self.kind is FaultKind.AFTER_COMMIT
+
+    def sleep_before_commit(self, caller_timeout: float, late_margin: float) -> float:
+        """Seconds an invoke sleeps before it commits."""
+        if self.kind is FaultKind.DELAY:
+            return self.amount / 1000
+        if self.kind is FaultKind.TIMEOUT:
+            return caller_timeout + late_margin
+        return 0.0
+
+    def fails_compensation(self, attempt: int) -> bool:
+        """Does this compensation attempt answer 500?"""
+        return self.kind is FaultKind.COMPENSATE_FAIL or (
+            self.kind is FaultKind.COMPENSATE_TRANSIENT and attempt <= self.amount
+        )
+
+
+def parse_fault(text: str) -> Fault:
+    """Parse a mode such as `after_commit` or `delay:500`; ValueError says what is wrong."""
+    match = _PATTERN.match(text.strip()) if isinstance(text, str) else None
+    try:
+        kind = FaultKind(match.group(1)) if match else None
+    except ValueError:
+        kind = None
+    if match is None or kind is None:
+        raise ValueError(f"unknown fault mode {text!r}; modes: {', '.join(FAULT_MODES)}")
+    amount_text = match.group(2)
+    if kind not in _WITH_AMOUNT:
+        if amount_text is not None:
+            raise ValueError(f"fault mode {kind.value!r} takes no number")
+        return Fault(kind)
+    if amount_text is None:
+        raise ValueError(f"fault mode {kind.value!r} needs a number: {kind.value}:N")
+    amount, limit = int(amount_text), _WITH_AMOUNT[kind]
+    if not 1 <= amount <= limit:
+        raise ValueError(f"{kind.value}:N needs N from 1 to {limit}")
+    return Fault(kind, amount)

@@ -1,0 +1,51 @@
+"""Checks on JSON input that answer 400 with a message a person can act on."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from common.errors import ApiError
+
+SAGA_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+def reject_unknown(given: Iterable[str], allowed: Iterable[str], what: str = "field") -> None:
+    """400 if `given` names anything outside `allowed`."""
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise ApiError(400, f"unknown_{what}", f"unknown {what}(s): {', '.join(unknown)}; "
+                       f"allowed: {', '.join(sorted(allowed))}")
+
+
+def text_field(body: Mapping[str, Any], name: str, required: bool = True,
+               max_length: int = 255) -> str | None:
+    """The string `body[name]`, 1 to `max_length` characters; 400 otherwise."""
+    if name not in body or body[name] is None:
+        if required:
+            raise ApiError(400, "missing_field", f"{name!r} is required")
+        return None
+    value = body[name]
+    if not isinstance(value, str):
+        raise ApiError(400, "invalid_field", f"{name!r} must be a string")
+    if not 1 <= len(value) <= max_length:
+        raise ApiError(400, "invalid_field", f"{name!r} must be 1 to {max_length} characters")
+    return value
+
+
+def saga_id_field(body: Mapping[str, Any]) -> str:
+    """The saga id in `body`: 1 to 64 letters, digits or `_.:-`."""
+    saga_id = text_field(body, "saga_id", max_length=64)
+    assert saga_id is not None
+    if not SAGA_ID_PATTERN.match(saga_id):
+        raise ApiError(400, "invalid_field", "'saga_id' may hold only letters, digits and _.:-")
+    return saga_id
+
+
+def limit_arg(args: Mapping[str, str], default: int = 50, maximum: int = 500) -> int:
+    """The `?limit=` query argument, 1 to `maximum`."""
+    raw = args.get("limit", str(default))
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise ApiError(400, "invalid_limit", f"limit must be a whole number from 1 to {maximum}")
+    return int(raw)

@@ -1,0 +1,49 @@
+"""The orchestrator's settings: environment variables with defaults for a local run."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from orchestrator.saga import STEP_NAMES
+
+
+def orchestrator_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Settings from the environment; `overrides` (from tests) win."""
+    env = os.environ
+    config: dict[str, Any] = {
+        "DATABASE_URL": env.get("ORCHESTRATOR_DATABASE_URL", "sqlite:///var/orchestrator.db"),
+        "DB_POOL_SIZE": int(env.get("DB_POOL_SIZE", "10")),
+        "SERVICE_URLS": {
+            name: env.get(f"SERVICE_{name.upper()}_URL", f"http://127.0.0.1:{5001 + i}")
+            for i, name in enumerate(STEP_NAMES)
+        },
+        "CALL_TIMEOUT": float(env.get("CALL_TIMEOUT", "5")),
+        "CALL_RETRIES": int(env.get("CALL_RETRIES", "2")),
+        "COMPENSATION_RETRIES": int(env.get("COMPENSATION_RETRIES", "5")),
+        "RETRY_BACKOFF": float(env.get("RETRY_BACKOFF", "0.2")),
+        "RETRY_BACKOFF_MAX": float(env.get("RETRY_BACKOFF_MAX", "2")),
+        "LEASE_SECONDS": float(env.get("LEASE_SECONDS", "30")),
+        "RECOVERY_INTERVAL": float(env.get("RECOVERY_INTERVAL", "2")),
+        "RECOVERY_ENABLED": env.get("RECOVERY_ENABLED", "1") == "1",
+        "ORCHESTRATOR_ID": env.get("ORCHESTRATOR_ID", socket.gethostname()),
+        "WORKER_THREADS": int(env.get("ORCHESTRATOR_WORKER_THREADS", "16")),
+        "MAX_CONTENT_LENGTH": int(env.get("MAX_BODY_BYTES", str(64 * 1024))),
+        "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
+    }
+    config.update(overrides or {})
+    check(config)
+    return config
+
+
+def check(config: dict[str, Any]) -> None:
+    """Refuse settings that would break a guarantee, with the reason."""
+    if config["CALL_TIMEOUT"] <= 0 or config["CALL_RETRIES"] < 0 or config["COMPENSATION_RETRIES"] < 0:
+        raise ValueError("CALL_TIMEOUT must be > 0 and the retry counts >= 0")
+    # A driver renews its lease at every attempt, so one attempt plus one backoff must
+    # fit in a lease with room to spare, or a second orchestrator could take a live saga.
+    longest_gap = config["CALL_TIMEOUT"] + config["RETRY_BACKOFF_MAX"]
+    if config["LEASE_SECONDS"] < 2 * longest_gap:
+        raise ValueError(f"LEASE_SECONDS must be at least 2 x (CALL_TIMEOUT + RETRY_BACKOFF_MAX)"
+                         f" = {2 * longest_gap:g}")

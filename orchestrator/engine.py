@@ -1,0 +1,122 @@
+"""The engine that drives any saga definition: invoke forward, compensate in reverse.
+
+It works only from the saga log, so the same `drive` runs a new saga and finishes one
+that a dead orchestrator left behind. Every state is written before it is acted on.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from common.status import SagaStatus
+from orchestrator.client import Attempt, ParticipantClient
+from orchestrator.saga import Step
+from orchestrator.store import Event, LeaseLost, Saga, SagaStore
+
+log = logging.getLogger("orchestrator.saga")
+
+
+class SagaEngine:
+    """Runs sagas of `steps` against participants at `urls`, logging to `store`."""
+
+    def __init__(self, steps: Sequence[Step], urls: dict[str, str], store: SagaStore,
+                 client: ParticipantClient, owner: str, invoke_retries: int,
+                 compensation_retries: int) -> None:
+        self.steps = tuple(steps)
+        self.urls = urls
+        self.store = store
+        self.client = client
+        self.owner = owner
+        self.invoke_retries = invoke_retries
+        self.compensation_retries = compensation_retries
+
+    def create(self, saga_input: dict[str, str], faults: dict[str, str]) -> Saga:
+        """Log a new saga, leased to us, before any step runs."""
+        saga = self.store.create(uuid.uuid4().hex, saga_input, faults, self.owner)
+        log.info("saga %s: started %s fail=%s", saga.id, saga_input.get("username"), faults)
+        return saga
+
+    def drive(self, saga_id: str, resumed: bool = False) -> Saga:
+        """Drive a saga we hold the lease on until it finishes (or another orchestrator takes it)."""
+        try:
+            while True:
+                saga = self.store.get(saga_id)
+                assert saga is not None, f"saga {saga_id} is not in the log"
+                if saga.status.finished:
+                    self.store.release(saga_id, self.owner)
+                    return saga
+                if saga.status is SagaStatus.RUNNING:
+                    self._forward(saga, resumed)
+                else:
+                    self._backward(saga, resumed)
+                resumed = False
+        except LeaseLost:
+            log.warning("saga %s: lease lost; another orchestrator drives it now", saga_id)
+        saga = self.store.get(saga_id)
+        assert saga is not None
+        return saga
+
+    def drive_logged(self, saga_id: str, resumed: bool = False) -> None:
+        """`drive` for a background thread: log what goes wrong; recovery retries it later."""
+        try:
+            self.drive(saga_id, resumed)
+        except Exception:  # noqa: BLE001 - nobody else would see it
+            log.exception("saga %s: driving failed; recovery resumes it when the lease ends",
+                          saga_id)
+
+    def _forward(self, saga: Saga, resumed: bool) -> None:
+        if saga.current_step == len(self.steps):
+            self.store.transition(saga.id, self.owner, SagaStatus.COMPLETED, saga.current_step)
+            log.info("saga %s: COMPLETED", saga.id)
+            return
+        step = self.steps[saga.current_step]
+        payload = {"saga_id": saga.id, **saga.input}
+        last = self._call(saga, step, "invoke", payload, self.invoke_retries, resumed)
+        if last.outcome == "ok":
+            self.store.transition(saga.id, self.owner, SagaStatus.RUNNING, saga.current_step + 1)
+            return
+        # Failed for good. Its effect may still have committed (after_commit, a late
+        # commit after a timeout), so compensation starts with this very step.
+        reason = "timeout" if last.outcome == "timeout" else "error"
+        self.store.transition(saga.id, self.owner, SagaStatus.COMPENSATING, saga.current_step,
+                              failed_step=step.name, reason=reason,
+                              error=f"step {step.name}: {last.error}")
+        log.warning("saga %s: step %s failed (%s: %s); compensating", saga.id, step.name,
+                    reason, last.error)
+
+    def _backward(self, saga: Saga, resumed: bool) -> None:
+        if saga.current_step < 0:
+            self.store.transition(saga.id, self.owner, SagaStatus.COMPENSATED, -1)
+            log.info("saga %s: COMPENSATED", saga.id)
+            return
+        step = self.steps[saga.current_step]
+        last = self._call(saga, step, "compensate", {"saga_id": saga.id},
+                          self.compensation_retries, resumed)
+        if last.outcome == "ok":
+            self.store.transition(saga.id, self.owner, SagaStatus.COMPENSATING,
+                                  saga.current_step - 1)
+            return
+        self.store.transition(saga.id, self.owner, SagaStatus.COMPENSATION_FAILED,
+                              saga.current_step,
+                              error=f"compensation of step {step.name} failed after "
+                                    f"{last.number} attempts: {last.error}")
+        log.error("saga %s: COMPENSATION_FAILED at step %s: %s", saga.id, step.name, last.error)
+
+    def _call(self, saga: Saga, step: Step, action: str, payload: dict[str, Any], retries: int,
+              resumed: bool) -> Attempt:
+        first = 1 + (self.store.attempts_so_far(saga.id, step.name, action) if resumed else 0)
+
+        def record(attempt: Attempt) -> None:
+            self.store.record_attempt(saga.id, self.owner, Event(
+                step.name, action, attempt.number, attempt.http_status, attempt.outcome,
+                attempt.latency_ms, attempt.error))
+            log.info("saga %s: %s %s attempt %d -> %s%s (%d ms)", saga.id, action, step.name,
+                     attempt.number, attempt.outcome,
+                     f" {attempt.http_status}" if attempt.http_status else "", attempt.latency_ms)
+
+        return self.client.post(f"{self.urls[step.name]}/{action}", payload, retries=retries,
+                                first_attempt=first, fault=saga.faults.get(step.name),
+                                on_attempt=record)

@@ -1,0 +1,226 @@
+"""The saga log: the `sagas` and `saga_events` tables, written before each action."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (BigInteger, Column, Engine, Index, Integer, MetaData, String, Table, Text,
+                        func, insert, or_, select, update)
+
+from common.db import Timestamp, iso, utcnow
+from common.status import UNFINISHED, SagaStatus
+
+metadata = MetaData()
+
+sagas = Table(
+    "sagas",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("status", String(24), nullable=False),
+    Column("input", Text, nullable=False),  # JSON: username, address, payment
+    Column("faults", Text, nullable=False),  # JSON: {"b": "after_commit"}
+    Column("current_step", Integer, nullable=False),  # next step to invoke, or to compensate
+    Column("failed_step", String(8), nullable=True),
+    Column("reason", String(16), nullable=True),  # "error" or "timeout"
+    Column("error", Text, nullable=True),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_expires_at", Timestamp, nullable=True),
+    Column("created_at", Timestamp, nullable=False, default=utcnow),
+    Column("updated_at", Timestamp, nullable=False, default=utcnow, onupdate=utcnow),
+    Index("ix_sagas_created_at", "created_at"),
+    Index("ix_sagas_status_created_at", "status", "created_at"),
+    Index("ix_sagas_status_lease", "status", "lease_expires_at"),
+)
+
+saga_events = Table(
+    "saga_events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("saga_id", String(36), nullable=False),
+    Column("step", String(8), nullable=False),
+    Column("action", String(16), nullable=False),  # "invoke" or "compensate"
+    Column("attempt", Integer, nullable=False),
+    Column("http_status", Integer, nullable=True),  # NULL when no answer came
+    Column("outcome", String(16), nullable=False),  # ok, error, timeout, unreachable, rejected
+    Column("latency_ms", Integer, nullable=False),
+    Column("error", Text, nullable=True),
+    Column("at", Timestamp, nullable=False, default=utcnow),
+    Index("ix_saga_events_saga_id", "saga_id", "id"),
+)
+
+
+class LeaseLost(Exception):
+    """Another orchestrator holds this saga now; whoever drove it must stop."""
+
+
+@dataclass(frozen=True)
+class Saga:
+    """One row of the saga log."""
+
+    id: str
+    status: SagaStatus
+    input: dict[str, str]
+    faults: dict[str, str]
+    current_step: int
+    failed_step: str | None = None
+    reason: str | None = None
+    error: str | None = None
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"saga_id": self.id, "status": self.status.value, "input": self.input,
+                "fail": self.faults, "current_step": self.current_step,
+                "failed_step": self.failed_step, "reason": self.reason, "error": self.error,
+                "lease_owner": self.lease_owner, "lease_expires_at": iso(self.lease_expires_at),
+                "created_at": iso(self.created_at), "updated_at": iso(self.updated_at)}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One attempt at a step's invoke or compensate, as the log keeps it."""
+
+    step: str
+    action: str
+    attempt: int
+    http_status: int | None
+    outcome: str
+    latency_ms: int
+    error: str | None = None
+    at: datetime | None = field(default=None)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"step": self.step, "action": self.action, "attempt": self.attempt,
+                "http_status": self.http_status, "outcome": self.outcome,
+                "latency_ms": self.latency_ms, "error": self.error, "at": iso(self.at)}
+
+
+def _saga(row: Any) -> Saga:
+    return Saga(id=row.id, status=SagaStatus(row.status), input=json.loads(row.input),
+                faults=json.loads(row.faults), current_step=row.current_step,
+                failed_step=row.failed_step, reason=row.reason, error=row.error,
+                lease_owner=row.lease_owner, lease_expires_at=row.lease_expires_at,
+                created_at=row.created_at, updated_at=row.updated_at)
+
+
+class SagaStore:
+    """Reads and writes the saga log; every write by a driver is fenced by its lease."""
+
+    def __init__(self, engine: Engine, lease_seconds: float) -> None:
+        self.engine = engine
+        self.lease = timedelta(seconds=lease_seconds)
+
+    def create(self, saga_id: str, saga_input: dict[str, str], faults: dict[str, str],
+               owner: str) -> Saga:
+        """Log a new saga, RUNNING at its first step and leased to `owner`."""
+        now = utcnow()
+        values = {"id": saga_id, "status": SagaStatus.RUNNING.value,
+                  "input": json.dumps(saga_input), "faults": json.dumps(faults),
+                  "current_step": 0, "lease_owner": owner, "lease_expires_at": now + self.lease,
+                  "created_at": now, "updated_at": now}
+        with self.engine.begin() as connection:
+            connection.execute(insert(sagas).values(values))
+        return Saga(id=saga_id, status=SagaStatus.RUNNING, input=saga_input, faults=faults,
+                    current_step=0, lease_owner=owner, lease_expires_at=now + self.lease,
+                    created_at=now, updated_at=now)
+
+    def transition(self, saga_id: str, owner: str, status: SagaStatus, current_step: int,
+                   **details: str | None) -> None:
+        """Record the saga's next state (and renew the lease) before acting on it."""
+        self._fenced_update(saga_id, owner, status=status.value, current_step=current_step,
+                            **details)
+
+    def record_attempt(self, saga_id: str, owner: str, event: Event) -> None:
+        """Append one attempt to the saga's timeline and renew the lease, in one transaction."""
+        now = utcnow()
+        with self.engine.begin() as connection:
+            connection.execute(insert(saga_events).values(
+                saga_id=saga_id, step=event.step, action=event.action, attempt=event.attempt,
+                http_status=event.http_status, outcome=event.outcome,
+                latency_ms=event.latency_ms, error=event.error, at=now))
+            self._renew(connection, saga_id, owner, now)
+
+    def _fenced_update(self, saga_id: str, owner: str, **values: Any) -> None:
+        with self.engine.begin() as connection:
+            self._renew(connection, saga_id, owner, utcnow(), **values)
+
+    def _renew(self, connection: Any, saga_id: str, owner: str, now: datetime,
+               **values: Any) -> None:
+        changed = connection.execute(
+            update(sagas).where(sagas.c.id == saga_id, sagas.c.lease_owner == owner)
+            .values(lease_expires_at=now + self.lease, updated_at=now, **values)).rowcount
+        if changed != 1:
+            raise LeaseLost(f"saga {saga_id} is no longer leased to {owner}")
+
+    def release(self, saga_id: str, owner: str) -> None:
+        """Give up the lease on a finished saga."""
+        with self.engine.begin() as connection:
+            connection.execute(update(sagas).where(sagas.c.id == saga_id,
+                                                   sagas.c.lease_owner == owner)
+                               .values(lease_owner=None, lease_expires_at=None))
+
+    def claim(self, saga_id: str, owner: str) -> bool:
+        """Take the lease on an unfinished saga whose lease has run out; atomic."""
+        now = utcnow()
+        with self.engine.begin() as connection:
+            return connection.execute(
+                update(sagas)
+                .where(sagas.c.id == saga_id,
+                       sagas.c.status.in_([s.value for s in UNFINISHED]),
+                       or_(sagas.c.lease_expires_at.is_(None), sagas.c.lease_expires_at < now))
+                .values(lease_owner=owner, lease_expires_at=now + self.lease)
+            ).rowcount == 1
+
+    def claimable(self, limit: int = 50) -> list[str]:
+        """Ids of unfinished sagas that nobody holds a live lease on, oldest lease first."""
+        now = utcnow()
+        query = (select(sagas.c.id)
+                 .where(sagas.c.status.in_([s.value for s in UNFINISHED]),
+                        or_(sagas.c.lease_expires_at.is_(None), sagas.c.lease_expires_at < now))
+                 .order_by(sagas.c.lease_expires_at).limit(limit))
+        with self.engine.connect() as connection:
+            return list(connection.execute(query).scalars())
+
+    def expire_leases_of(self, owner: str) -> int:
+        """At start-up: leases held under our own id belong to our dead predecessor."""
+        with self.engine.begin() as connection:
+            return connection.execute(
+                update(sagas).where(sagas.c.lease_owner == owner,
+                                    sagas.c.status.in_([s.value for s in UNFINISHED]))
+                .values(lease_expires_at=None)).rowcount
+
+    def get(self, saga_id: str) -> Saga | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(select(sagas).where(sagas.c.id == saga_id)).first()
+        return None if row is None else _saga(row)
+
+    def list(self, limit: int, status: SagaStatus | None = None) -> list[Saga]:
+        """The newest sagas first, optionally of one status."""
+        query = select(sagas).order_by(sagas.c.created_at.desc()).limit(limit)
+        if status is not None:
+            query = query.where(sagas.c.status == status.value)
+        with self.engine.connect() as connection:
+            return [_saga(row) for row in connection.execute(query)]
+
+    def events(self, saga_id: str) -> list[Event]:
+        """The saga's attempts, in order."""
+        query = (select(saga_events).where(saga_events.c.saga_id == saga_id)
+                 .order_by(saga_events.c.id))
+        with self.engine.connect() as connection:
+            return [Event(row.step, row.action, row.attempt, row.http_status, row.outcome,
+                          row.latency_ms, row.error, row.at)
+                    for row in connection.execute(query)]
+
+    def attempts_so_far(self, saga_id: str, step: str, action: str) -> int:
+        """How many attempts the log holds for one step's action (to resume the count)."""
+        query = select(func.count()).select_from(saga_events).where(
+            saga_events.c.saga_id == saga_id, saga_events.c.step == step,
+            saga_events.c.action == action)
+        with self.engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
