@@ -1,0 +1,37 @@
+"""Fixtures: the four real processes, on SQLite or on the MySQL/MariaDB at TEST_DATABASE_URL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.stack import Stack
+
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL") or None
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One running system shared by the tests that only start sagas (each uses its own ids)."""
+    running = Stack(tmp_path_factory.mktemp("stack"), TEST_DATABASE_URL).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def fresh_stack(tmp_path: Path) -> Iterator[Stack]:
+    """A system of its own, for tests that kill and restart processes."""
+    running = Stack(tmp_path / "stack", TEST_DATABASE_URL).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def user() -> dict[str, str]:
+    """A sign-up with values unique to the test."""
+    tag = uuid.uuid4().hex[:10]
+    return {"username": f"user-{tag}", "address": f"{tag} Main Street", "payment": f"card-{tag}"}

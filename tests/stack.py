@@ -1,0 +1,182 @@
+"""Start the four real processes on free loopback ports, each with its own database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from sqlalchemy import Engine, create_engine, make_url, text
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
+ROOT = Path(__file__).resolve().parent.parent
+PROCESSES = ("orchestrator", "a", "b", "c")
+TABLES = {"a": ("table_a", "username"), "b": ("table_b", "address"),
+          "c": ("table_c", "payment_method")}
+
+# Short timeouts and backoffs so that every failure scenario runs in seconds.
+FAST_SETTINGS = {
+    "CALL_TIMEOUT": "1.0",
+    "CALL_RETRIES": "2",
+    "COMPENSATION_RETRIES": "3",
+    "RETRY_BACKOFF": "0.05",
+    "RETRY_BACKOFF_MAX": "0.2",
+    "LEASE_SECONDS": "3",
+    "RECOVERY_INTERVAL": "0.2",
+    "FAULT_LATE_MARGIN": "1.0",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def database_urls(base_url: str | None, workdir: Path, tag: str) -> dict[str, str]:
+    """One database per process: SQLite files in `workdir`, or fresh MySQL databases."""
+    if not base_url:
+        return {name: f"sqlite:///{workdir / name}.db" for name in PROCESSES}
+    admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
+    urls = {}
+    with admin.connect() as connection:
+        for name in PROCESSES:
+            database = f"saga_test_{tag}_{name}"
+            connection.execute(text(f"DROP DATABASE IF EXISTS `{database}`"))
+            connection.execute(text(f"CREATE DATABASE `{database}`"))
+            urls[name] = make_url(base_url).set(database=database).render_as_string(
+                hide_password=False)
+    admin.dispose()
+    return urls
+
+
+def drop_databases(base_url: str | None, urls: dict[str, str]) -> None:
+    if not base_url:
+        return
+    admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        for url in urls.values():
+            connection.execute(text(f"DROP DATABASE IF EXISTS `{make_url(url).database}`"))
+    admin.dispose()
+
+
+@dataclass
+class Stack:
+    """The orchestrator and services A, B, C as real gunicorn processes."""
+
+    workdir: Path
+    base_db_url: str | None = None
+    settings: dict[str, str] = field(default_factory=dict)
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    ports: dict[str, int] = field(default_factory=dict)
+    urls: dict[str, str] = field(default_factory=dict)
+    db_urls: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    engines: dict[str, Engine] = field(default_factory=dict)
+
+    def start(self) -> Stack:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.db_urls = database_urls(self.base_db_url, self.workdir, self.tag)
+        self.ports = {name: free_port() for name in PROCESSES}
+        self.urls = {name: f"http://127.0.0.1:{port}" for name, port in self.ports.items()}
+        for name in PROCESSES:
+            self.start_process(name)
+        for name in PROCESSES:
+            self.wait_healthy(name)
+        self.engines = {name: create_engine(url) for name, url in self.db_urls.items()}
+        return self
+
+    def env(self, name: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = {**os.environ, **FAST_SETTINGS, **self.settings, **(extra or {})}
+        env["ORCHESTRATOR_DATABASE_URL"] = self.db_urls["orchestrator"]
+        env.setdefault("ORCHESTRATOR_ID", f"test-orchestrator-{self.tag}")
+        for service in PROCESSES[1:]:
+            env[f"SERVICE_{service.upper()}_URL"] = self.urls[service]
+            env[f"SERVICE_{service.upper()}_DATABASE_URL"] = self.db_urls[service]
+        env["GUNICORN_THREADS"] = "16"
+        return env
+
+    def start_process(self, name: str, port: int | None = None,
+                      extra_env: dict[str, str] | None = None, label: str | None = None) -> None:
+        module = "orchestrator" if name == "orchestrator" else f"service_{name}"
+        label = label or name
+        log = open(self.workdir / f"{label}.log", "ab")  # noqa: SIM115 - the process holds it
+        self.processes[label] = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
+             "--bind", f"127.0.0.1:{port or self.ports[name]}", f"{module}.wsgi:app"],
+            cwd=ROOT, env=self.env(name, extra_env), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+
+    def wait_healthy(self, name: str, url: str | None = None, seconds: float = 30) -> None:
+        for attempt in Retrying(stop=stop_after_delay(seconds), wait=wait_fixed(0.1),
+                                retry=retry_if_exception_type(Exception), reraise=True):
+            with attempt:
+                process = self.processes[name]
+                assert process.poll() is None, f"{name} exited; see {self.workdir}/{name}.log"
+                response = requests.get(f"{url or self.urls[name]}/health", timeout=1)
+                assert response.status_code == 200, response.text
+
+    def kill(self, label: str) -> None:
+        """SIGKILL a process and everything it started: no clean shutdown, as in a crash."""
+        process = self.processes.pop(label)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def restart(self, name: str) -> None:
+        self.start_process(name)
+        self.wait_healthy(name)
+
+    def log(self, label: str) -> str:
+        return (self.workdir / f"{label}.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        for label in list(self.processes):
+            process = self.processes.pop(label)
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        for engine in self.engines.values():
+            engine.dispose()
+        drop_databases(self.base_db_url, self.db_urls)
+
+    # Reading the real tables -------------------------------------------------------
+
+    def row(self, service: str, saga_id: str) -> dict[str, Any] | None:
+        """The saga's row in a participant's table, read straight from its database."""
+        table, column = TABLES[service]
+        with self.engines[service].connect() as connection:
+            row = connection.execute(
+                text(f"SELECT saga_id, {column} AS value, status FROM {table} "
+                     "WHERE saga_id = :saga_id"), {"saga_id": saga_id}).mappings().first()
+        return None if row is None else dict(row)
+
+    def row_status(self, service: str, saga_id: str) -> str | None:
+        row = self.row(service, saga_id)
+        return None if row is None else str(row["status"])
+
+    def count(self, process: str, table: str) -> int:
+        with self.engines[process].connect() as connection:
+            return int(connection.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar_one())
+
+    def saga_row(self, saga_id: str) -> dict[str, Any] | None:
+        with self.engines["orchestrator"].connect() as connection:
+            row = connection.execute(text("SELECT * FROM sagas WHERE id = :id"),
+                                     {"id": saga_id}).mappings().first()
+        return None if row is None else dict(row)
+
+    def events(self, saga_id: str) -> list[tuple[str, str, int, str]]:
+        """(step, action, attempt, outcome) of every logged attempt, in order."""
+        with self.engines["orchestrator"].connect() as connection:
+            rows = connection.execute(
+                text("SELECT step, action, attempt, outcome FROM saga_events "
+                     "WHERE saga_id = :id ORDER BY id"), {"id": saga_id}).all()
+        return [tuple(row) for row in rows]  # type: ignore[misc]
