@@ -1,0 +1,225 @@
+"""The HTTP contract: idempotency, tombstones, races, bad input answered 4xx with nothing written."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import requests
+
+from tests.stack import Stack
+
+
+def saga_id() -> str:
+    return uuid.uuid4().hex
+
+
+def invoke(stack: Stack, service: str, sid: str, value: str = "v", **headers: str) -> requests.Response:
+    field = {"a": "username", "b": "address", "c": "payment"}[service]
+    return requests.post(f"{stack.urls[service]}/invoke", json={"saga_id": sid, field: value},
+                         headers=headers, timeout=10)
+
+
+def compensate(stack: Stack, service: str, sid: str) -> requests.Response:
+    return requests.post(f"{stack.urls[service]}/compensate", json={"saga_id": sid}, timeout=10)
+
+
+def assert_json_error(response: requests.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert body["error"]["code"] and body["error"]["message"]
+    assert "Traceback" not in response.text
+    return body
+
+
+@pytest.mark.parametrize("service", ["a", "b", "c"])
+def test_repeated_invoke_returns_the_same_answer_and_writes_once(stack: Stack, service: str) -> None:
+    sid = saga_id()
+    before = stack.count(service, f"table_{service}")
+    answers = [invoke(stack, service, sid, "first") for _ in range(3)]
+    assert {a.status_code for a in answers} == {200}
+    assert {tuple(sorted(a.json().items())) for a in answers} == {
+        (("saga_id", sid), ("service", service), ("status", "APPLIED"))}
+    assert stack.count(service, f"table_{service}") == before + 1
+    assert stack.row(service, sid) == {"saga_id": sid, "value": "first", "status": "APPLIED"}
+
+
+def test_repeated_compensate_is_idempotent(stack: Stack) -> None:
+    sid = saga_id()
+    invoke(stack, "b", sid)
+    answers = [compensate(stack, "b", sid) for _ in range(3)]
+    assert [(a.status_code, a.json()["status"]) for a in answers] == [(200, "COMPENSATED")] * 3
+    assert stack.row_status("b", sid) == "COMPENSATED"
+
+
+def test_compensate_before_invoke_leaves_a_tombstone_that_refuses_the_late_invoke(stack: Stack) -> None:
+    sid = saga_id()
+    first = compensate(stack, "c", sid)
+    assert (first.status_code, first.json()["status"]) == (200, "CANCELLED")
+    late = invoke(stack, "c", sid, "late")
+    assert late.status_code == 409, late.text
+    assert late.json()["status"] == "CANCELLED"
+    assert stack.row("c", sid) == {"saga_id": sid, "value": None, "status": "CANCELLED"}
+    again = compensate(stack, "c", sid)
+    assert (again.status_code, again.json()["status"]) == (200, "CANCELLED")
+
+
+def test_invoke_after_compensation_is_refused(stack: Stack) -> None:
+    sid = saga_id()
+    invoke(stack, "a", sid, "x")
+    compensate(stack, "a", sid)
+    retry = invoke(stack, "a", sid, "x")
+    assert (retry.status_code, retry.json()["status"]) == (409, "COMPENSATED")
+    assert stack.row_status("a", sid) == "COMPENSATED"
+
+
+def test_concurrent_duplicate_invokes_make_one_row(stack: Stack) -> None:
+    sid = saga_id()
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda _: invoke(stack, "a", sid, "same"), range(16)))
+    assert {a.status_code for a in answers} == {200}
+    assert stack.row("a", sid) == {"saga_id": sid, "value": "same", "status": "APPLIED"}
+
+
+@pytest.mark.parametrize("round_", range(5))
+def test_concurrent_invoke_and_compensate_never_leave_an_applied_row(stack: Stack, round_: int) -> None:
+    sids = [saga_id() for _ in range(8)]
+    with ThreadPoolExecutor(16) as pool:
+        invokes = [pool.submit(invoke, stack, "b", sid) for sid in sids]
+        compensations = [pool.submit(compensate, stack, "b", sid) for sid in sids]
+        results = [(i.result(), c.result()) for i, c in zip(invokes, compensations)]
+    for sid, (inv, comp) in zip(sids, results):
+        assert comp.status_code == 200
+        final = stack.row_status("b", sid)
+        assert final in ("COMPENSATED", "CANCELLED"), f"{sid}: {final}"
+        # The answers agree with the row: invoke won (200, then compensated) or lost (409).
+        expected = {"COMPENSATED": (200, "COMPENSATED"), "CANCELLED": (409, "CANCELLED")}[final]
+        assert (inv.status_code, comp.json()["status"]) == expected
+
+
+BAD_INVOKES = [
+    ("not json", b"username=ada", 400),
+    ("a JSON list", b"[1, 2]", 400),
+    ("no saga_id", b'{"username": "ada"}', 400),
+    ("no own field", b'{"saga_id": "s1"}', 400),
+    ("a number", b'{"saga_id": "s1", "username": 5}', 400),
+    ("an empty string", b'{"saga_id": "s1", "username": ""}', 400),
+    ("an unknown field", b'{"saga_id": "s1", "username": "ada", "admin": true}', 400),
+    ("a bad saga id", b'{"saga_id": "a b", "username": "ada"}', 400),
+    ("an oversize body", b'{"saga_id": "s1", "username": "' + b"x" * 70_000 + b'"}', 413),
+]
+
+
+@pytest.mark.parametrize(("case", "payload", "status"), BAD_INVOKES, ids=[c[0] for c in BAD_INVOKES])
+def test_bad_invoke_is_rejected_and_writes_nothing(stack: Stack, case: str, payload: bytes, status: int) -> None:
+    before = stack.count("a", "table_a")
+    answer = requests.post(f"{stack.urls['a']}/invoke", data=payload,
+                           headers={"Content-Type": "application/json"}, timeout=10)
+    assert_json_error(answer, status)
+    assert stack.count("a", "table_a") == before
+
+
+def test_unknown_fault_header_is_rejected(stack: Stack) -> None:
+    sid = saga_id()
+    assert_json_error(invoke(stack, "a", sid, **{"X-Saga-Fault": "explode"}), 400)
+    assert stack.row("a", sid) is None
+
+
+def user_body(**changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"username": "ada", "address": "1 Main St", "payment": "visa"}
+    body.update(changes)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+BAD_STARTS = [
+    ("missing username", {"json": user_body(username=None)}, "", 400),
+    ("a number", {"json": user_body(address=12)}, "", 400),
+    ("an empty string", {"json": user_body(payment="")}, "", 400),
+    ("256 characters", {"json": user_body(username="x" * 256)}, "", 400),
+    ("not json", {"data": b"{oops"}, "", 400),
+    ("no body", {}, "", 400),
+    ("an unknown field", {"json": user_body(role="admin")}, "", 400),
+    ("an unknown service", {"json": user_body(fail={"d": "before_commit"})}, "", 400),
+    ("an unknown mode", {"json": user_body(fail={"b": "explode"})}, "", 400),
+    ("a mode missing its number", {"json": user_body(fail={"b": "transient"})}, "", 400),
+    ("a number out of range", {"json": user_body(fail={"b": "delay:999999"})}, "", 400),
+    ("fail not an object", {"json": user_body(fail="b")}, "", 400),
+    ("an unknown query flag", {"json": user_body()}, "?fail_d=timeout", 400),
+    ("an unknown query mode", {"json": user_body()}, "?fail_b=explode", 400),
+    ("a fault given twice", {"json": user_body(fail={"b": "timeout"})}, "?fail_b=timeout", 400),
+    ("an oversize body", {"data": b'{"username": "' + b"x" * 70_000 + b'"}'}, "", 413),
+]
+
+
+@pytest.mark.parametrize(("case", "kwargs", "query", "status"), BAD_STARTS, ids=[c[0] for c in BAD_STARTS])
+def test_bad_start_is_rejected_and_records_nothing(stack: Stack, case: str, kwargs: dict[str, Any],
+                                                  query: str, status: int) -> None:
+    counts = {p: stack.count(p, t) for p, t in [("orchestrator", "sagas"), ("orchestrator", "saga_events"),
+                                                 ("a", "table_a"), ("b", "table_b"), ("c", "table_c")]}
+    answer = requests.post(f"{stack.urls['orchestrator']}/start{query}", timeout=10, **kwargs)
+    assert_json_error(answer, status)
+    assert {p: stack.count(p, t) for p, t in [("orchestrator", "sagas"), ("orchestrator", "saga_events"),
+                                               ("a", "table_a"), ("b", "table_b"), ("c", "table_c")]} == counts
+
+
+@pytest.mark.parametrize(("process", "path"), [
+    ("orchestrator", "/sagas/no-such-saga"),
+    ("orchestrator", "/sagas/no-such-saga/records"),
+    ("orchestrator", "/no-such-page"),
+    ("a", "/records/no-such-saga"),
+    ("b", "/nowhere"),
+])
+def test_unknown_things_are_json_404s(stack: Stack, process: str, path: str) -> None:
+    assert_json_error(requests.get(f"{stack.urls[process]}{path}", timeout=5), 404)
+
+
+@pytest.mark.parametrize(("process", "path"), [
+    ("orchestrator", "/sagas?limit=0"), ("orchestrator", "/sagas?limit=abc"),
+    ("orchestrator", "/sagas?status=HAPPY"), ("orchestrator", "/sagas?colour=red"),
+    ("c", "/records?limit=100000"),
+])
+def test_bad_query_arguments_are_400(stack: Stack, process: str, path: str) -> None:
+    assert_json_error(requests.get(f"{stack.urls[process]}{path}", timeout=5), 400)
+
+
+def test_wrong_method_is_a_json_405(stack: Stack) -> None:
+    assert_json_error(requests.get(f"{stack.urls['a']}/invoke", timeout=5), 405)
+
+
+def test_records_lists_newest_first(stack: Stack) -> None:
+    first, second = saga_id(), saga_id()
+    invoke(stack, "c", first)
+    invoke(stack, "c", second)
+    records = requests.get(f"{stack.urls['c']}/records?limit=2", timeout=5).json()["records"]
+    assert [r["saga_id"] for r in records] == [second, first]
+    one = requests.get(f"{stack.urls['c']}/records/{first}", timeout=5).json()
+    assert (one["service"], one["payment_method"], one["status"]) == ("c", "v", "APPLIED")
+
+
+@pytest.mark.parametrize(("request_body", "service", "status_code"), [
+    (None, "a", 200),
+    ({"service": "b"}, "b", 200),
+    ({"service": "c", "fail": "before_commit"}, "c", 500),
+])
+def test_test_status_probes_and_leaves_no_applied_row(stack: Stack, request_body: dict[str, str] | None,
+                                                      service: str, status_code: int) -> None:
+    answer = requests.post(f"{stack.urls['orchestrator']}/test_status", json=request_body, timeout=10)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["service"], body["status_code"]) == (service, status_code)
+    assert body["response"]["saga_id" if status_code == 200 else "error"]
+    assert stack.row_status(service, body["saga_id"]) in ("COMPENSATED", "CANCELLED")
+
+
+def test_test_status_rejects_an_unknown_service(stack: Stack) -> None:
+    assert_json_error(requests.post(f"{stack.urls['orchestrator']}/test_status",
+                                    json={"service": "z"}, timeout=5), 400)
+
+
+def test_health_everywhere(stack: Stack) -> None:
+    for process, url in stack.urls.items():
+        answer = requests.get(f"{url}/health", timeout=5)
+        assert (answer.status_code, answer.json()["status"]) == (200, "ok"), process

@@ -1,0 +1,69 @@
+"""The saga log survives the orchestrator: SIGKILL it mid-saga and the saga still finishes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+from tenacity import Retrying, stop_after_delay, wait_fixed
+
+from tests.stack import Stack, free_port
+
+
+def start_async(stack: Stack, **fail: str) -> str:
+    body = {"username": "ada", "address": "1 Main St", "payment": "visa", "fail": fail}
+    answer = requests.post(f"{stack.urls['orchestrator']}/start", json=body,
+                           headers={"Prefer": "respond-async"}, timeout=10)
+    assert answer.status_code == 202, answer.text
+    return str(answer.json()["saga_id"])
+
+
+def wait_for_saga(stack: Stack, saga_id: str, status: str, current_step: int | None = None,
+                  seconds: float = 30) -> dict[str, Any]:
+    """Poll the saga log itself (not the API: the orchestrator may be dead) until it matches."""
+    for attempt in Retrying(stop=stop_after_delay(seconds), wait=wait_fixed(0.01), reraise=True):
+        with attempt:
+            row = stack.saga_row(saga_id)
+            assert row is not None and row["status"] == status, row
+            assert current_step is None or row["current_step"] == current_step, row
+    return row
+
+
+def test_killed_while_waiting_on_a_participant_resumes_forward(fresh_stack: Stack) -> None:
+    stack = fresh_stack
+    saga_id = start_async(stack, b="delay:800")
+    wait_for_saga(stack, saga_id, "RUNNING", current_step=1)  # B's invoke is in flight
+    stack.kill("orchestrator")
+    stack.restart("orchestrator")
+    wait_for_saga(stack, saga_id, "COMPLETED")
+    assert [stack.row_status(s, saga_id) for s in "abc"] == ["APPLIED"] * 3
+    assert stack.count("b", "table_b") == 1, "B applied once, however often it was invoked"
+
+
+def test_killed_while_compensating_resumes_the_compensation(fresh_stack: Stack) -> None:
+    stack = fresh_stack
+    saga_id = start_async(stack, b="compensate_transient:3", c="before_commit")
+    wait_for_saga(stack, saga_id, "COMPENSATING", current_step=1)  # compensating B, failing
+    stack.kill("orchestrator")
+    stack.restart("orchestrator")
+    wait_for_saga(stack, saga_id, "COMPENSATED")
+    assert [stack.row_status(s, saga_id) for s in "abc"] == ["COMPENSATED", "COMPENSATED",
+                                                             "CANCELLED"]
+    attempts = [e[2] for e in stack.events(saga_id) if e[:2] == ("b", "compensate")]
+    assert attempts == list(range(1, len(attempts) + 1)), "attempt numbers go on after restart"
+    assert attempts[-1] == 4, "compensate_transient:3 lets the 4th attempt through"
+
+
+def test_another_orchestrator_takes_over_when_the_lease_runs_out(fresh_stack: Stack) -> None:
+    stack = fresh_stack
+    saga_id = start_async(stack, c="delay:800")
+    wait_for_saga(stack, saga_id, "RUNNING", current_step=2)
+    stack.kill("orchestrator")
+    port = free_port()
+    stack.start_process("orchestrator", port=port, label="second",
+                        extra_env={"ORCHESTRATOR_ID": "second-orchestrator"})
+    stack.wait_healthy("second", url=f"http://127.0.0.1:{port}")
+    row = wait_for_saga(stack, saga_id, "COMPLETED")
+    assert [stack.row_status(s, saga_id) for s in "abc"] == ["APPLIED"] * 3
+    assert row["lease_owner"] is None, "a finished saga holds no lease"
+    assert "claimed for recovery" in stack.log("second")
