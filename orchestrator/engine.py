@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import replace
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,7 +48,7 @@ class SagaEngine:
                 assert saga is not None, f"saga {saga_id} is not in the log"
                 if saga.status.finished:
                     self.store.release(saga_id, self.owner)
-                    return saga
+                    return replace(saga, lease_owner=None, lease_expires_at=None)
                 if saga.status is SagaStatus.RUNNING:
                     self._forward(saga, resumed)
                 else:

@@ -40,6 +40,8 @@ def parse_start(body: Mapping[str, Any], args: Mapping[str, str]) -> StartReques
         requested[step] = value
     faults = {}
     for step, mode in requested.items():
+        if mode is None or mode == "":  # the dashboard sends "no fault" as empty
+            continue
         if not isinstance(mode, str):
             raise ApiError(400, "invalid_fault", f"the fault for {step} must be a string")
         try:

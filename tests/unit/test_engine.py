@@ -1,0 +1,87 @@
+"""The engine's order of work, with scripted participants and a real (SQLite) saga log."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.db import make_engine
+from common.status import SagaStatus
+from orchestrator.client import Attempt
+from orchestrator.engine import SagaEngine
+from orchestrator.saga import SIGNUP_STEPS
+from orchestrator.store import LeaseLost, SagaStore, metadata
+
+
+class ScriptedClient:
+    """Answers each call with the outcome scripted for (step, action); 'ok' otherwise."""
+
+    def __init__(self, script: dict[tuple[str, str], str]) -> None:
+        self.script = script
+        self.calls: list[tuple[str, str]] = []
+
+    def post(self, url: str, payload: dict[str, Any], *, retries: int, first_attempt: int = 1,
+             fault: str | None = None, on_attempt: Callable[[Attempt], None]) -> Attempt:
+        step, action = url.rsplit("/", 2)[-2:]
+        self.calls.append((step, action))
+        outcome = self.script.get((step, action), "ok")
+        attempt = Attempt(first_attempt, 200 if outcome == "ok" else None, outcome, 1,
+                          None if outcome == "ok" else outcome, {})
+        on_attempt(attempt)
+        return attempt
+
+
+def make(tmp_path: Path, script: dict[tuple[str, str], str]) -> tuple[SagaEngine, ScriptedClient]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    metadata.create_all(engine)
+    client = ScriptedClient(script)
+    urls = {step.name: f"http://x/{step.name}" for step in SIGNUP_STEPS}
+    saga_engine = SagaEngine(SIGNUP_STEPS, urls, SagaStore(engine, 30), client,  # type: ignore[arg-type]
+                             owner="me", invoke_retries=2, compensation_retries=2)
+    return saga_engine, client
+
+
+USER = {"username": "u", "address": "a", "payment": "p"}
+
+
+def test_success_invokes_in_order(tmp_path: Path) -> None:
+    engine, client = make(tmp_path, {})
+    saga = engine.drive(engine.create(USER, {}).id)
+    assert saga.status is SagaStatus.COMPLETED and saga.lease_owner is None
+    assert client.calls == [("a", "invoke"), ("b", "invoke"), ("c", "invoke")]
+
+
+@pytest.mark.parametrize(("failing", "compensated"), [
+    ("a", ["a"]), ("b", ["b", "a"]), ("c", ["c", "b", "a"])])
+def test_failure_compensates_from_the_failed_step_backwards(tmp_path: Path, failing: str,
+                                                            compensated: list[str]) -> None:
+    engine, client = make(tmp_path, {(failing, "invoke"): "error"})
+    saga = engine.drive(engine.create(USER, {}).id)
+    assert (saga.status, saga.failed_step, saga.reason) == (SagaStatus.COMPENSATED, failing, "error")
+    assert [step for step, action in client.calls if action == "compensate"] == compensated
+
+
+def test_timeout_is_the_reason(tmp_path: Path) -> None:
+    engine, _ = make(tmp_path, {("b", "invoke"): "timeout"})
+    saga = engine.drive(engine.create(USER, {}).id)
+    assert (saga.status, saga.reason) == (SagaStatus.COMPENSATED, "timeout")
+
+
+def test_a_failing_compensation_stops_in_order(tmp_path: Path) -> None:
+    engine, client = make(tmp_path, {("c", "invoke"): "error", ("b", "compensate"): "error"})
+    saga = engine.drive(engine.create(USER, {}).id)
+    assert saga.status is SagaStatus.COMPENSATION_FAILED and saga.current_step == 1
+    assert ("a", "compensate") not in client.calls, "A is not undone before B is"
+
+
+def test_a_driver_that_lost_its_lease_stops(tmp_path: Path) -> None:
+    engine, client = make(tmp_path, {})
+    saga = engine.create(USER, {})
+    engine.store.release(saga.id, "me")  # as if another orchestrator had taken it
+    with pytest.raises(LeaseLost):
+        engine.store.transition(saga.id, "me", SagaStatus.RUNNING, 1)
+    assert engine.drive(saga.id).status is SagaStatus.RUNNING
+    assert client.calls == [("a", "invoke")], "it stops at the first write it cannot make"
