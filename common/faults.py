@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 FAULT_HEADER = "X-Saga-Fault"
 ATTEMPT_HEADER = "X-Saga-Attempt"
@@ -14,7 +14,7 @@ MAX_DELAY_MS = 60_000
 MAX_TRANSIENT = 10
 
 
-class FaultKind(str, Enum):
+class FaultKind(StrEnum):
     """Every fault a participant can be told to act out."""
 
     BEFORE_COMMIT = "before_commit"  # 500, nothing written

@@ -1,9 +1,9 @@
 """Every status value in the system, in one place."""
 
-from enum import Enum
+from enum import StrEnum
 
 
-class RecordStatus(str, Enum):
+class RecordStatus(StrEnum):
     """The state of a participant's row for one saga."""
 
     APPLIED = "APPLIED"  # the local transaction's effect is in place
@@ -11,7 +11,7 @@ class RecordStatus(str, Enum):
     CANCELLED = "CANCELLED"  # a tombstone: compensated before anything was applied
 
 
-class SagaStatus(str, Enum):
+class SagaStatus(StrEnum):
     """The state of a saga in the orchestrator's log."""
 
     RUNNING = "RUNNING"  # invoking steps forward

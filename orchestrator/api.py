@@ -72,7 +72,7 @@ def list_sagas() -> Any:
     if status is not None and status not in SagaStatus.__members__:
         raise ApiError(400, "invalid_status",
                        f"status must be one of {', '.join(SagaStatus.__members__)}")
-    sagas = _store().list(limit_arg(request.args), SagaStatus(status) if status else None)
+    sagas = _store().recent(limit_arg(request.args), SagaStatus(status) if status else None)
     return jsonify({"sagas": [saga.as_json() for saga in sagas]})
 
 

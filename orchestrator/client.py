@@ -10,7 +10,7 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
-from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_exponential_jitter
+from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt, wait_exponential_jitter
 
 from common.faults import ATTEMPT_HEADER, FAULT_HEADER, TIMEOUT_HEADER
 
@@ -29,6 +29,12 @@ class Attempt:
     @property
     def retryable(self) -> bool:
         return self.outcome in ("error", "timeout", "unreachable")
+
+
+def _last_attempt(state: RetryCallState) -> Attempt:
+    """When retries run out, answer with the last attempt instead of raising."""
+    assert state.outcome is not None
+    return state.outcome.result()  # type: ignore[no-any-return]
 
 
 class ParticipantClient:
@@ -71,9 +77,9 @@ class ParticipantClient:
             stop=stop_after_attempt(retries + 1),
             wait=wait_exponential_jitter(initial=self.backoff_initial, max=self.backoff_max),
             retry=retry_if_result(lambda attempt: attempt.retryable),
-            retry_error_callback=lambda state: state.outcome.result(),  # the last attempt
+            retry_error_callback=_last_attempt,
         )
-        return retrying(attempt_once)  # type: ignore[no-any-return]
+        return retrying(attempt_once)
 
     def _attempt(self, url: str, payload: dict[str, Any], number: int,
                  fault: str | None) -> Attempt:

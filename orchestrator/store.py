@@ -7,8 +7,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (BigInteger, Column, Engine, Index, Integer, MetaData, String, Table, Text,
-                        func, insert, or_, select, update)
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from common.db import Timestamp, iso, utcnow
 from common.status import UNFINISHED, SagaStatus
@@ -200,7 +214,7 @@ class SagaStore:
             row = connection.execute(select(sagas).where(sagas.c.id == saga_id)).first()
         return None if row is None else _saga(row)
 
-    def list(self, limit: int, status: SagaStatus | None = None) -> list[Saga]:
+    def recent(self, limit: int, status: SagaStatus | None = None) -> list[Saga]:
         """The newest sagas first, optionally of one status."""
         query = select(sagas).order_by(sagas.c.created_at.desc()).limit(limit)
         if status is not None:

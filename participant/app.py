@@ -158,7 +158,7 @@ def compensate() -> tuple[Any, int]:
 def list_records() -> Any:
     """The newest rows first, `?limit=` of them."""
     spec, store = _participant()
-    records = store.list(limit_arg(request.args))
+    records = store.recent(limit_arg(request.args))
     return jsonify({"service": spec.name, "records": [r.as_json(spec.column) for r in records]})
 
 

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (Column, Engine, Integer, MetaData, String, Table, insert, select,
-                        update)
+from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from common.db import Timestamp, iso, utcnow
@@ -99,7 +98,7 @@ class RecordStore:
                 select(self.table).where(self.table.c.saga_id == saga_id)).first()
         return None if row is None else self._record(row)
 
-    def list(self, limit: int) -> list[Record]:
+    def recent(self, limit: int) -> list[Record]:
         """The newest rows first."""
         with self.engine.connect() as connection:
             rows = connection.execute(

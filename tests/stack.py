@@ -107,12 +107,12 @@ class Stack:
                       extra_env: dict[str, str] | None = None, label: str | None = None) -> None:
         module = "orchestrator" if name == "orchestrator" else f"service_{name}"
         label = label or name
-        log = open(self.workdir / f"{label}.log", "ab")  # noqa: SIM115 - the process holds it
-        self.processes[label] = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
-             "--bind", f"127.0.0.1:{port or self.ports[name]}", f"{module}.wsgi:app"],
-            cwd=ROOT, env=self.env(name, extra_env), stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+        with open(self.workdir / f"{label}.log", "ab") as log:  # the child keeps its own copy
+            self.processes[label] = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
+                 "--bind", f"127.0.0.1:{port or self.ports[name]}", f"{module}.wsgi:app"],
+                cwd=ROOT, env=self.env(name, extra_env), stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
 
     def wait_healthy(self, name: str, url: str | None = None, seconds: float = 30) -> None:
         for attempt in Retrying(stop=stop_after_delay(seconds), wait=wait_fixed(0.1),
@@ -137,13 +137,15 @@ class Stack:
         return (self.workdir / f"{label}.log").read_text(errors="replace")
 
     def stop(self) -> None:
-        for label in list(self.processes):
-            process = self.processes.pop(label)
+        for process in self.processes.values():  # all at once: each may wait on keep-alives
             os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes.values():
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self.processes.clear()
         for engine in self.engines.values():
             engine.dispose()
         drop_databases(self.base_db_url, self.db_urls)

@@ -90,8 +90,8 @@ def test_concurrent_invoke_and_compensate_never_leave_an_applied_row(stack: Stac
     with ThreadPoolExecutor(16) as pool:
         invokes = [pool.submit(invoke, stack, "b", sid) for sid in sids]
         compensations = [pool.submit(compensate, stack, "b", sid) for sid in sids]
-        results = [(i.result(), c.result()) for i, c in zip(invokes, compensations)]
-    for sid, (inv, comp) in zip(sids, results):
+        results = [(i.result(), c.result()) for i, c in zip(invokes, compensations, strict=True)]
+    for sid, (inv, comp) in zip(sids, results, strict=True):
         assert comp.status_code == 200
         final = stack.row_status("b", sid)
         assert final in ("COMPENSATED", "CANCELLED"), f"{sid}: {final}"
@@ -114,7 +114,8 @@ BAD_INVOKES = [
 
 
 @pytest.mark.parametrize(("case", "payload", "status"), BAD_INVOKES, ids=[c[0] for c in BAD_INVOKES])
-def test_bad_invoke_is_rejected_and_writes_nothing(stack: Stack, case: str, payload: bytes, status: int) -> None:
+def test_bad_invoke_is_rejected_and_writes_nothing(stack: Stack, case: str, payload: bytes,
+                                                   status: int) -> None:
     before = stack.count("a", "table_a")
     answer = requests.post(f"{stack.urls['a']}/invoke", data=payload,
                            headers={"Content-Type": "application/json"}, timeout=10)
@@ -132,6 +133,12 @@ def user_body(**changes: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"username": "ada", "address": "1 Main St", "payment": "visa"}
     body.update(changes)
     return {k: v for k, v in body.items() if v is not None}
+
+
+def all_counts(stack: Stack) -> dict[str, int]:
+    tables = [("orchestrator", "sagas"), ("orchestrator", "saga_events"), ("a", "table_a"),
+              ("b", "table_b"), ("c", "table_c")]
+    return {table: stack.count(process, table) for process, table in tables}
 
 
 BAD_STARTS = [
@@ -157,12 +164,10 @@ BAD_STARTS = [
 @pytest.mark.parametrize(("case", "kwargs", "query", "status"), BAD_STARTS, ids=[c[0] for c in BAD_STARTS])
 def test_bad_start_is_rejected_and_records_nothing(stack: Stack, case: str, kwargs: dict[str, Any],
                                                   query: str, status: int) -> None:
-    counts = {p: stack.count(p, t) for p, t in [("orchestrator", "sagas"), ("orchestrator", "saga_events"),
-                                                 ("a", "table_a"), ("b", "table_b"), ("c", "table_c")]}
+    counts = all_counts(stack)
     answer = requests.post(f"{stack.urls['orchestrator']}/start{query}", timeout=10, **kwargs)
     assert_json_error(answer, status)
-    assert {p: stack.count(p, t) for p, t in [("orchestrator", "sagas"), ("orchestrator", "saga_events"),
-                                               ("a", "table_a"), ("b", "table_b"), ("c", "table_c")]} == counts
+    assert all_counts(stack) == counts, "a rejected request must write nothing anywhere"
 
 
 @pytest.mark.parametrize(("process", "path"), [
