@@ -1,0 +1,45 @@
+# The project's interface: `make run` starts the system, `make test` proves it.
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# Set to a MySQL/MariaDB URL (mysql+pymysql://root@127.0.0.1:3306/test) to test on it.
+export TEST_DATABASE_URL
+
+.PHONY: install install-dev run test lint sql up down clean
+
+$(VENV)/.run-deps: requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-deps: $(VENV)/.run-deps requirements-dev.txt
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.run-deps
+install-dev: $(VENV)/.dev-deps
+
+run: install  ## the orchestrator and services A, B, C on SQLite (var/*.db); Ctrl-C stops all four
+	mkdir -p var
+	honcho start
+
+test: install-dev  ## unit and integration tests (SQLite; TEST_DATABASE_URL=... for MySQL/MariaDB)
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+lint: install-dev
+	ruff check .
+	mypy
+	$(PYTHON) -m scripts.schema --check
+
+sql: install-dev  ## regenerate sql/ from the SQLAlchemy tables
+	$(PYTHON) -m scripts.schema
+
+up:  ## the whole system on MySQL 8 in containers
+	docker compose up --build
+
+down:
+	docker compose down --volumes
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache
