@@ -10,8 +10,7 @@ from typing import Any
 from flask import Flask
 
 from common.db import init_database, make_engine
-from common.errors import register_error_handlers
-from common.logs import configure_logging
+from common.web import base_app
 from orchestrator.api import api
 from orchestrator.client import ParticipantClient
 from orchestrator.config import orchestrator_config
@@ -26,10 +25,8 @@ UI = Path(__file__).resolve().parent.parent / "ui"
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     """The orchestrator app; starts its recovery loop unless RECOVERY_ENABLED is off."""
-    app = Flask("orchestrator", template_folder=str(UI / "templates"),
-                static_folder=str(UI / "static"))
-    app.config.update(orchestrator_config(overrides))
-    configure_logging(app.config["LOG_LEVEL"])
+    app = base_app("orchestrator", orchestrator_config(overrides),
+                   template_folder=str(UI / "templates"), static_folder=str(UI / "static"))
     logs = LogBuffer()
     logging.getLogger("orchestrator").addHandler(logs)
 
@@ -46,7 +43,6 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     recovery = Recovery(saga_engine, executor, app.config["RECOVERY_INTERVAL"])
     app.extensions["saga"] = {"engine": saga_engine, "store": store, "client": client,
                               "executor": executor, "recovery": recovery, "logs": logs}
-    register_error_handlers(app)
     app.register_blueprint(api)
     if app.config["RECOVERY_ENABLED"]:
         recovery.start()

@@ -12,11 +12,11 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from sqlalchemy import MetaData, text
 
 from common.db import init_database, make_engine
-from common.errors import ApiError, json_object, register_error_handlers
+from common.errors import ApiError, json_object
 from common.faults import ATTEMPT_HEADER, FAULT_HEADER, TIMEOUT_HEADER, Fault, parse_fault
-from common.logs import configure_logging
 from common.status import RecordStatus
 from common.validation import limit_arg, reject_unknown, saga_id_field, text_field
+from common.web import base_app
 from participant.records import RecordStore, records_table
 
 log = logging.getLogger(__name__)
@@ -56,15 +56,12 @@ def participant_config(spec: ServiceSpec, overrides: dict[str, Any] | None = Non
 
 def create_participant_app(spec: ServiceSpec, overrides: dict[str, Any] | None = None) -> Flask:
     """A participant app for `spec`, its table created if missing."""
-    app = Flask(f"service_{spec.name}")
-    app.config.update(participant_config(spec, overrides))
-    configure_logging(app.config["LOG_LEVEL"])
+    app = base_app(f"service_{spec.name}", participant_config(spec, overrides))
     engine = make_engine(app.config["DATABASE_URL"], app.config["DB_POOL_SIZE"])
     metadata = MetaData()
     table = records_table(metadata, spec.table, spec.column)
     init_database(engine, metadata)
     app.extensions["participant"] = (spec, RecordStore(engine, table, spec.column))
-    register_error_handlers(app)
     app.register_blueprint(routes)
     return app
 
@@ -104,8 +101,7 @@ def _number_header(name: str, default: float) -> float:
 
 
 def _injected_failure(message: str) -> ApiError:
-    spec, _ = _participant()
-    return ApiError(500, "injected_fault", f"service {spec.name}: {message}")
+    return ApiError(500, "injected_fault", f"injected fault {message}")
 
 
 @routes.post("/invoke")
@@ -126,14 +122,15 @@ def invoke() -> tuple[Any, int]:
             time.sleep(pause)
         if fault.fails_before_commit(attempt):
             log.info("saga %s: %s fails before commit (attempt %d)", saga_id, fault, attempt)
-            raise _injected_failure(f"{fault} before commit, attempt {attempt}")
+            raise _injected_failure(f"{fault}: failed before commit, nothing written "
+                                    f"(attempt {attempt})")
     status = store.apply(saga_id, value)
     if status is not RecordStatus.APPLIED:
         log.info("saga %s: invoke refused, the row is %s", saga_id, status.value)
         return _answer(saga_id, status, 409)
     if fault is not None and fault.fails_after_commit():
         log.info("saga %s: applied, then fails (%s)", saga_id, fault)
-        raise _injected_failure("committed, then failed (after_commit)")
+        raise _injected_failure(f"{fault}: committed, then failed (attempt {attempt})")
     log.info("saga %s: applied", saga_id)
     return _answer(saga_id, status)
 
@@ -148,7 +145,7 @@ def compensate() -> tuple[Any, int]:
     fault, attempt = _fault(), int(_number_header(ATTEMPT_HEADER, 1))
     if fault is not None and fault.fails_compensation(attempt):
         log.info("saga %s: compensation fails (%s, attempt %d)", saga_id, fault, attempt)
-        raise _injected_failure(f"{fault}, attempt {attempt}")
+        raise _injected_failure(f"{fault}: compensation failed (attempt {attempt})")
     status = store.compensate(saga_id)
     log.info("saga %s: compensated, the row is %s", saga_id, status.value)
     return _answer(saga_id, status)
