@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Set to a MySQL/MariaDB URL (mysql+pymysql://root@127.0.0.1:3306/test) to test on it.
 export TEST_DATABASE_URL
 
-.PHONY: install install-dev run test lint sql up down clean
+.PHONY: install install-dev chromium run test lint sql screenshots up down clean
 
 $(VENV)/.run-deps: requirements.txt
 	python3 -m venv $(VENV)
@@ -20,11 +20,18 @@ $(VENV)/.dev-deps: $(VENV)/.run-deps requirements-dev.txt
 install: $(VENV)/.run-deps
 install-dev: $(VENV)/.dev-deps
 
+# The browser tests drive Debian's Chromium (Playwright never downloads a browser here).
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@test -x $(CHROMIUM) || { echo "installing chromium for the browser tests"; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq chromium; }
+
 run: install  ## the orchestrator and services A, B, C on SQLite (var/*.db); Ctrl-C stops all four
 	mkdir -p var
 	honcho start
 
-test: install-dev  ## unit and integration tests (SQLite; TEST_DATABASE_URL=... for MySQL/MariaDB)
+test: install-dev chromium  ## unit and integration tests (SQLite; TEST_DATABASE_URL=... for MySQL/MariaDB)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 lint: install-dev
@@ -34,6 +41,9 @@ lint: install-dev
 
 sql: install-dev  ## regenerate sql/ from the SQLAlchemy tables
 	$(PYTHON) -m scripts.schema
+
+screenshots: install-dev chromium  ## redraw docs/screenshots/*.png from a live run
+	$(PYTHON) -m scripts.screenshots
 
 up:  ## the whole system on MySQL 8 in containers
 	docker compose up --build

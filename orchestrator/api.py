@@ -171,7 +171,8 @@ def definition() -> Any:
     """The saga's steps in order, and the fault modes a participant can act out."""
     return jsonify({"steps": [{"name": s.name, "action": s.action,
                                "compensation": s.compensation} for s in SIGNUP_STEPS],
-                    "fault_modes": FAULT_MODES})
+                    "fault_modes": FAULT_MODES,
+                    "call_timeout": current_app.config["CALL_TIMEOUT"]})
 
 
 @api.get("/health")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from common.status import SagaStatus
@@ -47,8 +46,7 @@ class SagaEngine:
                 saga = self.store.get(saga_id)
                 assert saga is not None, f"saga {saga_id} is not in the log"
                 if saga.status.finished:
-                    self.store.release(saga_id, self.owner)
-                    return replace(saga, lease_owner=None, lease_expires_at=None)
+                    return saga
                 if saga.status is SagaStatus.RUNNING:
                     self._forward(saga, resumed)
                 else:

@@ -146,9 +146,15 @@ class SagaStore:
 
     def transition(self, saga_id: str, owner: str, status: SagaStatus, current_step: int,
                    **details: str | None) -> None:
-        """Record the saga's next state (and renew the lease) before acting on it."""
-        self._fenced_update(saga_id, owner, status=status.value, current_step=current_step,
-                            **details)
+        """Record the saga's next state (and renew the lease) before acting on it.
+
+        A final state gives up the lease in the same write.
+        """
+        if status.finished:
+            details.update(lease_owner=None, lease_expires_at=None)
+        with self.engine.begin() as connection:
+            self._renew(connection, saga_id, owner, utcnow(), status=status.value,
+                        current_step=current_step, **details)
 
     def record_attempt(self, saga_id: str, owner: str, event: Event) -> None:
         """Append one attempt to the saga's timeline and renew the lease, in one transaction."""
@@ -160,24 +166,13 @@ class SagaStore:
                 latency_ms=event.latency_ms, error=event.error, at=now))
             self._renew(connection, saga_id, owner, now)
 
-    def _fenced_update(self, saga_id: str, owner: str, **values: Any) -> None:
-        with self.engine.begin() as connection:
-            self._renew(connection, saga_id, owner, utcnow(), **values)
-
     def _renew(self, connection: Any, saga_id: str, owner: str, now: datetime,
                **values: Any) -> None:
         changed = connection.execute(
             update(sagas).where(sagas.c.id == saga_id, sagas.c.lease_owner == owner)
-            .values(lease_expires_at=now + self.lease, updated_at=now, **values)).rowcount
+            .values({"lease_expires_at": now + self.lease, "updated_at": now, **values})).rowcount
         if changed != 1:
             raise LeaseLost(f"saga {saga_id} is no longer leased to {owner}")
-
-    def release(self, saga_id: str, owner: str) -> None:
-        """Give up the lease on a finished saga."""
-        with self.engine.begin() as connection:
-            connection.execute(update(sagas).where(sagas.c.id == saga_id,
-                                                   sagas.c.lease_owner == owner)
-                               .values(lease_owner=None, lease_expires_at=None))
 
     def claim(self, saga_id: str, owner: str) -> bool:
         """Take the lease on an unfinished saga whose lease has run out; atomic."""

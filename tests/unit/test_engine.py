@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from common.db import make_engine
 from common.status import SagaStatus
 from orchestrator.client import Attempt
 from orchestrator.engine import SagaEngine
 from orchestrator.saga import SIGNUP_STEPS
-from orchestrator.store import LeaseLost, SagaStore, metadata
+from orchestrator.store import LeaseLost, SagaStore, metadata, sagas
 
 
 class ScriptedClient:
@@ -80,7 +81,8 @@ def test_a_failing_compensation_stops_in_order(tmp_path: Path) -> None:
 def test_a_driver_that_lost_its_lease_stops(tmp_path: Path) -> None:
     engine, client = make(tmp_path, {})
     saga = engine.create(USER, {})
-    engine.store.release(saga.id, "me")  # as if another orchestrator had taken it
+    with engine.store.engine.begin() as connection:  # as if another orchestrator had taken it
+        connection.execute(update(sagas).where(sagas.c.id == saga.id).values(lease_owner="other"))
     with pytest.raises(LeaseLost):
         engine.store.transition(saga.id, "me", SagaStatus.RUNNING, 1)
     assert engine.drive(saga.id).status is SagaStatus.RUNNING
