@@ -181,4 +181,4 @@ class Stack:
             rows = connection.execute(
                 text("SELECT step, action, attempt, outcome FROM saga_events "
                      "WHERE saga_id = :id ORDER BY id"), {"id": saga_id}).all()
-        return [tuple(row) for row in rows]  # type: ignore[misc]
+        return [tuple(row) for row in rows]
