@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Set to a MySQL/MariaDB URL (mysql+pymysql://root@127.0.0.1:3306/test) to test on it.
 export TEST_DATABASE_URL
 
-.PHONY: install install-dev chromium run test lint sql screenshots up down clean
+.PHONY: install install-dev chromium run test lint sql screenshots check up down clean
 
 $(VENV)/.run-deps: requirements.txt
 	python3 -m venv $(VENV)
@@ -38,6 +38,9 @@ lint: install-dev
 	ruff check .
 	mypy
 	$(PYTHON) -m scripts.schema --check
+
+check: install  ## consistency check of the running system (same settings as the orchestrator)
+	$(PYTHON) -m orchestrator.check
 
 sql: install-dev  ## regenerate sql/ from the SQLAlchemy tables
 	$(PYTHON) -m scripts.schema

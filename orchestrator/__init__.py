@@ -15,6 +15,7 @@ from orchestrator.api import api
 from orchestrator.client import ParticipantClient
 from orchestrator.config import orchestrator_config
 from orchestrator.engine import SagaEngine
+from orchestrator.failpoints import Failpoints
 from orchestrator.logbuffer import LogBuffer
 from orchestrator.recovery import Recovery
 from orchestrator.saga import SIGNUP_STEPS
@@ -38,9 +39,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     saga_engine = SagaEngine(SIGNUP_STEPS, app.config["SERVICE_URLS"], store, client,
                              owner=app.config["ORCHESTRATOR_ID"],
                              invoke_retries=app.config["CALL_RETRIES"],
-                             compensation_retries=app.config["COMPENSATION_RETRIES"])
+                             compensation_retries=app.config["COMPENSATION_RETRIES"],
+                             failpoints=Failpoints(app.config["FAILPOINTS_FILE"]))
     executor = ThreadPoolExecutor(app.config["WORKER_THREADS"], thread_name_prefix="saga")
-    recovery = Recovery(saga_engine, executor, app.config["RECOVERY_INTERVAL"])
+    recovery = Recovery(saga_engine, executor, app.config["RECOVERY_INTERVAL"],
+                        app.config["COMPENSATION_RETRY_AFTER"], app.config["COMPENSATION_RETRY_ROUNDS"])
     app.extensions["saga"] = {"engine": saga_engine, "store": store, "client": client,
                               "executor": executor, "recovery": recovery, "logs": logs}
     app.register_blueprint(api)

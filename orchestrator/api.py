@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -14,12 +16,12 @@ from common.faults import FAULT_MODES, parse_fault
 from common.status import SagaStatus
 from common.validation import limit_arg, reject_unknown
 from orchestrator.client import ParticipantClient
-from orchestrator.consistency import verdict
+from orchestrator.consistency import check_consistency, verdict
 from orchestrator.engine import SagaEngine
 from orchestrator.logbuffer import LogBuffer
 from orchestrator.saga import SIGNUP_STEPS, STEP_NAMES
-from orchestrator.store import Saga, SagaStore
-from orchestrator.validation import parse_start
+from orchestrator.store import DuplicateIdempotencyKey, Saga, SagaStore
+from orchestrator.validation import StartRequest, parse_start
 
 api = Blueprint("orchestrator", __name__)
 
@@ -52,16 +54,72 @@ def saga_answer(saga: Saga) -> tuple[dict[str, Any], int]:
 
 @api.post("/start")
 def start() -> tuple[Any, int]:
-    """Start a sign-up saga; answers when it has finished (202 at once with Prefer: respond-async)."""
+    """Start a sign-up saga; answers when it has finished (202 at once with Prefer: respond-async).
+
+    With an Idempotency-Key header, a repeat of the same request answers as the first did
+    and starts nothing; the same key with another body is 422; a repeat while the first is
+    still running is 409.
+    """
     request_ = parse_start(json_object(), request.args)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 128:
+        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 128 characters")
+    fingerprint = request_hash(request_)
     engine = _engine()
-    saga = engine.create(request_.input, request_.faults)
+    try:
+        saga = engine.create(request_.input, request_.faults, key, fingerprint if key else None)
+    except DuplicateIdempotencyKey:
+        return _repeat(key or "", fingerprint)
+    return _run(saga.id, saga.status)
+
+
+def _run(saga_id: str, status: SagaStatus) -> tuple[Any, int]:
+    """Drive a saga we hold, in this request or (Prefer: respond-async) in the background."""
+    engine = _engine()
     if "respond-async" in request.headers.get("Prefer", ""):
         executor: ThreadPoolExecutor = current_app.extensions["saga"]["executor"]
-        executor.submit(engine.drive_logged, saga.id)
-        return jsonify({"saga_id": saga.id, "status": saga.status.value}), 202
-    body, code = saga_answer(engine.drive(saga.id))
+        executor.submit(engine.drive_logged, saga_id)
+        return jsonify({"saga_id": saga_id, "status": status.value}), 202
+    body, code = saga_answer(engine.drive(saga_id))
     return jsonify(body), code
+
+
+def request_hash(start_request: StartRequest) -> str:
+    """A fingerprint of what a /start asks for, to tell a true repeat from a reused key."""
+    canonical = json.dumps({"input": start_request.input, "fail": start_request.faults},
+                           sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _repeat(key: str, fingerprint: str) -> tuple[Any, int]:
+    saga = _store().by_idempotency_key(key)
+    assert saga is not None, "the key clashed, so its saga exists"
+    if saga.request_hash != fingerprint:
+        raise ApiError(422, "idempotency_key_reused",
+                       f"Idempotency-Key {key!r} was used for a different request", saga_id=saga.id)
+    if not saga.status.finished:
+        raise ApiError(409, "saga_in_progress",
+                       f"the saga started with this Idempotency-Key is still {saga.status.value}",
+                       saga_id=saga.id)
+    body, code = saga_answer(saga)
+    return jsonify(body), code
+
+
+@api.post("/sagas/<saga_id>/retry")
+def retry(saga_id: str) -> tuple[Any, int]:
+    """Resume the compensation of a COMPENSATION_FAILED saga, its injected faults cleared."""
+    saga = _saga_or_404(saga_id)
+    if not _engine().reopen(saga_id):
+        raise ApiError(409, "not_retryable",
+                       f"saga {saga_id} is {saga.status.value}; only COMPENSATION_FAILED sagas are retried")
+    return _run(saga_id, SagaStatus.COMPENSATING)
+
+
+@api.get("/consistency")
+def consistency() -> tuple[Any, int]:
+    """Check every finished saga against the rows A, B and C hold; list each violation."""
+    report = check_consistency(_store(), _client(), current_app.config["SERVICE_URLS"])
+    return jsonify(report), 200
 
 
 @api.get("/sagas")

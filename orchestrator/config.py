@@ -27,6 +27,9 @@ def orchestrator_config(overrides: dict[str, Any] | None = None) -> dict[str, An
         "LEASE_SECONDS": float(env.get("LEASE_SECONDS", "30")),
         "RECOVERY_INTERVAL": float(env.get("RECOVERY_INTERVAL", "2")),
         "RECOVERY_ENABLED": env.get("RECOVERY_ENABLED", "1") == "1",
+        "COMPENSATION_RETRY_AFTER": float(env.get("COMPENSATION_RETRY_AFTER", "30")),
+        "COMPENSATION_RETRY_ROUNDS": int(env.get("COMPENSATION_RETRY_ROUNDS", "10")),
+        "FAILPOINTS_FILE": env.get("FAILPOINTS_FILE") or None,  # the fault suite's crash points
         "ORCHESTRATOR_ID": env.get("ORCHESTRATOR_ID", socket.gethostname()),
         "WORKER_THREADS": int(env.get("ORCHESTRATOR_WORKER_THREADS", "16")),
         "MAX_CONTENT_LENGTH": int(env.get("MAX_BODY_BYTES", str(64 * 1024))),

@@ -13,6 +13,7 @@ from typing import Any
 
 from common.status import SagaStatus
 from orchestrator.client import Attempt, ParticipantClient
+from orchestrator.failpoints import Failpoints
 from orchestrator.saga import Step
 from orchestrator.store import Event, LeaseLost, Saga, SagaStore
 
@@ -24,7 +25,7 @@ class SagaEngine:
 
     def __init__(self, steps: Sequence[Step], urls: dict[str, str], store: SagaStore,
                  client: ParticipantClient, owner: str, invoke_retries: int,
-                 compensation_retries: int) -> None:
+                 compensation_retries: int, failpoints: Failpoints | None = None) -> None:
         self.steps = tuple(steps)
         self.urls = urls
         self.store = store
@@ -32,10 +33,13 @@ class SagaEngine:
         self.owner = owner
         self.invoke_retries = invoke_retries
         self.compensation_retries = compensation_retries
+        self.failpoints = failpoints or Failpoints(None)
 
-    def create(self, saga_input: dict[str, str], faults: dict[str, str]) -> Saga:
+    def create(self, saga_input: dict[str, str], faults: dict[str, str],
+               idempotency_key: str | None = None, request_hash: str | None = None) -> Saga:
         """Log a new saga, leased to us, before any step runs."""
-        saga = self.store.create(uuid.uuid4().hex, saga_input, faults, self.owner)
+        saga = self.store.create(uuid.uuid4().hex, saga_input, faults, self.owner,
+                                 idempotency_key, request_hash)
         log.info("saga %s: started %s fail=%s", saga.id, saga_input.get("username"), faults)
         return saga
 
@@ -57,6 +61,13 @@ class SagaEngine:
         saga = self.store.get(saga_id)
         assert saga is not None
         return saga
+
+    def reopen(self, saga_id: str) -> bool:
+        """Take a COMPENSATION_FAILED saga back to COMPENSATING, its faults cleared; False if it is not."""
+        reopened = self.store.reopen_failed_compensation(saga_id, self.owner, clear_faults=True)
+        if reopened:
+            log.info("saga %s: retrying the compensation by request (injected faults cleared)", saga_id)
+        return reopened
 
     def drive_logged(self, saga_id: str, resumed: bool = False) -> None:
         """`drive` for a background thread: log what goes wrong; recovery retries it later."""
@@ -109,6 +120,8 @@ class SagaEngine:
         first = 1 + (self.store.attempts_so_far(saga.id, step.name, action) if resumed else 0)
 
         def record(attempt: Attempt) -> None:
+            if attempt.outcome == "ok":  # the participant committed; the log does not know yet
+                self.failpoints.hit(f"after_{action}", step.name)
             self.store.record_attempt(saga.id, self.owner, Event(
                 step.name, action, attempt.number, attempt.http_status, attempt.outcome,
                 attempt.latency_ms, attempt.error))
@@ -116,6 +129,7 @@ class SagaEngine:
                      attempt.number, attempt.outcome,
                      f" {attempt.http_status}" if attempt.http_status else "", attempt.latency_ms)
 
+        self.failpoints.hit(f"before_{action}", step.name)
         return self.client.post(f"{self.urls[step.name]}/{action}", payload, retries=retries,
                                 first_attempt=first, fault=saga.faults.get(step.name),
                                 on_attempt=record)

@@ -5,19 +5,28 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
+from common.db import utcnow
 from orchestrator.engine import SagaEngine
 
 log = logging.getLogger("orchestrator.recovery")
 
 
 class Recovery:
-    """Every `interval` seconds, finish the sagas no live orchestrator holds."""
+    """Every `interval` seconds, finish the sagas no live orchestrator holds.
 
-    def __init__(self, engine: SagaEngine, executor: ThreadPoolExecutor, interval: float) -> None:
+    It also gives each COMPENSATION_FAILED saga another round once it has rested
+    `retry_after` seconds, up to `max_rounds` rounds (a service that was down may be back).
+    """
+
+    def __init__(self, engine: SagaEngine, executor: ThreadPoolExecutor, interval: float,
+                 retry_after: float, max_rounds: int) -> None:
         self.engine = engine
         self.executor = executor
         self.interval = interval
+        self.retry_after = timedelta(seconds=retry_after)
+        self.max_rounds = max_rounds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="saga-recovery", daemon=True)
 
@@ -33,11 +42,18 @@ class Recovery:
 
     def scan_once(self) -> int:
         """Claim and resume what is claimable now; how many sagas were claimed."""
+        store, owner = self.engine.store, self.engine.owner
         claimed = 0
-        for saga_id in self.engine.store.claimable():
-            if self.engine.store.claim(saga_id, self.engine.owner):
+        for saga_id in store.claimable():
+            if store.claim(saga_id, owner):
                 claimed += 1
                 log.info("saga %s: claimed for recovery", saga_id)
+                self.executor.submit(self.engine.drive_logged, saga_id, True)
+        quiet_since = utcnow() - self.retry_after
+        for saga_id in store.failed_compensations(quiet_since, self.max_rounds):
+            if store.reopen_failed_compensation(saga_id, owner, quiet_since, self.max_rounds):
+                claimed += 1
+                log.info("saga %s: compensation failed before; trying it again", saga_id)
                 self.executor.submit(self.engine.drive_logged, saga_id, True)
         return claimed
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,12 +18,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     func,
     insert,
     or_,
     select,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 
 from common.db import Timestamp, iso, utcnow
 from common.status import UNFINISHED, SagaStatus
@@ -40,6 +43,9 @@ sagas = Table(
     Column("failed_step", String(8), nullable=True),
     Column("reason", String(16), nullable=True),  # "error" or "timeout"
     Column("error", Text, nullable=True),
+    Column("compensation_rounds", Integer, nullable=False, default=0),  # recovery re-tries
+    Column("idempotency_key", String(128), nullable=True, unique=True),
+    Column("request_hash", String(64), nullable=True),  # of the body sent with that key
     Column("lease_owner", String(64), nullable=True),
     Column("lease_expires_at", Timestamp, nullable=True),
     Column("created_at", Timestamp, nullable=False, default=utcnow),
@@ -47,6 +53,7 @@ sagas = Table(
     Index("ix_sagas_created_at", "created_at"),
     Index("ix_sagas_status_created_at", "status", "created_at"),
     Index("ix_sagas_status_lease", "status", "lease_expires_at"),
+    Index("ix_sagas_status_updated_at", "status", "updated_at"),
 )
 
 saga_events = Table(
@@ -71,6 +78,10 @@ class LeaseLost(Exception):
     """Another orchestrator holds this saga now; whoever drove it must stop."""
 
 
+class DuplicateIdempotencyKey(Exception):
+    """A saga was already started with this Idempotency-Key."""
+
+
 @dataclass(frozen=True)
 class Saga:
     """One row of the saga log."""
@@ -83,6 +94,9 @@ class Saga:
     failed_step: str | None = None
     reason: str | None = None
     error: str | None = None
+    compensation_rounds: int = 0
+    idempotency_key: str | None = None
+    request_hash: str | None = None
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
     created_at: datetime | None = None
@@ -92,7 +106,9 @@ class Saga:
         return {"saga_id": self.id, "status": self.status.value, "input": self.input,
                 "fail": self.faults, "current_step": self.current_step,
                 "failed_step": self.failed_step, "reason": self.reason, "error": self.error,
-                "lease_owner": self.lease_owner, "lease_expires_at": iso(self.lease_expires_at),
+                "compensation_rounds": self.compensation_rounds,
+                "idempotency_key": self.idempotency_key, "lease_owner": self.lease_owner,
+                "lease_expires_at": iso(self.lease_expires_at),
                 "created_at": iso(self.created_at), "updated_at": iso(self.updated_at)}
 
 
@@ -119,6 +135,8 @@ def _saga(row: Any) -> Saga:
     return Saga(id=row.id, status=SagaStatus(row.status), input=json.loads(row.input),
                 faults=json.loads(row.faults), current_step=row.current_step,
                 failed_step=row.failed_step, reason=row.reason, error=row.error,
+                compensation_rounds=row.compensation_rounds,
+                idempotency_key=row.idempotency_key, request_hash=row.request_hash,
                 lease_owner=row.lease_owner, lease_expires_at=row.lease_expires_at,
                 created_at=row.created_at, updated_at=row.updated_at)
 
@@ -131,18 +149,34 @@ class SagaStore:
         self.lease = timedelta(seconds=lease_seconds)
 
     def create(self, saga_id: str, saga_input: dict[str, str], faults: dict[str, str],
-               owner: str) -> Saga:
-        """Log a new saga, RUNNING at its first step and leased to `owner`."""
+               owner: str, idempotency_key: str | None = None,
+               request_hash: str | None = None) -> Saga:
+        """Log a new saga, RUNNING at its first step and leased to `owner`.
+
+        Raises DuplicateIdempotencyKey if a saga holds `idempotency_key` already.
+        """
         now = utcnow()
-        values = {"id": saga_id, "status": SagaStatus.RUNNING.value,
-                  "input": json.dumps(saga_input), "faults": json.dumps(faults),
-                  "current_step": 0, "lease_owner": owner, "lease_expires_at": now + self.lease,
-                  "created_at": now, "updated_at": now}
-        with self.engine.begin() as connection:
-            connection.execute(insert(sagas).values(values))
-        return Saga(id=saga_id, status=SagaStatus.RUNNING, input=saga_input, faults=faults,
-                    current_step=0, lease_owner=owner, lease_expires_at=now + self.lease,
-                    created_at=now, updated_at=now)
+        saga = Saga(id=saga_id, status=SagaStatus.RUNNING, input=saga_input, faults=faults,
+                    current_step=0, idempotency_key=idempotency_key, request_hash=request_hash,
+                    lease_owner=owner, lease_expires_at=now + self.lease, created_at=now,
+                    updated_at=now)
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(insert(sagas).values(
+                    id=saga.id, status=saga.status.value, input=json.dumps(saga_input),
+                    faults=json.dumps(faults), current_step=0, compensation_rounds=0,
+                    idempotency_key=idempotency_key, request_hash=request_hash, lease_owner=owner,
+                    lease_expires_at=saga.lease_expires_at, created_at=now, updated_at=now))
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            raise DuplicateIdempotencyKey(idempotency_key) from None
+        return saga
+
+    def by_idempotency_key(self, key: str) -> Saga | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(select(sagas).where(sagas.c.idempotency_key == key)).first()
+        return None if row is None else _saga(row)
 
     def transition(self, saga_id: str, owner: str, status: SagaStatus, current_step: int,
                    **details: str | None) -> None:
@@ -179,20 +213,56 @@ class SagaStore:
         now = utcnow()
         with self.engine.begin() as connection:
             return connection.execute(
-                update(sagas)
-                .where(sagas.c.id == saga_id,
-                       sagas.c.status.in_([s.value for s in UNFINISHED]),
-                       or_(sagas.c.lease_expires_at.is_(None), sagas.c.lease_expires_at < now))
+                update(sagas).where(sagas.c.id == saga_id, self._unleased(now))
                 .values(lease_owner=owner, lease_expires_at=now + self.lease)
             ).rowcount == 1
 
     def claimable(self, limit: int = 50) -> list[str]:
         """Ids of unfinished sagas that nobody holds a live lease on, oldest lease first."""
-        now = utcnow()
-        query = (select(sagas.c.id)
-                 .where(sagas.c.status.in_([s.value for s in UNFINISHED]),
-                        or_(sagas.c.lease_expires_at.is_(None), sagas.c.lease_expires_at < now))
+        query = (select(sagas.c.id).where(self._unleased(utcnow()))
                  .order_by(sagas.c.lease_expires_at).limit(limit))
+        with self.engine.connect() as connection:
+            return list(connection.execute(query).scalars())
+
+    @staticmethod
+    def _unleased(now: datetime) -> Any:
+        return and_(sagas.c.status.in_([s.value for s in UNFINISHED]),
+                    or_(sagas.c.lease_expires_at.is_(None), sagas.c.lease_expires_at < now))
+
+    def reopen_failed_compensation(self, saga_id: str, owner: str,
+                                   quiet_since: datetime | None = None,
+                                   max_rounds: int | None = None,
+                                   clear_faults: bool = False) -> bool:
+        """COMPENSATION_FAILED -> COMPENSATING, leased to `owner`, for one more round; atomic.
+
+        The recovery loop passes `quiet_since` and `max_rounds` (it retries a saga only once it
+        has rested, and only so often); POST /sagas/<id>/retry passes neither, and clears the
+        injected faults: the demo's stand-in for repairing the failing service.
+        """
+        now = utcnow()
+        conditions = [sagas.c.id == saga_id,
+                      sagas.c.status == SagaStatus.COMPENSATION_FAILED.value]
+        if quiet_since is not None:
+            conditions.append(sagas.c.updated_at < quiet_since)
+        if max_rounds is not None:
+            conditions.append(sagas.c.compensation_rounds < max_rounds)
+        values: dict[str, Any] = {
+            "status": SagaStatus.COMPENSATING.value, "lease_owner": owner,
+            "lease_expires_at": now + self.lease, "updated_at": now,
+            "compensation_rounds": sagas.c.compensation_rounds + 1}
+        if clear_faults:
+            values["faults"] = "{}"
+        with self.engine.begin() as connection:
+            return connection.execute(update(sagas).where(*conditions).values(values)).rowcount == 1
+
+    def failed_compensations(self, quiet_since: datetime, max_rounds: int,
+                             limit: int = 50) -> list[str]:
+        """COMPENSATION_FAILED sagas due for another automatic round."""
+        query = (select(sagas.c.id)
+                 .where(sagas.c.status == SagaStatus.COMPENSATION_FAILED.value,
+                        sagas.c.updated_at < quiet_since,
+                        sagas.c.compensation_rounds < max_rounds)
+                 .order_by(sagas.c.updated_at).limit(limit))
         with self.engine.connect() as connection:
             return list(connection.execute(query).scalars())
 
@@ -216,6 +286,14 @@ class SagaStore:
             query = query.where(sagas.c.status == status.value)
         with self.engine.connect() as connection:
             return [_saga(row) for row in connection.execute(query)]
+
+    def all_statuses(self) -> Iterator[tuple[str, SagaStatus]]:
+        """(id, status) of every saga in the log, streamed."""
+        with self.engine.connect() as connection:
+            result = connection.execution_options(yield_per=5000).execute(
+                select(sagas.c.id, sagas.c.status))
+            for saga_id, status in result:
+                yield saga_id, SagaStatus(status)
 
     def events(self, saga_id: str) -> list[Event]:
         """The saga's attempts, in order."""

@@ -153,9 +153,14 @@ def compensate() -> tuple[Any, int]:
 
 @routes.get("/records")
 def list_records() -> Any:
-    """The newest rows first, `?limit=` of them."""
+    """The newest rows first, `?limit=` of them; with `?after=ID`, the rows after it, oldest first."""
     spec, store = _participant()
-    records = store.recent(limit_arg(request.args))
+    reject_unknown(request.args, ("limit", "after"), what="query_argument")
+    after = request.args.get("after")
+    if after is not None and not after.isdigit():
+        raise ApiError(400, "invalid_after", "after must be a row id (a whole number)")
+    limit = limit_arg(request.args, maximum=1000)
+    records = store.recent(limit) if after is None else store.page(int(after), limit)
     return jsonify({"service": spec.name, "records": [r.as_json(spec.column) for r in records]})
 
 

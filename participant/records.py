@@ -31,6 +31,7 @@ def records_table(metadata: MetaData, name: str, value_column: str) -> Table:
 class Record:
     """One row of a participant's table."""
 
+    id: int
     saga_id: str
     value: str | None
     status: RecordStatus
@@ -38,7 +39,7 @@ class Record:
     updated_at: datetime
 
     def as_json(self, value_column: str) -> dict[str, Any]:
-        return {"saga_id": self.saga_id, value_column: self.value, "status": self.status.value,
+        return {"id": self.id, "saga_id": self.saga_id, value_column: self.value, "status": self.status.value,
                 "created_at": iso(self.created_at), "updated_at": iso(self.updated_at)}
 
 
@@ -105,6 +106,14 @@ class RecordStore:
                 select(self.table).order_by(self.table.c.id.desc()).limit(limit)).all()
         return [self._record(row) for row in rows]
 
+    def page(self, after_id: int, limit: int) -> list[Record]:
+        """Rows with an id above `after_id`, oldest first: for reading the whole table in pages."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(self.table).where(self.table.c.id > after_id)
+                .order_by(self.table.c.id).limit(limit)).all()
+        return [self._record(row) for row in rows]
+
     def _record(self, row: Any) -> Record:
-        return Record(row.saga_id, row._mapping[self.value.key], RecordStatus(row.status),
+        return Record(row.id, row.saga_id, row._mapping[self.value.key], RecordStatus(row.status),
                       row.created_at, row.updated_at)

@@ -28,11 +28,15 @@ CREATE TABLE sagas (
 	failed_step VARCHAR(8),
 	reason VARCHAR(16),
 	error TEXT,
+	compensation_rounds INTEGER NOT NULL,
+	idempotency_key VARCHAR(128),
+	request_hash VARCHAR(64),
 	lease_owner VARCHAR(64),
 	lease_expires_at DATETIME(6),
 	created_at DATETIME(6) NOT NULL,
 	updated_at DATETIME(6) NOT NULL,
-	PRIMARY KEY (id)
+	PRIMARY KEY (id),
+	UNIQUE (idempotency_key)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
 CREATE INDEX ix_sagas_created_at ON sagas (created_at);
@@ -40,3 +44,5 @@ CREATE INDEX ix_sagas_created_at ON sagas (created_at);
 CREATE INDEX ix_sagas_status_created_at ON sagas (status, created_at);
 
 CREATE INDEX ix_sagas_status_lease ON sagas (status, lease_expires_at);
+
+CREATE INDEX ix_sagas_status_updated_at ON sagas (status, updated_at);

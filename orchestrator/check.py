@@ -1,0 +1,36 @@
+"""The consistency check from the command line: `python -m orchestrator.check` (or `make check`).
+
+Reads the saga log and asks A, B and C for their rows, with the same settings as the
+orchestrator (environment variables); prints the report and exits 1 on any violation.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from common.db import make_engine
+from orchestrator.client import ParticipantClient
+from orchestrator.config import orchestrator_config
+from orchestrator.consistency import check_consistency
+from orchestrator.store import SagaStore
+
+
+def main() -> int:
+    config = orchestrator_config()
+    store = SagaStore(make_engine(config["DATABASE_URL"]), config["LEASE_SECONDS"])
+    client = ParticipantClient(config["CALL_TIMEOUT"], config["RETRY_BACKOFF"],
+                               config["RETRY_BACKOFF_MAX"])
+    report = check_consistency(store, client, config["SERVICE_URLS"])
+    print(json.dumps(report, indent=2))
+    if not report["complete"]:
+        print("incomplete: a service could not be read", file=sys.stderr)
+        return 2
+    print(f"{report['checked']} finished sagas checked, {len(report['violations'])} violation(s), "
+          f"{len(report['needs_attention'])} needing attention, {report['in_progress']} in progress",
+          file=sys.stderr)
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
