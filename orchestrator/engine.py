@@ -117,7 +117,10 @@ class SagaEngine:
 
     def _call(self, saga: Saga, step: Step, action: str, payload: dict[str, Any], retries: int,
               resumed: bool) -> Attempt:
-        first = 1 + (self.store.attempts_so_far(saga.id, step.name, action) if resumed else 0)
+        # Retries are counted across restarts, as the log has them; a resumed step still gets
+        # one attempt, so a crash before its answer was logged is never taken for a failure.
+        made = self.store.attempts_so_far(saga.id, step.name, action) if resumed else 0
+        first, retries = made + 1, max(0, retries - made)
 
         def record(attempt: Attempt) -> None:
             if attempt.outcome == "ok":  # the participant committed; the log does not know yet

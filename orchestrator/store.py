@@ -69,6 +69,7 @@ saga_events = Table(
     Column("outcome", String(16), nullable=False),  # ok, error, timeout, unreachable, rejected
     Column("latency_ms", Integer, nullable=False),
     Column("error", Text, nullable=True),
+    Column("orchestrator", String(64), nullable=False),  # who made the attempt
     Column("at", Timestamp, nullable=False, default=utcnow),
     Index("ix_saga_events_saga_id", "saga_id", "id"),
 )
@@ -123,12 +124,14 @@ class Event:
     outcome: str
     latency_ms: int
     error: str | None = None
+    orchestrator: str | None = None
     at: datetime | None = field(default=None)
 
     def as_json(self) -> dict[str, Any]:
         return {"step": self.step, "action": self.action, "attempt": self.attempt,
                 "http_status": self.http_status, "outcome": self.outcome,
-                "latency_ms": self.latency_ms, "error": self.error, "at": iso(self.at)}
+                "latency_ms": self.latency_ms, "error": self.error,
+                "orchestrator": self.orchestrator, "at": iso(self.at)}
 
 
 def _saga(row: Any) -> Saga:
@@ -197,7 +200,7 @@ class SagaStore:
             connection.execute(insert(saga_events).values(
                 saga_id=saga_id, step=event.step, action=event.action, attempt=event.attempt,
                 http_status=event.http_status, outcome=event.outcome,
-                latency_ms=event.latency_ms, error=event.error, at=now))
+                latency_ms=event.latency_ms, error=event.error, orchestrator=owner, at=now))
             self._renew(connection, saga_id, owner, now)
 
     def _renew(self, connection: Any, saga_id: str, owner: str, now: datetime,
@@ -301,7 +304,7 @@ class SagaStore:
                  .order_by(saga_events.c.id))
         with self.engine.connect() as connection:
             return [Event(row.step, row.action, row.attempt, row.http_status, row.outcome,
-                          row.latency_ms, row.error, row.at)
+                          row.latency_ms, row.error, row.orchestrator, row.at)
                     for row in connection.execute(query)]
 
     def attempts_so_far(self, saga_id: str, step: str, action: str) -> int:

@@ -13,6 +13,7 @@ CREATE TABLE saga_events (
 	outcome VARCHAR(16) NOT NULL,
 	latency_ms INTEGER NOT NULL,
 	error TEXT,
+	orchestrator VARCHAR(64) NOT NULL,
 	at DATETIME(6) NOT NULL,
 	PRIMARY KEY (id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

@@ -174,7 +174,8 @@ def test_saga_detail_lists_events_in_order(stack: Stack, user: dict[str, str]) -
         ("c", "invoke", 3), ("c", "compensate", 1), ("b", "compensate", 1), ("a", "compensate", 1)]
     first = saga["events"][0]
     assert set(first) == {"step", "action", "attempt", "http_status", "outcome", "latency_ms",
-                          "error", "at"}
+                          "error", "orchestrator", "at"}
+    assert first["orchestrator"].startswith("test-orchestrator-")
     assert saga["events"][3]["http_status"] == 500 and saga["events"][3]["error"]
     records = requests.get(f"{stack.urls['orchestrator']}/sagas/{saga_id}/records", timeout=5).json()
     assert records["verdict"] == "consistent"

@@ -1,0 +1,121 @@
+"""Idempotency-Key on /start, retrying a failed compensation, and the consistency check."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from typing import Any
+
+import requests
+from sqlalchemy import text
+
+from tests.integration.test_recovery import wait_for_saga
+from tests.stack import ROOT, Stack
+
+USER = {"username": "ada", "address": "1 Main St", "payment": "visa"}
+
+
+def start(stack: Stack, body: dict[str, Any], key: str | None = None, **headers: str) -> requests.Response:
+    if key:
+        headers["Idempotency-Key"] = key
+    return requests.post(f"{stack.urls['orchestrator']}/start", json=body, headers=headers, timeout=60)
+
+
+def test_a_repeated_key_answers_as_the_first_and_starts_nothing(stack: Stack) -> None:
+    key = uuid.uuid4().hex
+    first = start(stack, {**USER, "fail": {"b": "before_commit"}}, key)
+    sagas = stack.count("orchestrator", "sagas")
+    again = start(stack, {**USER, "fail": {"b": "before_commit"}}, key)
+    assert (again.status_code, again.json()) == (first.status_code, first.json())
+    assert first.status_code == 500 and first.json()["status"] == "COMPENSATED"
+    assert stack.count("orchestrator", "sagas") == sagas, "the repeat started nothing"
+
+
+def test_the_same_key_with_another_body_is_422(stack: Stack) -> None:
+    key = uuid.uuid4().hex
+    first = start(stack, USER, key)
+    assert first.status_code == 200
+    sagas = stack.count("orchestrator", "sagas")
+    other = start(stack, {**USER, "username": "bob"}, key)
+    assert other.status_code == 422, other.text
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
+    assert stack.count("orchestrator", "sagas") == sagas
+
+
+def test_a_repeat_while_the_first_runs_is_409(stack: Stack) -> None:
+    key = uuid.uuid4().hex
+    body = {**USER, "fail": {"b": "delay:600"}}
+    first: dict[str, requests.Response] = {}
+    runner = threading.Thread(target=lambda: first.update(answer=start(stack, body, key)))
+    runner.start()
+    with stack.engines["orchestrator"].connect() as connection:  # wait until it is logged
+        for _ in range(200):
+            if connection.execute(text("SELECT COUNT(*) FROM sagas WHERE idempotency_key = :k"),
+                                  {"k": key}).scalar_one():
+                break
+            threading.Event().wait(0.01)
+    during = start(stack, body, key)
+    runner.join()
+    assert during.status_code == 409, during.text
+    assert during.json()["error"]["saga_id"] == first["answer"].json()["saga_id"]
+    after = start(stack, body, key)
+    assert (after.status_code, after.json()) == (200, first["answer"].json())
+
+
+def test_retry_resumes_a_failed_compensation(stack: Stack) -> None:
+    failed = start(stack, {**USER, "fail": {"b": "compensate_fail", "c": "before_commit"}})
+    saga_id = failed.json()["saga_id"]
+    assert failed.json()["status"] == "COMPENSATION_FAILED"
+    assert [stack.row_status(s, saga_id) for s in "abc"] == ["APPLIED", "APPLIED", "CANCELLED"]
+    retried = requests.post(f"{stack.urls['orchestrator']}/sagas/{saga_id}/retry", timeout=30)
+    assert retried.status_code == 500 and retried.json()["status"] == "COMPENSATED", retried.text
+    assert [stack.row_status(s, saga_id) for s in "abc"] == ["COMPENSATED", "COMPENSATED", "CANCELLED"]
+    saga = stack.saga_row(saga_id)
+    assert (saga["compensation_rounds"], saga["faults"]) == (1, "{}")
+    again = requests.post(f"{stack.urls['orchestrator']}/sagas/{saga_id}/retry", timeout=30)
+    assert again.status_code == 409, again.text
+    assert requests.post(f"{stack.urls['orchestrator']}/sagas/nope/retry", timeout=5).status_code == 404
+
+
+def test_the_recovery_loop_retries_a_failed_compensation_once_the_service_is_back(fresh_stack: Stack) -> None:
+    stack = fresh_stack
+    stack.kill("b")
+    failed = start(stack, USER)  # B unreachable: invoke fails, and so does compensating B
+    saga_id = failed.json()["saga_id"]
+    assert failed.json()["status"] == "COMPENSATION_FAILED", failed.text
+    assert stack.row_status("a", saga_id) == "APPLIED"
+    stack.restart("b")
+    wait_for_saga(stack, saga_id, "COMPENSATED")
+    assert [stack.row_status(s, saga_id) for s in "abc"] == ["COMPENSATED", "CANCELLED", None]
+
+
+def run_check(stack: Stack) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ORCHESTRATOR_DATABASE_URL": stack.db_urls["orchestrator"]}
+    env.update({f"SERVICE_{s.upper()}_URL": stack.urls[s] for s in "abc"})
+    return subprocess.run([sys.executable, "-m", "orchestrator.check"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_consistency_finds_every_kind_of_violation(fresh_stack: Stack) -> None:
+    stack = fresh_stack
+    done = start(stack, USER).json()["saga_id"]
+    undone = start(stack, {**USER, "fail": {"c": "before_commit"}}).json()["saga_id"]
+    report = requests.get(f"{stack.urls['orchestrator']}/consistency", timeout=30).json()
+    assert (report["ok"], report["checked"], report["violations"]) == (True, 2, [])
+    assert run_check(stack).returncode == 0
+    with stack.engines["a"].begin() as connection:  # break each guarantee by hand
+        connection.execute(text("UPDATE table_a SET status = 'COMPENSATED' WHERE saga_id = :s"), {"s": done})
+    with stack.engines["b"].begin() as connection:
+        connection.execute(text("UPDATE table_b SET status = 'APPLIED' WHERE saga_id = :s"), {"s": undone})
+    orphan = uuid.uuid4().hex
+    requests.post(f"{stack.urls['c']}/invoke", json={"saga_id": orphan, "payment": "x"}, timeout=5)
+    report = requests.get(f"{stack.urls['orchestrator']}/consistency", timeout=30).json()
+    found = {(v["saga_id"], v["kind"]) for v in report["violations"]}
+    assert found == {(done, "completed_without_row"), (undone, "compensated_with_applied_row"),
+                     (orphan, "applied_row_without_saga")}
+    assert report["ok"] is False
+    check = run_check(stack)
+    assert check.returncode == 1 and "3 violation(s)" in check.stderr, check.stderr
