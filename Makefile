@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Set to a MySQL/MariaDB URL (mysql+pymysql://root@127.0.0.1:3306/test) to test on it.
 export TEST_DATABASE_URL
 
-.PHONY: install install-dev chromium run test lint sql screenshots check up down clean
+.PHONY: install install-dev chromium run test soak lint sql screenshots check up down clean
 
 $(VENV)/.run-deps: requirements.txt
 	python3 -m venv $(VENV)
@@ -33,6 +33,14 @@ run: install  ## the orchestrator and services A, B, C on SQLite (var/*.db); Ctr
 
 test: install-dev chromium  ## unit and integration tests (SQLite; TEST_DATABASE_URL=... for MySQL/MariaDB)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+# The randomised soak, longer than the one `make test` runs: override any of these.
+SOAK_SAGAS ?= 3000
+SOAK_CLIENTS ?= 16
+SOAK_KILL_EVERY ?= 3
+soak: install-dev  ## thousands of sagas, random faults, the orchestrator killed every few seconds
+	SOAK_SAGAS=$(SOAK_SAGAS) SOAK_CLIENTS=$(SOAK_CLIENTS) SOAK_KILL_EVERY=$(SOAK_KILL_EVERY) \
+	  $(PYTHON) -m pytest tests/faults/test_soak.py -s $(PYTEST_ARGS)
 
 lint: install-dev
 	ruff check .

@@ -84,6 +84,19 @@ def test_concurrent_duplicate_invokes_make_one_row(stack: Stack) -> None:
     assert stack.row("a", sid) == {"saga_id": sid, "value": "same", "status": "APPLIED"}
 
 
+def test_an_invoke_in_flight_when_compensate_lands_is_refused_when_it_wakes(stack: Stack) -> None:
+    """The late-commit interleaving, forced: invoke sleeps before its commit, compensate runs."""
+    sid = saga_id()
+    with ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(invoke, stack, "b", sid, "late", **{"X-Saga-Fault": "delay:800"})
+        first = compensate(stack, "b", sid)  # lands while the invoke sleeps
+        assert (first.status_code, first.json()["status"]) == (200, "CANCELLED")
+        assert not in_flight.done(), "the invoke must still be sleeping when compensate lands"
+        late = in_flight.result()
+    assert (late.status_code, late.json()["status"]) == (409, "CANCELLED")
+    assert stack.row("b", sid) == {"saga_id": sid, "value": None, "status": "CANCELLED"}
+
+
 @pytest.mark.parametrize("round_", range(5))
 def test_concurrent_invoke_and_compensate_never_leave_an_applied_row(stack: Stack, round_: int) -> None:
     sids = [saga_id() for _ in range(8)]

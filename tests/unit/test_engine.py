@@ -14,7 +14,7 @@ from common.status import SagaStatus
 from orchestrator.client import Attempt
 from orchestrator.engine import SagaEngine
 from orchestrator.saga import SIGNUP_STEPS
-from orchestrator.store import LeaseLost, SagaStore, metadata, sagas
+from orchestrator.store import Event, LeaseLost, SagaStore, metadata, sagas
 
 
 class ScriptedClient:
@@ -87,3 +87,31 @@ def test_a_driver_that_lost_its_lease_stops(tmp_path: Path) -> None:
         engine.store.transition(saga.id, "me", SagaStatus.RUNNING, 1)
     assert engine.drive(saga.id).status is SagaStatus.RUNNING
     assert client.calls == [("a", "invoke")], "it stops at the first write it cannot make"
+
+
+class CountingClient(ScriptedClient):
+    """Records how many retries each call was allowed and where its numbering started."""
+
+    def __init__(self) -> None:
+        super().__init__({})
+        self.allowed: list[tuple[int, int]] = []
+
+    def post(self, url: str, payload: dict[str, Any], *, retries: int, first_attempt: int = 1,
+             fault: str | None = None, on_attempt: Callable[[Attempt], None]) -> Attempt:
+        self.allowed.append((first_attempt, retries))
+        return super().post(url, payload, retries=retries, first_attempt=first_attempt,
+                            fault=fault, on_attempt=on_attempt)
+
+
+@pytest.mark.parametrize(("made", "expected"), [(0, (1, 2)), (1, (2, 1)), (3, (4, 0)), (7, (8, 0))])
+def test_a_resumed_step_counts_the_attempts_already_logged(tmp_path: Path, made: int,
+                                                           expected: tuple[int, int]) -> None:
+    engine, _ = make(tmp_path, {})
+    client = CountingClient()
+    engine.client = client  # type: ignore[assignment]
+    saga = engine.create(USER, {})
+    for number in range(1, made + 1):
+        engine.store.record_attempt(saga.id, "me", Event("a", "invoke", number, 500, "error", 1))
+    engine.drive(saga.id, resumed=True)
+    assert client.allowed[0] == expected, "retries left = retries - attempts made, at least one try"
+    assert client.allowed[1] == (1, 2), "the next step starts afresh"

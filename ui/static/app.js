@@ -277,6 +277,7 @@ async function refreshDetail() {
   $("#step-states").replaceChildren(...STEPS.map((step, i) =>
     el("li", { class: `badge st-${states[i]}`, "data-step": step, "data-state": states[i],
                text: `${step.toUpperCase()}: ${states[i]}` })));
+  $("#retry").hidden = data.status !== "COMPENSATION_FAILED";
   renderRows(rows, records.ok ? records.body : { verdict: "unknown", problems: ["could not ask"] });
   renderTimeline(data.events);
 }
@@ -303,6 +304,38 @@ function renderTimeline(events) {
     ...[i + 1, e.step.toUpperCase(), e.action, e.attempt, e.http_status ?? "—", e.outcome, `${e.latency_ms} ms`]
       .map((c) => el("td", { text: String(c) })),
     el("td", { class: "err", text: e.error || "" }))));
+}
+
+async function retryCompensation() {
+  const sagaId = state.selected;
+  const result = $("#retry-result");
+  result.textContent = "Retrying…";
+  try {
+    const answer = await api(`/sagas/${sagaId}/retry`, { method: "POST", headers: { Prefer: "respond-async" } });
+    result.textContent = answer.status === 202 ? "Compensation resumed (injected faults cleared)."
+      : `Not retried: ${answer.body.error?.message || `HTTP ${answer.status}`}`;
+  } catch (_) {
+    result.textContent = "Not retried: the orchestrator is not answering.";
+  }
+  await refreshDetail();
+}
+
+async function checkConsistency() {
+  const result = $("#check-result");
+  result.className = "check-result";
+  result.textContent = "Checking every saga against A, B and C…";
+  try {
+    const { body } = await api("/consistency");
+    if (!body.complete) {
+      result.className = "check-result bad";
+      result.textContent = `Could not check: ${body.unreachable.join("; ")}`;
+      return;
+    }
+    result.className = `check-result ${body.ok ? "ok" : "bad"}`;
+    result.textContent = `${body.checked} finished sagas checked: ${body.violations.length} violation(s)` +
+      `, ${body.needs_attention.length} needing attention, ${body.in_progress} in progress.` +
+      body.violations.slice(0, 5).map((v) => ` ${v.saga_id.slice(0, 8)}: ${v.detail}.`).join("");
+  } catch (_) { result.textContent = "Could not check: the orchestrator is not answering."; }
 }
 
 // ---- logs ----------------------------------------------------------------------------
@@ -352,6 +385,8 @@ async function main() {
     });
   }
   $("#status-filter").addEventListener("change", refreshList);
+  $("#retry").addEventListener("click", retryCompensation);
+  $("#check").addEventListener("click", checkConsistency);
   $("#log-filter").addEventListener("change", (event) => setLogFilter(event.target.value));
   $("#log-follow-selected").addEventListener("click", () => setLogFilter(state.selected || ""));
   $("#log-clear-filter").addEventListener("click", () => setLogFilter(""));
