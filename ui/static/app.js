@@ -160,6 +160,12 @@ async function refreshList() {
     const { ok, body } = await api(`/sagas?limit=50${filter ? `&status=${filter}` : ""}`);
     if (!ok) return;
     const list = $("#saga-list");
+    // Re-draw only when something changed, and give focus back to the row that had it,
+    // so that a keyboard user is not thrown out of the list every second.
+    const signature = JSON.stringify([state.selected, body.sagas.map((s) => [s.saga_id, s.status])]);
+    if (signature === list.dataset.signature) return;
+    list.dataset.signature = signature;
+    const focused = document.activeElement?.closest?.("#saga-list button")?.dataset.saga;
     list.replaceChildren(...body.sagas.map((saga) => {
       const when = new Date(saga.created_at).toLocaleTimeString();
       const faults = Object.entries(saga.fail).map(([s, m]) => `${s}=${m}`).join(" ") || "no faults";
@@ -171,6 +177,7 @@ async function refreshList() {
       return el("li", {}, button);
     }));
     if (!body.sagas.length) list.append(el("li", { class: "empty", text: "No sagas yet." }));
+    if (focused) list.querySelector(`button[data-saga="${focused}"]`)?.focus();
   } catch (_) { /* banner */ }
 }
 

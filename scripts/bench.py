@@ -1,0 +1,213 @@
+"""`make bench`: the orchestrator's throughput and latency against the bare chain, in one run.
+
+Starts the four processes (SQLite, or MySQL/MariaDB with --database-url), then for each
+number of clients drives a closed loop for a fixed time:
+  - orchestrated: POST /start (A -> B -> C through the orchestrator, every log write included);
+  - bare chain: the same clients calling A, B and C's /invoke directly, no orchestrator;
+and prints sagas per second, p50 / p99 / max latency, errors, and the ratio orchestrated / bare.
+Then one failure path (B fails, A compensated), the read endpoints, and the happy path and
+reads again with --log-size sagas already in the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import requests
+from sqlalchemy import insert, make_url, text
+
+from common.db import utcnow
+from orchestrator.store import saga_events, sagas
+from tests.stack import Stack
+
+# The shipped defaults, not the tests' fast ones: this measures what users run.
+PRODUCTION = {"CALL_TIMEOUT": "5", "CALL_RETRIES": "2", "COMPENSATION_RETRIES": "5",
+              "RETRY_BACKOFF": "0.2", "RETRY_BACKOFF_MAX": "2", "LEASE_SECONDS": "30",
+              "RECOVERY_INTERVAL": "2", "COMPENSATION_RETRY_AFTER": "30",
+              "FAULT_LATE_MARGIN": "0.5"}
+USER = {"username": "bench", "address": "1 Bench Road", "payment": "card-0000"}
+
+
+@dataclass
+class Result:
+    name: str
+    clients: int
+    seconds: float
+    latencies: list[float]
+    errors: int
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.seconds
+
+    def percentile(self, p: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
+
+    def row(self) -> str:
+        return (f"| {self.name} | {self.clients} | {self.rate:.0f} | {self.percentile(50):.1f} | "
+                f"{self.percentile(99):.1f} | {max(self.latencies, default=0) * 1000:.0f} | "
+                f"{self.errors} |")
+
+
+def closed_loop(name: str, clients: int, seconds: float,
+                one: Callable[[requests.Session], bool]) -> Result:
+    """`clients` threads each run `one` back to back for `seconds`; a False or raise is an error."""
+    latencies: list[float] = []
+    errors = 0
+    guard = threading.Lock()
+    start_line = threading.Barrier(clients + 1)
+    stop_at = [0.0]
+
+    def client() -> None:
+        nonlocal errors
+        session = requests.Session()
+        start_line.wait()
+        mine, bad = [], 0
+        while (now := time.perf_counter()) < stop_at[0]:
+            try:
+                ok = one(session)
+            except requests.RequestException:
+                ok = False
+            if ok:
+                mine.append(time.perf_counter() - now)
+            else:
+                bad += 1
+        with guard:
+            latencies.extend(mine)
+            errors += bad
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    stop_at[0] = time.perf_counter() + seconds
+    start_line.wait()
+    for thread in threads:
+        thread.join()
+    return Result(name, clients, seconds, latencies, errors)
+
+
+def scenarios(stack: Stack) -> dict[str, Callable[[requests.Session], bool]]:
+    orchestrator = stack.urls["orchestrator"]
+    services = [stack.urls[s] for s in "abc"]
+    known: list[str] = []
+
+    def orchestrated(session: requests.Session) -> bool:
+        answer = session.post(f"{orchestrator}/start", json=USER, timeout=30)
+        if answer.status_code == 200 and len(known) < 1000:
+            known.append(answer.json()["saga_id"])
+        return answer.status_code == 200
+
+    def bare_chain(session: requests.Session) -> bool:
+        body = {"saga_id": uuid.uuid4().hex, **USER}
+        return all(session.post(f"{url}/invoke", json=body, timeout=30).status_code == 200
+                   for url in services)
+
+    def one_failure(session: requests.Session) -> bool:
+        answer = session.post(f"{orchestrator}/start?fail_b=before_commit", json=USER, timeout=30)
+        return answer.status_code == 500 and answer.json()["status"] == "COMPENSATED"
+
+    def list_sagas(session: requests.Session) -> bool:
+        return session.get(f"{orchestrator}/sagas?limit=50", timeout=30).status_code == 200
+
+    def one_saga(session: requests.Session) -> bool:
+        saga_id = known[int(time.perf_counter() * 1e6) % len(known)]
+        return session.get(f"{orchestrator}/sagas/{saga_id}", timeout=30).status_code == 200
+
+    return {"orchestrated": orchestrated, "bare chain": bare_chain, "one failure": one_failure,
+            "GET /sagas?limit=50": list_sagas, "GET /sagas/<id>": one_saga}
+
+
+def fill_log(stack: Stack, total: int, batch: int = 20_000) -> float:
+    """Put `total` finished sagas (with three events each) in the log; seconds it took."""
+    started = time.perf_counter()
+    engine = stack.engines["orchestrator"]
+    base = utcnow() - timedelta(days=30)
+    inputs, faults = json.dumps(USER), "{}"
+    for offset in range(0, total, batch):
+        rows, events = [], []
+        for i in range(offset, min(total, offset + batch)):
+            saga_id = uuid.UUID(int=i + 1).hex
+            at = base + timedelta(milliseconds=i)
+            rows.append({"id": saga_id, "status": "COMPLETED", "input": inputs, "faults": faults,
+                         "current_step": 3, "compensation_rounds": 0, "created_at": at,
+                         "updated_at": at})
+            events += [{"saga_id": saga_id, "step": step, "action": "invoke", "attempt": 1,
+                        "http_status": 200, "outcome": "ok", "latency_ms": 3,
+                        "orchestrator": "bench-fill", "at": at} for step in "abc"]
+        with engine.begin() as connection:
+            connection.execute(insert(sagas), rows)
+            connection.execute(insert(saga_events), events)
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as connection:
+            connection.execute(text("ANALYZE TABLE sagas, saga_events"))
+    return time.perf_counter() - started
+
+
+def header(title: str) -> list[str]:
+    return [f"\n{title}\n", "| run | clients | per second | p50 ms | p99 ms | max ms | errors |",
+            "|---|---|---|---|---|---|---|"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--clients", default="1,4,16,64")
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL") or None,
+                        help="a MySQL/MariaDB server URL; SQLite files if not given")
+    parser.add_argument("--log-size", type=int, default=1_000_000,
+                        help="sagas put in the log before the second round (0 skips it)")
+    args = parser.parse_args()
+    clients = [int(n) for n in args.clients.split(",")]
+    database = make_url(args.database_url).get_backend_name() if args.database_url else "sqlite"
+    lines = [f"# make bench — {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
+             f"{platform.python_implementation()} {platform.python_version()}, database: {database}, "
+             f"{args.seconds:g} s per run, load generator on the same machine"]
+    with tempfile.TemporaryDirectory() as workdir:
+        stack = Stack(Path(workdir), args.database_url, settings=PRODUCTION).start()
+        try:
+            runs = scenarios(stack)
+            closed_loop("warm-up", 4, 2, runs["orchestrated"])
+            closed_loop("warm-up", 4, 1, runs["bare chain"])
+            lines += header("## Happy path: orchestrated against the bare chain")
+            ratios = []
+            for n in clients:
+                orchestrated = closed_loop("orchestrated", n, args.seconds, runs["orchestrated"])
+                bare = closed_loop("bare chain", n, args.seconds, runs["bare chain"])
+                ratios.append((n, orchestrated.rate / bare.rate if bare.rate else float("nan")))
+                lines += [orchestrated.row(), bare.row()]
+                print("\n".join(lines[-2:]), flush=True)
+            lines.append("\n| clients | orchestrated / bare |\n|---|---|")
+            lines += [f"| {n} | {ratio:.2f} |" for n, ratio in ratios]
+            lines += header("## One failure (B fails three times, B and A compensated), and reads")
+            for name in ("one failure", "GET /sagas?limit=50", "GET /sagas/<id>"):
+                lines.append(closed_loop(name, 16, args.seconds, runs[name]).row())
+                print(lines[-1], flush=True)
+            if args.log_size:
+                took = fill_log(stack, args.log_size)
+                with stack.engines["orchestrator"].connect() as connection:
+                    total = connection.execute(text("SELECT COUNT(*) FROM sagas")).scalar_one()
+                lines += header(f"## With {total:,} sagas in the log (filled in {took:.0f} s)")
+                for name in ("orchestrated", "GET /sagas?limit=50", "GET /sagas/<id>"):
+                    lines.append(closed_loop(name, 16, args.seconds, runs[name]).row())
+                    print(lines[-1], flush=True)
+        finally:
+            stack.stop()
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
