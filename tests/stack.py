@@ -91,7 +91,9 @@ class Stack:
             self.start_process(name)
         for name in PROCESSES:
             self.wait_healthy(name)
-        self.engines = {name: create_engine(url) for name, url in self.db_urls.items()}
+        # Autocommit: every read sees what is committed now (no REPEATABLE READ snapshot).
+        self.engines = {name: create_engine(url, isolation_level="AUTOCOMMIT")
+                        for name, url in self.db_urls.items()}
         return self
 
     def env(self, name: str, extra: dict[str, str] | None = None) -> dict[str, str]:

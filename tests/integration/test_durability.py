@@ -11,6 +11,7 @@ from typing import Any
 
 import requests
 from sqlalchemy import text
+from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from tests.integration.test_recovery import wait_for_saga
 from tests.stack import ROOT, Stack
@@ -51,12 +52,10 @@ def test_a_repeat_while_the_first_runs_is_409(stack: Stack) -> None:
     first: dict[str, requests.Response] = {}
     runner = threading.Thread(target=lambda: first.update(answer=start(stack, body, key)))
     runner.start()
-    with stack.engines["orchestrator"].connect() as connection:  # wait until it is logged
-        for _ in range(200):
-            if connection.execute(text("SELECT COUNT(*) FROM sagas WHERE idempotency_key = :k"),
-                                  {"k": key}).scalar_one():
-                break
-            threading.Event().wait(0.01)
+    for attempt in Retrying(stop=stop_after_delay(10), wait=wait_fixed(0.01), reraise=True):
+        with attempt, stack.engines["orchestrator"].connect() as connection:  # until it is logged
+            assert connection.execute(text("SELECT COUNT(*) FROM sagas WHERE idempotency_key = :k"),
+                                      {"k": key}).scalar_one()
     during = start(stack, body, key)
     runner.join()
     assert during.status_code == 409, during.text
