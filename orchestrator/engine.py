@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from common.status import SagaStatus
 from orchestrator.client import Attempt, ParticipantClient
 from orchestrator.failpoints import Failpoints
 from orchestrator.saga import Step
-from orchestrator.store import Event, LeaseLost, Saga, SagaStore
+from orchestrator.store import Event, LeaseLost, Saga, SagaStore, Transition
 
 log = logging.getLogger("orchestrator.saga")
 
@@ -44,22 +44,23 @@ class SagaEngine:
         return saga
 
     def drive(self, saga_id: str, resumed: bool = False) -> Saga:
-        """Drive a saga we hold the lease on until it finishes (or another orchestrator takes it)."""
+        """Drive a saga we hold the lease on until it finishes (or another orchestrator takes it).
+
+        The saga is read from the log once; after that our own writes are the truth, since
+        the lease keeps every other orchestrator from writing.
+        """
+        saga = self.store.get(saga_id)
+        assert saga is not None, f"saga {saga_id} is not in the log"
         try:
-            while True:
-                saga = self.store.get(saga_id)
-                assert saga is not None, f"saga {saga_id} is not in the log"
-                if saga.status.finished:
-                    return saga
+            while not saga.status.finished:
                 if saga.status is SagaStatus.RUNNING:
-                    self._forward(saga, resumed)
+                    saga = self._forward(saga, resumed)
                 else:
-                    self._backward(saga, resumed)
+                    saga = self._backward(saga, resumed)
                 resumed = False
         except LeaseLost:
             log.warning("saga %s: lease lost; another orchestrator drives it now", saga_id)
-        saga = self.store.get(saga_id)
-        assert saga is not None
+            saga = self.store.get(saga_id) or saga
         return saga
 
     def reopen(self, saga_id: str) -> bool:
@@ -77,62 +78,79 @@ class SagaEngine:
             log.exception("saga %s: driving failed; recovery resumes it when the lease ends",
                           saga_id)
 
-    def _forward(self, saga: Saga, resumed: bool) -> None:
-        if saga.current_step == len(self.steps):
-            self.store.transition(saga.id, self.owner, SagaStatus.COMPLETED, saga.current_step)
-            log.info("saga %s: COMPLETED", saga.id)
-            return
-        step = self.steps[saga.current_step]
-        payload = {"saga_id": saga.id, **saga.input}
-        last = self._call(saga, step, "invoke", payload, self.invoke_retries, resumed)
-        if last.outcome == "ok":
-            self.store.transition(saga.id, self.owner, SagaStatus.RUNNING, saga.current_step + 1)
-            return
-        # Failed for good. Its effect may still have committed (after_commit, a late
-        # commit after a timeout), so compensation starts with this very step.
-        reason = "timeout" if last.outcome == "timeout" else "error"
-        self.store.transition(saga.id, self.owner, SagaStatus.COMPENSATING, saga.current_step,
-                              failed_step=step.name, reason=reason,
-                              error=f"step {step.name}: {last.error}")
-        log.warning("saga %s: step %s failed (%s: %s); compensating", saga.id, step.name,
-                    reason, last.error)
+    def _forward(self, saga: Saga, resumed: bool) -> Saga:
+        k = saga.current_step
+        if k == len(self.steps):  # only in a log an older version wrote
+            return self._transition(saga, Transition(SagaStatus.COMPLETED, k))
+        step = self.steps[k]
+        done = k + 1 == len(self.steps)
+        applied = Transition(SagaStatus.COMPLETED if done else SagaStatus.RUNNING, k + 1)
 
-    def _backward(self, saga: Saga, resumed: bool) -> None:
-        if saga.current_step < 0:
-            self.store.transition(saga.id, self.owner, SagaStatus.COMPENSATED, -1)
-            log.info("saga %s: COMPENSATED", saga.id)
-            return
-        step = self.steps[saga.current_step]
-        last = self._call(saga, step, "compensate", {"saga_id": saga.id},
-                          self.compensation_retries, resumed)
-        if last.outcome == "ok":
-            self.store.transition(saga.id, self.owner, SagaStatus.COMPENSATING,
-                                  saga.current_step - 1)
-            return
-        self.store.transition(saga.id, self.owner, SagaStatus.COMPENSATION_FAILED,
-                              saga.current_step,
+        def failed(last: Attempt) -> Transition:
+            # Its effect may still have committed (after_commit, a late commit after a
+            # timeout), so compensation starts with this very step.
+            reason = "timeout" if last.outcome == "timeout" else "error"
+            return Transition(SagaStatus.COMPENSATING, k, failed_step=step.name, reason=reason,
+                              error=f"step {step.name}: {last.error}")
+
+        new = self._call(saga, step, "invoke", {"saga_id": saga.id, **saga.input},
+                         self.invoke_retries, resumed, applied, failed)
+        if new.status is SagaStatus.COMPLETED:
+            log.info("saga %s: COMPLETED", saga.id)
+        elif new.status is SagaStatus.COMPENSATING:
+            log.warning("saga %s: step %s failed (%s); compensating", saga.id, step.name, new.error)
+        return new
+
+    def _backward(self, saga: Saga, resumed: bool) -> Saga:
+        k = saga.current_step
+        if k < 0:  # only in a log an older version wrote
+            return self._transition(saga, Transition(SagaStatus.COMPENSATED, -1))
+        step = self.steps[k]
+        undone = Transition(SagaStatus.COMPENSATED if k == 0 else SagaStatus.COMPENSATING, k - 1)
+
+        def failed(last: Attempt) -> Transition:
+            return Transition(SagaStatus.COMPENSATION_FAILED, k,
                               error=f"compensation of step {step.name} failed after "
                                     f"{last.number} attempts: {last.error}")
-        log.error("saga %s: COMPENSATION_FAILED at step %s: %s", saga.id, step.name, last.error)
+
+        new = self._call(saga, step, "compensate", {"saga_id": saga.id},
+                         self.compensation_retries, resumed, undone, failed)
+        if new.status is SagaStatus.COMPENSATED:
+            log.info("saga %s: COMPENSATED", saga.id)
+        elif new.status is SagaStatus.COMPENSATION_FAILED:
+            log.error("saga %s: COMPENSATION_FAILED at step %s: %s", saga.id, step.name, new.error)
+        return new
+
+    def _transition(self, saga: Saga, transition: Transition) -> Saga:
+        self.store.transition(saga.id, self.owner, transition)
+        return transition.applied_to(saga)
 
     def _call(self, saga: Saga, step: Step, action: str, payload: dict[str, Any], retries: int,
-              resumed: bool) -> Attempt:
+              resumed: bool, succeeded: Transition,
+              failed: Callable[[Attempt], Transition]) -> Saga:
+        """Call one step's action with retries; log each attempt, and with the deciding one,
+        in the same transaction, the saga's next state. Returns the saga in that state."""
         # Retries are counted across restarts, as the log has them; a resumed step still gets
         # one attempt, so a crash before its answer was logged is never taken for a failure.
         made = self.store.attempts_so_far(saga.id, step.name, action) if resumed else 0
         first, retries = made + 1, max(0, retries - made)
+        decided: list[Transition] = []
 
         def record(attempt: Attempt) -> None:
             if attempt.outcome == "ok":  # the participant committed; the log does not know yet
                 self.failpoints.hit(f"after_{action}", step.name)
+                decided.append(succeeded)
+            elif not attempt.retryable or attempt.number >= first + retries:
+                decided.append(failed(attempt))
             self.store.record_attempt(saga.id, self.owner, Event(
                 step.name, action, attempt.number, attempt.http_status, attempt.outcome,
-                attempt.latency_ms, attempt.error))
+                attempt.latency_ms, attempt.error), decided[-1] if decided else None)
             log.info("saga %s: %s %s attempt %d -> %s%s (%d ms)", saga.id, action, step.name,
                      attempt.number, attempt.outcome,
                      f" {attempt.http_status}" if attempt.http_status else "", attempt.latency_ms)
 
         self.failpoints.hit(f"before_{action}", step.name)
-        return self.client.post(f"{self.urls[step.name]}/{action}", payload, retries=retries,
-                                first_attempt=first, fault=saga.faults.get(step.name),
-                                on_attempt=record)
+        self.client.post(f"{self.urls[step.name]}/{action}", payload, retries=retries,
+                         first_attempt=first, fault=saga.faults.get(step.name), on_attempt=record)
+        assert decided, "the last attempt always decides"
+        return decided[-1].applied_to(saga)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -134,6 +134,29 @@ class Event:
                 "orchestrator": self.orchestrator, "at": iso(self.at)}
 
 
+@dataclass(frozen=True)
+class Transition:
+    """A saga's next state, written to the log before anything acts on it."""
+
+    status: SagaStatus
+    current_step: int
+    failed_step: str | None = None
+    reason: str | None = None
+    error: str | None = None
+
+    @property
+    def details(self) -> dict[str, str]:
+        return {name: value for name in ("failed_step", "reason", "error")
+                if (value := getattr(self, name)) is not None}
+
+    def applied_to(self, saga: Saga) -> Saga:
+        """The saga as the log holds it once this transition is written."""
+        new = replace(saga, status=self.status, current_step=self.current_step,
+                      failed_step=self.failed_step or saga.failed_step,
+                      reason=self.reason or saga.reason, error=self.error or saga.error)
+        return replace(new, lease_owner=None, lease_expires_at=None) if self.status.finished else new
+
+
 def _saga(row: Any) -> Saga:
     return Saga(id=row.id, status=SagaStatus(row.status), input=json.loads(row.input),
                 faults=json.loads(row.faults), current_step=row.current_step,
@@ -181,27 +204,35 @@ class SagaStore:
             row = connection.execute(select(sagas).where(sagas.c.idempotency_key == key)).first()
         return None if row is None else _saga(row)
 
-    def transition(self, saga_id: str, owner: str, status: SagaStatus, current_step: int,
-                   **details: str | None) -> None:
+    def transition(self, saga_id: str, owner: str, then: Transition) -> None:
         """Record the saga's next state (and renew the lease) before acting on it.
 
         A final state gives up the lease in the same write.
         """
-        if status.finished:
-            details.update(lease_owner=None, lease_expires_at=None)
         with self.engine.begin() as connection:
-            self._renew(connection, saga_id, owner, utcnow(), status=status.value,
-                        current_step=current_step, **details)
+            self._renew(connection, saga_id, owner, utcnow(), **self._state(then))
 
-    def record_attempt(self, saga_id: str, owner: str, event: Event) -> None:
-        """Append one attempt to the saga's timeline and renew the lease, in one transaction."""
+    @staticmethod
+    def _state(then: Transition) -> dict[str, Any]:
+        """The columns of a saga state; a final one gives up the lease in the same write."""
+        values: dict[str, Any] = {"status": then.status.value, "current_step": then.current_step,
+                                  **then.details}
+        if then.status.finished:
+            values.update(lease_owner=None, lease_expires_at=None)
+        return values
+
+    def record_attempt(self, saga_id: str, owner: str, event: Event,
+                       then: Transition | None = None) -> None:
+        """Append one attempt to the saga's timeline and renew the lease, in one transaction;
+        with `then`, the attempt that decided a step, also the saga's next state."""
         now = utcnow()
+        values = {} if then is None else self._state(then)
         with self.engine.begin() as connection:
             connection.execute(insert(saga_events).values(
                 saga_id=saga_id, step=event.step, action=event.action, attempt=event.attempt,
                 http_status=event.http_status, outcome=event.outcome,
                 latency_ms=event.latency_ms, error=event.error, orchestrator=owner, at=now))
-            self._renew(connection, saga_id, owner, now)
+            self._renew(connection, saga_id, owner, now, **values)
 
     def _renew(self, connection: Any, saga_id: str, owner: str, now: datetime,
                **values: Any) -> None:

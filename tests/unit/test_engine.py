@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from common.status import SagaStatus
 from orchestrator.client import Attempt
 from orchestrator.engine import SagaEngine
 from orchestrator.saga import SIGNUP_STEPS
-from orchestrator.store import Event, LeaseLost, SagaStore, metadata, sagas
+from orchestrator.store import Event, LeaseLost, SagaStore, Transition, metadata, sagas
 
 
 class ScriptedClient:
@@ -29,9 +30,12 @@ class ScriptedClient:
         step, action = url.rsplit("/", 2)[-2:]
         self.calls.append((step, action))
         outcome = self.script.get((step, action), "ok")
-        attempt = Attempt(first_attempt, 200 if outcome == "ok" else None, outcome, 1,
-                          None if outcome == "ok" else outcome, {})
-        on_attempt(attempt)
+        for number in range(first_attempt, first_attempt + retries + 1):  # as tenacity would
+            attempt = Attempt(number, 200 if outcome == "ok" else None, outcome, 1,
+                              None if outcome == "ok" else outcome, {})
+            on_attempt(attempt)
+            if not attempt.retryable:
+                break
         return attempt
 
 
@@ -52,6 +56,10 @@ def test_success_invokes_in_order(tmp_path: Path) -> None:
     engine, client = make(tmp_path, {})
     saga = engine.drive(engine.create(USER, {}).id)
     assert saga.status is SagaStatus.COMPLETED and saga.lease_owner is None
+    logged = engine.store.get(saga.id)
+    assert logged is not None
+    assert replace(logged, updated_at=None) == replace(saga, updated_at=None), \
+        "what drive returns is what the log holds"
     assert client.calls == [("a", "invoke"), ("b", "invoke"), ("c", "invoke")]
 
 
@@ -84,7 +92,7 @@ def test_a_driver_that_lost_its_lease_stops(tmp_path: Path) -> None:
     with engine.store.engine.begin() as connection:  # as if another orchestrator had taken it
         connection.execute(update(sagas).where(sagas.c.id == saga.id).values(lease_owner="other"))
     with pytest.raises(LeaseLost):
-        engine.store.transition(saga.id, "me", SagaStatus.RUNNING, 1)
+        engine.store.transition(saga.id, "me", Transition(SagaStatus.RUNNING, 1))
     assert engine.drive(saga.id).status is SagaStatus.RUNNING
     assert client.calls == [("a", "invoke")], "it stops at the first write it cannot make"
 
