@@ -27,19 +27,24 @@ def iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat(timespec="milliseconds") + "Z"
 
 
-def make_engine(url: str, pool_size: int = 10) -> Engine:
-    """An engine for `url`: SQLite in WAL mode with a busy timeout, or a pooled MySQL engine."""
+def make_engine(url: str, pool_size: int = 40) -> Engine:
+    """An engine for `url`: SQLite in WAL mode with a busy timeout, or a pooled MySQL engine.
+
+    The pool keeps `pool_size` connections open: fewer than the threads that use the
+    database at once, and the overflow is opened and closed (a full handshake) per use.
+    """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size // 2,
+                               connect_args={"timeout": 30, "check_same_thread": False})
         _configure_sqlite(engine)
         return engine
     return create_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=pool_size // 2,
         pool_pre_ping=True,
         pool_recycle=3600,
         isolation_level="READ COMMITTED",

@@ -52,6 +52,7 @@ class ParticipantClient:
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
+            session.trust_env = False  # no proxy or netrc look-ups per call: these are local calls
             adapter = HTTPAdapter(pool_connections=4, pool_maxsize=self.pool_size)
             session.mount("http://", adapter)
             session.mount("https://", adapter)

@@ -14,7 +14,7 @@ def orchestrator_config(overrides: dict[str, Any] | None = None) -> dict[str, An
     env = os.environ
     config: dict[str, Any] = {
         "DATABASE_URL": env.get("ORCHESTRATOR_DATABASE_URL", "sqlite:///var/orchestrator.db"),
-        "DB_POOL_SIZE": int(env.get("DB_POOL_SIZE", "10")),
+        "DB_POOL_SIZE": int(env.get("DB_POOL_SIZE", "40")),
         "SERVICE_URLS": {
             name: env.get(f"SERVICE_{name.upper()}_URL", f"http://127.0.0.1:{5001 + i}")
             for i, name in enumerate(STEP_NAMES)

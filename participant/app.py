@@ -45,7 +45,7 @@ def participant_config(spec: ServiceSpec, overrides: dict[str, Any] | None = Non
     config = {
         "DATABASE_URL": env.get(spec.env_prefix + "DATABASE_URL",
                                 f"sqlite:///var/service_{spec.name}.db"),
-        "DB_POOL_SIZE": int(env.get("DB_POOL_SIZE", "10")),
+        "DB_POOL_SIZE": int(env.get("DB_POOL_SIZE", "40")),
         "FAULT_LATE_MARGIN": float(env.get("FAULT_LATE_MARGIN", "0.5")),
         "MAX_CONTENT_LENGTH": int(env.get("MAX_BODY_BYTES", str(64 * 1024))),
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),

@@ -103,7 +103,7 @@ class Stack:
         for service in PROCESSES[1:]:
             env[f"SERVICE_{service.upper()}_URL"] = self.urls[service]
             env[f"SERVICE_{service.upper()}_DATABASE_URL"] = self.db_urls[service]
-        env["GUNICORN_THREADS"] = "16"
+        env.setdefault("GUNICORN_THREADS", "16")
         return env
 
     def start_process(self, name: str, port: int | None = None,
