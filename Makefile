@@ -4,8 +4,10 @@ PYTHON := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Set to a MySQL/MariaDB URL (mysql+pymysql://root@127.0.0.1:3306/test) to test on it.
 export TEST_DATABASE_URL
+# The same for `make bench`.
+export BENCH_DATABASE_URL
 
-.PHONY: install install-dev chromium run test soak lint sql screenshots check up down clean
+.PHONY: install install-dev chromium run test soak bench lint sql screenshots check up down clean
 
 $(VENV)/.run-deps: requirements.txt
 	python3 -m venv $(VENV)
@@ -41,6 +43,9 @@ SOAK_KILL_EVERY ?= 3
 soak: install-dev  ## thousands of sagas, random faults, the orchestrator killed every few seconds
 	SOAK_SAGAS=$(SOAK_SAGAS) SOAK_CLIENTS=$(SOAK_CLIENTS) SOAK_KILL_EVERY=$(SOAK_KILL_EVERY) \
 	  $(PYTHON) -m pytest tests/faults/test_soak.py -s $(PYTEST_ARGS)
+
+bench: install-dev  ## throughput and latency, orchestrated against the bare chain (see README)
+	$(PYTHON) -m scripts.bench $(BENCH_ARGS)
 
 lint: install-dev
 	ruff check .

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, text
+from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, event, text
 from sqlalchemy.dialects import mysql
 from tenacity import Retrying, before_sleep_log, stop_after_delay, wait_fixed
 
@@ -66,7 +68,16 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read takes a WAL snapshot and no lock at all, so readers never queue behind writers.
+        read_only = connection.get_execution_options().get("read_only", False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A connection for reads only: on SQLite it takes no write lock (writes: `engine.begin()`)."""
+    with engine.connect() as connection:
+        yield connection.execution_options(read_only=True)
 
 
 def init_database(engine: Engine, metadata: MetaData, wait_seconds: float = 60) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, render_template, request
 from sqlalchemy import text
 
+from common.db import reading
 from common.errors import ApiError, json_object
 from common.faults import FAULT_MODES, parse_fault
 from common.status import SagaStatus
@@ -70,18 +71,19 @@ def start() -> tuple[Any, int]:
         saga = engine.create(request_.input, request_.faults, key, fingerprint if key else None)
     except DuplicateIdempotencyKey:
         return _repeat(key or "", fingerprint)
-    return _run(saga.id, saga.status)
-
-
-def _run(saga_id: str, status: SagaStatus) -> tuple[Any, int]:
-    """Drive a saga we hold, in this request or (Prefer: respond-async) in the background."""
-    engine = _engine()
-    if "respond-async" in request.headers.get("Prefer", ""):
-        executor: ThreadPoolExecutor = current_app.extensions["saga"]["executor"]
-        executor.submit(engine.drive_logged, saga_id)
-        return jsonify({"saga_id": saga_id, "status": status.value}), 202
-    body, code = saga_answer(engine.drive(saga_id))
+    if _in_background(saga.id):
+        return jsonify({"saga_id": saga.id, "status": saga.status.value}), 202
+    body, code = saga_answer(_engine().drive(saga.id))
     return jsonify(body), code
+
+
+def _in_background(saga_id: str) -> bool:
+    """With Prefer: respond-async, drive the saga on a worker thread and say so."""
+    if "respond-async" not in request.headers.get("Prefer", ""):
+        return False
+    executor: ThreadPoolExecutor = current_app.extensions["saga"]["executor"]
+    executor.submit(_engine().drive_logged, saga_id)
+    return True
 
 
 def request_hash(start_request: StartRequest) -> str:
@@ -112,7 +114,11 @@ def retry(saga_id: str) -> tuple[Any, int]:
     if not _engine().reopen(saga_id):
         raise ApiError(409, "not_retryable",
                        f"saga {saga_id} is {saga.status.value}; only COMPENSATION_FAILED sagas are retried")
-    return _run(saga_id, SagaStatus.COMPENSATING)
+    if _in_background(saga_id):
+        return jsonify({"saga_id": saga_id, "status": SagaStatus.COMPENSATING.value}), 202
+    body, code = saga_answer(_engine().drive(saga_id))
+    # The retry did its job when the compensation completed; 500 only if it failed again.
+    return jsonify(body), 200 if body["status"] == SagaStatus.COMPENSATED.value else code
 
 
 @api.get("/consistency")
@@ -237,7 +243,7 @@ def definition() -> Any:
 def health() -> tuple[Any, int]:
     """200 when the orchestrator and its database answer."""
     try:
-        with _store().engine.connect() as connection:
+        with reading(_store().engine) as connection:
             connection.execute(text("SELECT 1"))
     except Exception as error:  # noqa: BLE001 - any database failure means unhealthy
         return jsonify({"status": "unhealthy", "error": str(error)}), 503

@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from common.db import Timestamp, iso, utcnow
+from common.db import Timestamp, iso, reading, utcnow
 from common.status import UNFINISHED, SagaStatus
 
 metadata = MetaData()
@@ -200,7 +200,7 @@ class SagaStore:
         return saga
 
     def by_idempotency_key(self, key: str) -> Saga | None:
-        with self.engine.connect() as connection:
+        with reading(self.engine) as connection:
             row = connection.execute(select(sagas).where(sagas.c.idempotency_key == key)).first()
         return None if row is None else _saga(row)
 
@@ -255,7 +255,7 @@ class SagaStore:
         """Ids of unfinished sagas that nobody holds a live lease on, oldest lease first."""
         query = (select(sagas.c.id).where(self._unleased(utcnow()))
                  .order_by(sagas.c.lease_expires_at).limit(limit))
-        with self.engine.connect() as connection:
+        with reading(self.engine) as connection:
             return list(connection.execute(query).scalars())
 
     @staticmethod
@@ -297,7 +297,7 @@ class SagaStore:
                         sagas.c.updated_at < quiet_since,
                         sagas.c.compensation_rounds < max_rounds)
                  .order_by(sagas.c.updated_at).limit(limit))
-        with self.engine.connect() as connection:
+        with reading(self.engine) as connection:
             return list(connection.execute(query).scalars())
 
     def expire_leases_of(self, owner: str) -> int:
@@ -309,7 +309,7 @@ class SagaStore:
                 .values(lease_expires_at=None)).rowcount
 
     def get(self, saga_id: str) -> Saga | None:
-        with self.engine.connect() as connection:
+        with reading(self.engine) as connection:
             row = connection.execute(select(sagas).where(sagas.c.id == saga_id)).first()
         return None if row is None else _saga(row)
 
@@ -318,12 +318,12 @@ class SagaStore:
         query = select(sagas).order_by(sagas.c.created_at.desc()).limit(limit)
         if status is not None:
             query = query.where(sagas.c.status == status.value)
-        with self.engine.connect() as connection:
+        with reading(self.engine) as connection:
             return [_saga(row) for row in connection.execute(query)]
 
     def all_statuses(self) -> Iterator[tuple[str, SagaStatus]]:
         """(id, status) of every saga in the log, streamed."""
-        with self.engine.connect() as connection:
+        with reading(self.engine) as connection:
             result = connection.execution_options(yield_per=5000).execute(
                 select(sagas.c.id, sagas.c.status))
             for saga_id, status in result:
@@ -333,7 +333,7 @@ class SagaStore:
         """The saga's attempts, in order."""
         query = (select(saga_events).where(saga_events.c.saga_id == saga_id)
                  .order_by(saga_events.c.id))
-        with self.engine.connect() as connection:
+        with reading(self.engine) as connection:
             return [Event(row.step, row.action, row.attempt, row.http_status, row.outcome,
                           row.latency_ms, row.error, row.orchestrator, row.at)
                     for row in connection.execute(query)]
@@ -343,5 +343,5 @@ class SagaStore:
         query = select(func.count()).select_from(saga_events).where(
             saga_events.c.saga_id == saga_id, saga_events.c.step == step,
             saga_events.c.action == action)
-        with self.engine.connect() as connection:
+        with reading(self.engine) as connection:
             return int(connection.execute(query).scalar_one())

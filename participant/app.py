@@ -11,7 +11,7 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify, request
 from sqlalchemy import MetaData, text
 
-from common.db import init_database, make_engine
+from common.db import init_database, make_engine, reading
 from common.errors import ApiError, json_object
 from common.faults import ATTEMPT_HEADER, FAULT_HEADER, TIMEOUT_HEADER, Fault, parse_fault
 from common.status import RecordStatus
@@ -179,7 +179,7 @@ def health() -> tuple[Any, int]:
     """200 when the service and its database answer, 503 when the database does not."""
     spec, store = _participant()
     try:
-        with store.engine.connect() as connection:
+        with reading(store.engine) as connection:
             connection.execute(text("SELECT 1"))
     except Exception as error:  # noqa: BLE001 - any database failure means unhealthy
         return jsonify({"service": spec.name, "status": "unhealthy", "error": str(error)}), 503

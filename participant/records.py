@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from common.db import Timestamp, iso, utcnow
+from common.db import Timestamp, iso, reading, utcnow
 from common.status import RecordStatus
 
 
@@ -94,21 +94,21 @@ class RecordStore:
 
     def get(self, saga_id: str) -> Record | None:
         """The saga's row, if any."""
-        with self.engine.connect() as connection:
+        with reading(self.engine) as connection:
             row = connection.execute(
                 select(self.table).where(self.table.c.saga_id == saga_id)).first()
         return None if row is None else self._record(row)
 
     def recent(self, limit: int) -> list[Record]:
         """The newest rows first."""
-        with self.engine.connect() as connection:
+        with reading(self.engine) as connection:
             rows = connection.execute(
                 select(self.table).order_by(self.table.c.id.desc()).limit(limit)).all()
         return [self._record(row) for row in rows]
 
     def page(self, after_id: int, limit: int) -> list[Record]:
         """Rows with an id above `after_id`, oldest first: for reading the whole table in pages."""
-        with self.engine.connect() as connection:
+        with reading(self.engine) as connection:
             rows = connection.execute(
                 select(self.table).where(self.table.c.id > after_id)
                 .order_by(self.table.c.id).limit(limit)).all()

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import tempfile
 import threading
 import time
@@ -98,6 +99,44 @@ def closed_loop(name: str, clients: int, seconds: float,
     for thread in threads:
         thread.join()
     return Result(name, clients, seconds, latencies, errors)
+
+
+def process_ids(stack: Stack) -> dict[str, list[int]]:
+    """Every process that does the work: each app's gunicorn master and workers, the database
+    server (if it runs here) and this load generator."""
+    def children(pid: int) -> list[int]:
+        found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+        return [int(p) for p in found.stdout.split()]
+
+    ids = {name: [p.pid, *children(p.pid)] for name, p in stack.processes.items()}
+    server = subprocess.run(["pgrep", "-x", "mariadbd|mysqld"], capture_output=True, text=True)
+    if stack.base_db_url and server.stdout.split():
+        ids["database server"] = [int(p) for p in server.stdout.split()]
+    ids["load generator"] = [os.getpid()]
+    return ids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far, from /proc."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def measured_loop(stack: Stack, label: str, clients: int, seconds: float,
+                  one: Callable[[requests.Session], bool]) -> tuple[Result, dict[str, float]]:
+    """`closed_loop`, and how many CPU milliseconds each process spent per completed operation."""
+    ids = process_ids(stack)
+    before = {process: cpu_seconds(pids) for process, pids in ids.items()}
+    result = closed_loop(label, clients, seconds, one)
+    done = max(1, len(result.latencies))
+    return result, {name: (cpu_seconds(pids) - before[name]) * 1000 / done
+                    for name, pids in ids.items()}
 
 
 def scenarios(stack: Stack) -> dict[str, Callable[[requests.Session], bool]]:
@@ -184,25 +223,37 @@ def main() -> None:
             closed_loop("warm-up", 4, 1, runs["bare chain"])
             lines += header("## Happy path: orchestrated against the bare chain")
             ratios = []
+            cpu: dict[str, dict[str, float]] = {}
             for n in clients:
-                orchestrated = closed_loop("orchestrated", n, args.seconds, runs["orchestrated"])
-                bare = closed_loop("bare chain", n, args.seconds, runs["bare chain"])
+                orchestrated, cpu[f"orchestrated, {n} clients"] = measured_loop(
+                    stack, "orchestrated", n, args.seconds, runs["orchestrated"])
+                bare, cpu[f"bare chain, {n} clients"] = measured_loop(
+                    stack, "bare chain", n, args.seconds, runs["bare chain"])
                 ratios.append((n, orchestrated.rate / bare.rate if bare.rate else float("nan")))
                 lines += [orchestrated.row(), bare.row()]
                 print("\n".join(lines[-2:]), flush=True)
             lines.append("\n| clients | orchestrated / bare |\n|---|---|")
             lines += [f"| {n} | {ratio:.2f} |" for n, ratio in ratios]
+            names = list(next(iter(cpu.values())))
+            lines += ["\n## Where the CPU goes: milliseconds of CPU per saga (or chain), by process\n",
+                      "| run | " + " | ".join(names) + " | total |",
+                      "|---" * (len(names) + 2) + "|"]
+            lines += [f"| {run} | " + " | ".join(f"{ms[name]:.2f}" for name in names)
+                      + f" | {sum(ms.values()):.2f} |" for run, ms in cpu.items()]
             lines += header("## One failure (B fails three times, B and A compensated), and reads")
-            for name in ("one failure", "GET /sagas?limit=50", "GET /sagas/<id>"):
-                lines.append(closed_loop(name, 16, args.seconds, runs[name]).row())
+            for name, n in (("one failure", 16), ("GET /sagas?limit=50", 1), ("GET /sagas?limit=50", 16),
+                            ("GET /sagas/<id>", 1), ("GET /sagas/<id>", 16)):
+                lines.append(closed_loop(name, n, args.seconds, runs[name]).row())
                 print(lines[-1], flush=True)
             if args.log_size:
                 took = fill_log(stack, args.log_size)
                 with stack.engines["orchestrator"].connect() as connection:
                     total = connection.execute(text("SELECT COUNT(*) FROM sagas")).scalar_one()
                 lines += header(f"## With {total:,} sagas in the log (filled in {took:.0f} s)")
-                for name in ("orchestrated", "GET /sagas?limit=50", "GET /sagas/<id>"):
-                    lines.append(closed_loop(name, 16, args.seconds, runs[name]).row())
+                for name, n in (("orchestrated", 16), ("GET /sagas?limit=50", 1),
+                                ("GET /sagas?limit=50", 16), ("GET /sagas/<id>", 1),
+                                ("GET /sagas/<id>", 16)):
+                    lines.append(closed_loop(name, n, args.seconds, runs[name]).row())
                     print(lines[-1], flush=True)
         finally:
             stack.stop()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
+from sqlalchemy import text
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from tests.conftest import TEST_DATABASE_URL
@@ -26,6 +29,20 @@ def crash_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def crash_at(stack: Stack, point: str) -> None:
     Path(stack.settings["FAILPOINTS_FILE"]).write_text(point)
+
+
+def start_and_crash(stack: Stack, **fail: str) -> str:
+    """Start a saga that will crash the orchestrator; the answer may die with it, so the
+    saga is found in the log by its Idempotency-Key."""
+    key = uuid.uuid4().hex
+    body = {"username": "ada", "address": "1 Main St", "payment": "visa", "fail": fail}
+    with contextlib.suppress(requests.ConnectionError):  # killed before its 202 went out
+        requests.post(f"{stack.urls['orchestrator']}/start", json=body, timeout=10,
+                      headers={"Prefer": "respond-async", "Idempotency-Key": key})
+    wait_until_dead(stack)
+    with stack.engines["orchestrator"].connect() as connection:
+        return str(connection.execute(text("SELECT id FROM sagas WHERE idempotency_key = :k"),
+                                      {"k": key}).scalar_one())
 
 
 def wait_until_dead(stack: Stack, label: str = "orchestrator") -> None:
@@ -50,8 +67,7 @@ BACKWARD = ["before_compensate:c", "after_compensate:c", "before_compensate:b",
 def test_crash_going_forward_resumes_to_completed(crash_stack: Stack, point: str) -> None:
     stack = crash_stack
     crash_at(stack, point)
-    saga_id = start_async(stack)
-    wait_until_dead(stack)
+    saga_id = start_and_crash(stack)
     stack.restart("orchestrator")
     wait_for_saga(stack, saga_id, "COMPLETED")
     assert [stack.row_status(s, saga_id) for s in "abc"] == ["APPLIED"] * 3
@@ -65,8 +81,7 @@ def test_crash_going_forward_resumes_to_completed(crash_stack: Stack, point: str
 def test_crash_while_compensating_resumes_to_compensated(crash_stack: Stack, point: str) -> None:
     stack = crash_stack
     crash_at(stack, point)
-    saga_id = start_async(stack, c="before_commit")
-    wait_until_dead(stack)
+    saga_id = start_and_crash(stack, c="before_commit")
     stack.restart("orchestrator")
     wait_for_saga(stack, saga_id, "COMPENSATED")
     assert [stack.row_status(s, saga_id) for s in "abc"] == ["COMPENSATED", "COMPENSATED",
