@@ -77,12 +77,12 @@ def start() -> tuple[Any, int]:
     return jsonify(body), code
 
 
-def _in_background(saga_id: str) -> bool:
+def _in_background(saga_id: str, reopened: bool = False) -> bool:
     """With Prefer: respond-async, drive the saga on a worker thread and say so."""
     if "respond-async" not in request.headers.get("Prefer", ""):
         return False
     executor: ThreadPoolExecutor = current_app.extensions["saga"]["executor"]
-    executor.submit(_engine().drive_logged, saga_id)
+    executor.submit(_engine().drive_logged, saga_id, reopened, reopened)
     return True
 
 
@@ -114,9 +114,9 @@ def retry(saga_id: str) -> tuple[Any, int]:
     if not _engine().reopen(saga_id):
         raise ApiError(409, "not_retryable",
                        f"saga {saga_id} is {saga.status.value}; only COMPENSATION_FAILED sagas are retried")
-    if _in_background(saga_id):
+    if _in_background(saga_id, reopened=True):
         return jsonify({"saga_id": saga_id, "status": SagaStatus.COMPENSATING.value}), 202
-    body, code = saga_answer(_engine().drive(saga_id))
+    body, code = saga_answer(_engine().drive(saga_id, resumed=True, reopened=True))
     # The retry did its job when the compensation completed; 500 only if it failed again.
     return jsonify(body), 200 if body["status"] == SagaStatus.COMPENSATED.value else code
 

@@ -43,9 +43,12 @@ class SagaEngine:
         log.info("saga %s: started %s fail=%s", saga.id, saga_input.get("username"), faults)
         return saga
 
-    def drive(self, saga_id: str, resumed: bool = False) -> Saga:
+    def drive(self, saga_id: str, resumed: bool = False, reopened: bool = False) -> Saga:
         """Drive a saga we hold the lease on until it finishes (or another orchestrator takes it).
 
+        `resumed`: another process (or a crash) interrupted it, so the log may already hold
+        attempts of the step at hand. `reopened`: a failed compensation gets a new round,
+        with a full set of retries.
         The saga is read from the log once; after that our own writes are the truth, since
         the lease keeps every other orchestrator from writing.
         """
@@ -56,8 +59,8 @@ class SagaEngine:
                 if saga.status is SagaStatus.RUNNING:
                     saga = self._forward(saga, resumed)
                 else:
-                    saga = self._backward(saga, resumed)
-                resumed = False
+                    saga = self._backward(saga, resumed, reopened)
+                resumed = reopened = False
         except LeaseLost:
             log.warning("saga %s: lease lost; another orchestrator drives it now", saga_id)
             saga = self.store.get(saga_id) or saga
@@ -70,18 +73,16 @@ class SagaEngine:
             log.info("saga %s: retrying the compensation by request (injected faults cleared)", saga_id)
         return reopened
 
-    def drive_logged(self, saga_id: str, resumed: bool = False) -> None:
+    def drive_logged(self, saga_id: str, resumed: bool = False, reopened: bool = False) -> None:
         """`drive` for a background thread: log what goes wrong; recovery retries it later."""
         try:
-            self.drive(saga_id, resumed)
+            self.drive(saga_id, resumed, reopened)
         except Exception:  # noqa: BLE001 - nobody else would see it
             log.exception("saga %s: driving failed; recovery resumes it when the lease ends",
                           saga_id)
 
     def _forward(self, saga: Saga, resumed: bool) -> Saga:
         k = saga.current_step
-        if k == len(self.steps):  # only in a log an older version wrote
-            return self._transition(saga, Transition(SagaStatus.COMPLETED, k))
         step = self.steps[k]
         done = k + 1 == len(self.steps)
         applied = Transition(SagaStatus.COMPLETED if done else SagaStatus.RUNNING, k + 1)
@@ -94,17 +95,15 @@ class SagaEngine:
                               error=f"step {step.name}: {last.error}")
 
         new = self._call(saga, step, "invoke", {"saga_id": saga.id, **saga.input},
-                         self.invoke_retries, resumed, applied, failed)
+                         self.invoke_retries, resumed, False, applied, failed)
         if new.status is SagaStatus.COMPLETED:
             log.info("saga %s: COMPLETED", saga.id)
         elif new.status is SagaStatus.COMPENSATING:
             log.warning("saga %s: step %s failed (%s); compensating", saga.id, step.name, new.error)
         return new
 
-    def _backward(self, saga: Saga, resumed: bool) -> Saga:
+    def _backward(self, saga: Saga, resumed: bool, reopened: bool) -> Saga:
         k = saga.current_step
-        if k < 0:  # only in a log an older version wrote
-            return self._transition(saga, Transition(SagaStatus.COMPENSATED, -1))
         step = self.steps[k]
         undone = Transition(SagaStatus.COMPENSATED if k == 0 else SagaStatus.COMPENSATING, k - 1)
 
@@ -114,26 +113,25 @@ class SagaEngine:
                                     f"{last.number} attempts: {last.error}")
 
         new = self._call(saga, step, "compensate", {"saga_id": saga.id},
-                         self.compensation_retries, resumed, undone, failed)
+                         self.compensation_retries, resumed or reopened, reopened, undone, failed)
         if new.status is SagaStatus.COMPENSATED:
             log.info("saga %s: COMPENSATED", saga.id)
         elif new.status is SagaStatus.COMPENSATION_FAILED:
             log.error("saga %s: COMPENSATION_FAILED at step %s: %s", saga.id, step.name, new.error)
         return new
 
-    def _transition(self, saga: Saga, transition: Transition) -> Saga:
-        self.store.transition(saga.id, self.owner, transition)
-        return transition.applied_to(saga)
-
     def _call(self, saga: Saga, step: Step, action: str, payload: dict[str, Any], retries: int,
-              resumed: bool, succeeded: Transition,
+              resumed: bool, fresh_retries: bool, succeeded: Transition,
               failed: Callable[[Attempt], Transition]) -> Saga:
         """Call one step's action with retries; log each attempt, and with the deciding one,
         in the same transaction, the saga's next state. Returns the saga in that state."""
-        # Retries are counted across restarts, as the log has them; a resumed step still gets
-        # one attempt, so a crash before its answer was logged is never taken for a failure.
+        # Attempt numbers go on from the log. Retries are counted across restarts too (but a
+        # resumed step still gets one attempt, so a crash before its answer was logged is
+        # never taken for a failure); a reopened compensation starts a new set of retries.
         made = self.store.attempts_so_far(saga.id, step.name, action) if resumed else 0
-        first, retries = made + 1, max(0, retries - made)
+        first = made + 1
+        if not fresh_retries:
+            retries = max(0, retries - made)
         decided: list[Transition] = []
 
         def record(attempt: Attempt) -> None:

@@ -54,7 +54,7 @@ class Recovery:
             if store.reopen_failed_compensation(saga_id, owner, quiet_since, self.max_rounds):
                 claimed += 1
                 log.info("saga %s: compensation failed before; trying it again", saga_id)
-                self.executor.submit(self.engine.drive_logged, saga_id, True)
+                self.executor.submit(self.engine.drive_logged, saga_id, True, True)
         return claimed
 
     def _run(self) -> None:

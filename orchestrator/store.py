@@ -204,14 +204,6 @@ class SagaStore:
             row = connection.execute(select(sagas).where(sagas.c.idempotency_key == key)).first()
         return None if row is None else _saga(row)
 
-    def transition(self, saga_id: str, owner: str, then: Transition) -> None:
-        """Record the saga's next state (and renew the lease) before acting on it.
-
-        A final state gives up the lease in the same write.
-        """
-        with self.engine.begin() as connection:
-            self._renew(connection, saga_id, owner, utcnow(), **self._state(then))
-
     @staticmethod
     def _state(then: Transition) -> dict[str, Any]:
         """The columns of a saga state; a final one gives up the lease in the same write."""

@@ -92,7 +92,8 @@ def test_a_driver_that_lost_its_lease_stops(tmp_path: Path) -> None:
     with engine.store.engine.begin() as connection:  # as if another orchestrator had taken it
         connection.execute(update(sagas).where(sagas.c.id == saga.id).values(lease_owner="other"))
     with pytest.raises(LeaseLost):
-        engine.store.transition(saga.id, "me", Transition(SagaStatus.RUNNING, 1))
+        engine.store.record_attempt(saga.id, "me", Event("a", "invoke", 1, 200, "ok", 1),
+                                    Transition(SagaStatus.RUNNING, 1))
     assert engine.drive(saga.id).status is SagaStatus.RUNNING
     assert client.calls == [("a", "invoke")], "it stops at the first write it cannot make"
 
@@ -123,3 +124,18 @@ def test_a_resumed_step_counts_the_attempts_already_logged(tmp_path: Path, made:
     engine.drive(saga.id, resumed=True)
     assert client.allowed[0] == expected, "retries left = retries - attempts made, at least one try"
     assert client.allowed[1] == (1, 2), "the next step starts afresh"
+
+
+def test_a_reopened_compensation_gets_a_full_set_of_retries(tmp_path: Path) -> None:
+    engine, _ = make(tmp_path, {})
+    client = CountingClient()
+    engine.client = client  # type: ignore[assignment]
+    saga = engine.create(USER, {})
+    with engine.store.engine.begin() as connection:  # as if compensating A had failed 6 times
+        connection.execute(update(sagas).where(sagas.c.id == saga.id)
+                           .values(status="COMPENSATION_FAILED", current_step=0))
+    for number in range(1, 7):
+        engine.store.record_attempt(saga.id, "me", Event("a", "compensate", number, 500, "error", 1))
+    assert engine.store.reopen_failed_compensation(saga.id, "me")
+    assert engine.drive(saga.id, resumed=True, reopened=True).status is SagaStatus.COMPENSATED
+    assert client.allowed == [(7, 2)], "numbering goes on; the retries start over"
