@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,11 +23,24 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture
-def fresh_stack(tmp_path: Path) -> Iterator[Stack]:
+def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    """Start systems of a test's own, with extra settings; all are stopped afterwards."""
+    started: list[Stack] = []
+
+    def make(**settings: str) -> Stack:
+        started.append(Stack(tmp_path / f"stack{len(started)}", TEST_DATABASE_URL,
+                             settings=settings).start())
+        return started[-1]
+
+    yield make
+    for running in started:
+        running.stop()
+
+
+@pytest.fixture
+def fresh_stack(make_stack: Callable[..., Stack]) -> Stack:
     """A system of its own, for tests that kill and restart processes."""
-    running = Stack(tmp_path / "stack", TEST_DATABASE_URL).start()
-    yield running
-    running.stop()
+    return make_stack()
 
 
 @pytest.fixture

@@ -31,8 +31,11 @@ FAST_SETTINGS = {
     "LEASE_SECONDS": "3",
     "RECOVERY_INTERVAL": "0.2",
     "FAULT_LATE_MARGIN": "1.0",
-    "COMPENSATION_RETRY_AFTER": "1",
+    # The recovery loop leaves COMPENSATION_FAILED sagas alone unless a test asks
+    # (RECOVERS_FAILED_COMPENSATIONS), so that they stay as the test left them.
+    "COMPENSATION_RETRY_AFTER": "3600",
 }
+RECOVERS_FAILED_COMPENSATIONS = {"COMPENSATION_RETRY_AFTER": "1"}
 
 
 def free_port() -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from tests.conftest import TEST_DATABASE_URL
 from tests.integration.test_recovery import start_async, wait_for_saga
-from tests.stack import Stack
+from tests.stack import RECOVERS_FAILED_COMPENSATIONS, Stack
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +91,9 @@ def test_crash_while_compensating_resumes_to_compensated(crash_stack: Stack, poi
     assert consistency(stack)["violations"] == []
 
 
-def test_a_killed_participant_loses_nothing_and_applies_nothing_twice(fresh_stack: Stack) -> None:
-    stack = fresh_stack
+def test_a_killed_participant_loses_nothing_and_applies_nothing_twice(
+        make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack(**RECOVERS_FAILED_COMPENSATIONS)
     applied = [start_async(stack) for _ in range(3)]
     for saga_id in applied:
         wait_for_saga(stack, saga_id, "COMPLETED")

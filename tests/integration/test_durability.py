@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -14,7 +15,7 @@ from sqlalchemy import text
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from tests.integration.test_recovery import wait_for_saga
-from tests.stack import ROOT, Stack
+from tests.stack import RECOVERS_FAILED_COMPENSATIONS, ROOT, Stack
 
 USER = {"username": "ada", "address": "1 Main St", "payment": "visa"}
 
@@ -79,8 +80,9 @@ def test_retry_resumes_a_failed_compensation(stack: Stack) -> None:
     assert requests.post(f"{stack.urls['orchestrator']}/sagas/nope/retry", timeout=5).status_code == 404
 
 
-def test_the_recovery_loop_retries_a_failed_compensation_once_the_service_is_back(fresh_stack: Stack) -> None:
-    stack = fresh_stack
+def test_the_recovery_loop_retries_a_failed_compensation_once_the_service_is_back(
+        make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack(**RECOVERS_FAILED_COMPENSATIONS)
     stack.kill("b")
     failed = start(stack, USER)  # B unreachable: invoke fails, and so does compensating B
     saga_id = failed.json()["saga_id"]
