@@ -46,6 +46,8 @@ def saga_answer(saga: Saga) -> tuple[dict[str, Any], int]:
         return {"saga_id": saga.id, "status": saga.status.value, "steps": steps}, 200
     body = {"saga_id": saga.id, "status": saga.status.value, "failed_step": saga.failed_step,
             "reason": saga.reason, "error": saga.error}
+    if saga.status is SagaStatus.COMPENSATION_FAILED:
+        body["compensation_error"] = saga.compensation_error
     if not saga.status.finished:  # another orchestrator took it over, or it runs in the background
         return body, 202
     if saga.status is SagaStatus.COMPENSATED and saga.reason == "timeout":

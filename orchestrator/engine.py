@@ -109,15 +109,15 @@ class SagaEngine:
 
         def failed(last: Attempt) -> Transition:
             return Transition(SagaStatus.COMPENSATION_FAILED, k,
-                              error=f"compensation of step {step.name} failed after "
-                                    f"{last.number} attempts: {last.error}")
+                              compensation_error=f"compensation of step {step.name} failed "
+                                                 f"at attempt {last.number}: {last.error}")
 
         new = self._call(saga, step, "compensate", {"saga_id": saga.id},
                          self.compensation_retries, resumed or reopened, reopened, undone, failed)
         if new.status is SagaStatus.COMPENSATED:
             log.info("saga %s: COMPENSATED", saga.id)
         elif new.status is SagaStatus.COMPENSATION_FAILED:
-            log.error("saga %s: COMPENSATION_FAILED at step %s: %s", saga.id, step.name, new.error)
+            log.error("saga %s: COMPENSATION_FAILED: %s", saga.id, new.compensation_error)
         return new
 
     def _call(self, saga: Saga, step: Step, action: str, payload: dict[str, Any], retries: int,

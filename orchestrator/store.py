@@ -42,7 +42,8 @@ sagas = Table(
     Column("current_step", Integer, nullable=False),  # next step to invoke, or to compensate
     Column("failed_step", String(8), nullable=True),
     Column("reason", String(16), nullable=True),  # "error" or "timeout"
-    Column("error", Text, nullable=True),
+    Column("error", Text, nullable=True),  # why the failed step failed
+    Column("compensation_error", Text, nullable=True),  # why the compensation could not finish
     Column("compensation_rounds", Integer, nullable=False, default=0),  # recovery re-tries
     Column("idempotency_key", String(128), nullable=True, unique=True),
     Column("request_hash", String(64), nullable=True),  # of the body sent with that key
@@ -95,6 +96,7 @@ class Saga:
     failed_step: str | None = None
     reason: str | None = None
     error: str | None = None
+    compensation_error: str | None = None
     compensation_rounds: int = 0
     idempotency_key: str | None = None
     request_hash: str | None = None
@@ -107,6 +109,7 @@ class Saga:
         return {"saga_id": self.id, "status": self.status.value, "input": self.input,
                 "fail": self.faults, "current_step": self.current_step,
                 "failed_step": self.failed_step, "reason": self.reason, "error": self.error,
+                "compensation_error": self.compensation_error,
                 "compensation_rounds": self.compensation_rounds,
                 "idempotency_key": self.idempotency_key, "lease_owner": self.lease_owner,
                 "lease_expires_at": iso(self.lease_expires_at),
@@ -143,17 +146,20 @@ class Transition:
     failed_step: str | None = None
     reason: str | None = None
     error: str | None = None
+    compensation_error: str | None = None
 
     @property
     def details(self) -> dict[str, str]:
-        return {name: value for name in ("failed_step", "reason", "error")
+        return {name: value
+                for name in ("failed_step", "reason", "error", "compensation_error")
                 if (value := getattr(self, name)) is not None}
 
     def applied_to(self, saga: Saga) -> Saga:
         """The saga as the log holds it once this transition is written."""
         new = replace(saga, status=self.status, current_step=self.current_step,
                       failed_step=self.failed_step or saga.failed_step,
-                      reason=self.reason or saga.reason, error=self.error or saga.error)
+                      reason=self.reason or saga.reason, error=self.error or saga.error,
+                      compensation_error=self.compensation_error or saga.compensation_error)
         return replace(new, lease_owner=None, lease_expires_at=None) if self.status.finished else new
 
 
@@ -161,6 +167,7 @@ def _saga(row: Any) -> Saga:
     return Saga(id=row.id, status=SagaStatus(row.status), input=json.loads(row.input),
                 faults=json.loads(row.faults), current_step=row.current_step,
                 failed_step=row.failed_step, reason=row.reason, error=row.error,
+                compensation_error=row.compensation_error,
                 compensation_rounds=row.compensation_rounds,
                 idempotency_key=row.idempotency_key, request_hash=row.request_hash,
                 lease_owner=row.lease_owner, lease_expires_at=row.lease_expires_at,
@@ -273,8 +280,8 @@ class SagaStore:
         if max_rounds is not None:
             conditions.append(sagas.c.compensation_rounds < max_rounds)
         values: dict[str, Any] = {
-            "status": SagaStatus.COMPENSATING.value, "lease_owner": owner,
-            "lease_expires_at": now + self.lease, "updated_at": now,
+            "status": SagaStatus.COMPENSATING.value, "compensation_error": None,
+            "lease_owner": owner, "lease_expires_at": now + self.lease, "updated_at": now,
             "compensation_rounds": sagas.c.compensation_rounds + 1}
         if clear_faults:
             values["faults"] = "{}"

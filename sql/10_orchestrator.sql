@@ -29,6 +29,7 @@ CREATE TABLE sagas (
 	failed_step VARCHAR(8),
 	reason VARCHAR(16),
 	error TEXT,
+	compensation_error TEXT,
 	compensation_rounds INTEGER NOT NULL,
 	idempotency_key VARCHAR(128),
 	request_hash VARCHAR(64),

@@ -74,7 +74,8 @@ def test_retry_resumes_a_failed_compensation(stack: Stack) -> None:
     assert retried.status_code == 200 and retried.json()["status"] == "COMPENSATED", retried.text
     assert [stack.row_status(s, saga_id) for s in "abc"] == ["COMPENSATED", "COMPENSATED", "CANCELLED"]
     saga = stack.saga_row(saga_id)
-    assert (saga["compensation_rounds"], saga["faults"]) == (1, "{}")
+    assert (saga["compensation_rounds"], saga["faults"], saga["compensation_error"]) == (1, "{}", None)
+    assert "compensation_error" not in retried.json()
     again = requests.post(f"{stack.urls['orchestrator']}/sagas/{saga_id}/retry", timeout=30)
     assert again.status_code == 409, again.text
     assert requests.post(f"{stack.urls['orchestrator']}/sagas/nope/retry", timeout=5).status_code == 404

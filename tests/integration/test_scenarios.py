@@ -117,7 +117,8 @@ def test_failed_compensation_leaves_the_saga_visible(stack: Stack, user: dict[st
     body = answer.json()
     saga_id = body["saga_id"]
     assert (body["status"], body["failed_step"]) == ("COMPENSATION_FAILED", "c")
-    assert "compensation of step b failed" in body["error"]
+    assert body["error"].startswith("step c: ")
+    assert body["compensation_error"].startswith("compensation of step b failed at attempt 4")
     attempts = [e for e in stack.events(saga_id) if e[:2] == ("b", "compensate")]
     assert [e[2] for e in attempts] == list(range(1, COMPENSATE_ATTEMPTS + 1))
     # Compensation stops at B, in order: A is not undone before B is.

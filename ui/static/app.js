@@ -256,7 +256,7 @@ function summary(saga) {
   switch (saga.status) {
     case "COMPLETED": return "Every step applied: the account, the address and the payment method exist.";
     case "COMPENSATED": return `Step ${saga.failed_step.toUpperCase()} failed (${saga.reason}); every step was undone in reverse. ${saga.error || ""}`;
-    case "COMPENSATION_FAILED": return `A compensation could not be completed; the saga needs attention. ${saga.error || ""}`;
+    case "COMPENSATION_FAILED": return `Step ${saga.failed_step.toUpperCase()} failed, and a compensation could not be completed: the saga needs attention. ${saga.compensation_error || ""}`;
     case "COMPENSATING": return `Step ${(saga.failed_step || "").toUpperCase()} failed; undoing steps in reverse…`;
     default: return `Running step ${STEPS[saga.current_step]?.toUpperCase() || ""}…`;
   }
