@@ -36,16 +36,17 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     store = SagaStore(engine, app.config["LEASE_SECONDS"])
     client = ParticipantClient(app.config["CALL_TIMEOUT"], app.config["RETRY_BACKOFF"],
                                app.config["RETRY_BACKOFF_MAX"])
+    executor = ThreadPoolExecutor(app.config["WORKER_THREADS"], thread_name_prefix="saga")
     saga_engine = SagaEngine(SIGNUP_STEPS, app.config["SERVICE_URLS"], store, client,
                              owner=app.config["ORCHESTRATOR_ID"],
                              invoke_retries=app.config["CALL_RETRIES"],
                              compensation_retries=app.config["COMPENSATION_RETRIES"],
-                             failpoints=Failpoints(app.config["FAILPOINTS_FILE"]))
-    executor = ThreadPoolExecutor(app.config["WORKER_THREADS"], thread_name_prefix="saga")
-    recovery = Recovery(saga_engine, executor, app.config["RECOVERY_INTERVAL"],
+                             failpoints=Failpoints(app.config["FAILPOINTS_FILE"]),
+                             background=executor)
+    recovery = Recovery(saga_engine, app.config["RECOVERY_INTERVAL"],
                         app.config["COMPENSATION_RETRY_AFTER"], app.config["COMPENSATION_RETRY_ROUNDS"])
     app.extensions["saga"] = {"engine": saga_engine, "store": store, "client": client,
-                              "executor": executor, "recovery": recovery, "logs": logs}
+                              "recovery": recovery, "logs": logs}
     app.register_blueprint(api)
     if app.config["RECOVERY_ENABLED"]:
         recovery.start()

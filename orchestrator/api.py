@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, render_template, request
@@ -83,8 +82,7 @@ def _in_background(saga_id: str, reopened: bool = False) -> bool:
     """With Prefer: respond-async, drive the saga on a worker thread and say so."""
     if "respond-async" not in request.headers.get("Prefer", ""):
         return False
-    executor: ThreadPoolExecutor = current_app.extensions["saga"]["executor"]
-    executor.submit(_engine().drive_logged, saga_id, reopened, reopened)
+    _engine().submit(saga_id, resumed=reopened, reopened=reopened)
     return True
 
 

@@ -7,8 +7,10 @@ that a dead orchestrator left behind. Every state is written before it is acted 
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from common.status import SagaStatus
@@ -25,7 +27,8 @@ class SagaEngine:
 
     def __init__(self, steps: Sequence[Step], urls: dict[str, str], store: SagaStore,
                  client: ParticipantClient, owner: str, invoke_retries: int,
-                 compensation_retries: int, failpoints: Failpoints | None = None) -> None:
+                 compensation_retries: int, failpoints: Failpoints | None = None,
+                 background: ThreadPoolExecutor | None = None) -> None:
         self.steps = tuple(steps)
         self.urls = urls
         self.store = store
@@ -34,6 +37,16 @@ class SagaEngine:
         self.invoke_retries = invoke_retries
         self.compensation_retries = compensation_retries
         self.failpoints = failpoints or Failpoints(None)
+        self.background = background or ThreadPoolExecutor(4, thread_name_prefix="saga")
+        # Sagas this process drives or has queued: all share our lease owner id, so the lease
+        # cannot tell them apart; this set keeps recovery from starting a second driver here.
+        self._busy: set[str] = set()
+        self._busy_guard = threading.Lock()
+
+    def busy(self, saga_id: str) -> bool:
+        """Is this process already driving (or about to drive) the saga?"""
+        with self._busy_guard:
+            return saga_id in self._busy
 
     def create(self, saga_input: dict[str, str], faults: dict[str, str],
                idempotency_key: str | None = None, request_hash: str | None = None) -> Saga:
@@ -52,19 +65,25 @@ class SagaEngine:
         The saga is read from the log once; after that our own writes are the truth, since
         the lease keeps every other orchestrator from writing.
         """
-        saga = self.store.get(saga_id)
-        assert saga is not None, f"saga {saga_id} is not in the log"
+        with self._busy_guard:
+            self._busy.add(saga_id)
         try:
-            while not saga.status.finished:
-                if saga.status is SagaStatus.RUNNING:
-                    saga = self._forward(saga, resumed)
-                else:
-                    saga = self._backward(saga, resumed, reopened)
-                resumed = reopened = False
-        except LeaseLost:
-            log.warning("saga %s: lease lost; another orchestrator drives it now", saga_id)
-            saga = self.store.get(saga_id) or saga
-        return saga
+            saga = self.store.get(saga_id)
+            assert saga is not None, f"saga {saga_id} is not in the log"
+            try:
+                while not saga.status.finished:
+                    if saga.status is SagaStatus.RUNNING:
+                        saga = self._forward(saga, resumed)
+                    else:
+                        saga = self._backward(saga, resumed, reopened)
+                    resumed = reopened = False
+            except LeaseLost:
+                log.warning("saga %s: lease lost; another orchestrator drives it now", saga_id)
+                saga = self.store.get(saga_id) or saga
+            return saga
+        finally:
+            with self._busy_guard:
+                self._busy.discard(saga_id)
 
     def reopen(self, saga_id: str) -> bool:
         """Take a COMPENSATION_FAILED saga back to COMPENSATING, its faults cleared; False if it is not."""
@@ -73,8 +92,13 @@ class SagaEngine:
             log.info("saga %s: retrying the compensation by request (injected faults cleared)", saga_id)
         return reopened
 
-    def drive_logged(self, saga_id: str, resumed: bool = False, reopened: bool = False) -> None:
-        """`drive` for a background thread: log what goes wrong; recovery retries it later."""
+    def submit(self, saga_id: str, resumed: bool = False, reopened: bool = False) -> None:
+        """Drive a saga we hold on a background thread."""
+        with self._busy_guard:
+            self._busy.add(saga_id)
+        self.background.submit(self._drive_logged, saga_id, resumed, reopened)
+
+    def _drive_logged(self, saga_id: str, resumed: bool, reopened: bool) -> None:
         try:
             self.drive(saga_id, resumed, reopened)
         except Exception:  # noqa: BLE001 - nobody else would see it

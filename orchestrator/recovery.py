@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
 from datetime import timedelta
 
 from common.db import utcnow
@@ -20,14 +20,12 @@ class Recovery:
     `retry_after` seconds, up to `max_rounds` rounds (a service that was down may be back).
     """
 
-    def __init__(self, engine: SagaEngine, executor: ThreadPoolExecutor, interval: float,
-                 retry_after: float, max_rounds: int) -> None:
+    def __init__(self, engine: SagaEngine, interval: float, retry_after: float,
+                 max_rounds: int) -> None:
         self.engine = engine
-        self.executor = executor
         self.interval = interval
         self.retry_after = timedelta(seconds=retry_after)
         self.max_rounds = max_rounds
-        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="saga-recovery", daemon=True)
 
     def start(self) -> None:
@@ -37,30 +35,28 @@ class Recovery:
             log.info("taking back %d unfinished saga(s) leased to %s", expired, self.engine.owner)
         self._thread.start()
 
-    def stop(self) -> None:
-        self._stop.set()
-
     def scan_once(self) -> int:
         """Claim and resume what is claimable now; how many sagas were claimed."""
         store, owner = self.engine.store, self.engine.owner
         claimed = 0
         for saga_id in store.claimable():
-            if store.claim(saga_id, owner):
+            # A saga queued here past its lease is ours still: never start a second driver.
+            if not self.engine.busy(saga_id) and store.claim(saga_id, owner):
                 claimed += 1
                 log.info("saga %s: claimed for recovery", saga_id)
-                self.executor.submit(self.engine.drive_logged, saga_id, True)
+                self.engine.submit(saga_id, resumed=True)
         quiet_since = utcnow() - self.retry_after
         for saga_id in store.failed_compensations(quiet_since, self.max_rounds):
             if store.reopen_failed_compensation(saga_id, owner, quiet_since, self.max_rounds):
                 claimed += 1
                 log.info("saga %s: compensation failed before; trying it again", saga_id)
-                self.executor.submit(self.engine.drive_logged, saga_id, True, True)
+                self.engine.submit(saga_id, resumed=True, reopened=True)
         return claimed
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while True:
             try:
                 self.scan_once()
             except Exception:  # noqa: BLE001 - the loop must outlive a database hiccup
                 log.exception("recovery scan failed; trying again in %s s", self.interval)
-            self._stop.wait(self.interval)
+            time.sleep(self.interval)

@@ -139,3 +139,23 @@ def test_a_reopened_compensation_gets_a_full_set_of_retries(tmp_path: Path) -> N
     assert engine.store.reopen_failed_compensation(saga.id, "me")
     assert engine.drive(saga.id, resumed=True, reopened=True).status is SagaStatus.COMPENSATED
     assert client.allowed == [(7, 2)], "numbering goes on; the retries start over"
+
+
+def test_recovery_never_starts_a_second_driver_for_a_saga_this_process_holds(tmp_path: Path) -> None:
+    from orchestrator.recovery import Recovery
+
+    engine, client = make(tmp_path, {})
+    saga = engine.create(USER, {})
+    with engine.store.engine.begin() as connection:  # its lease ran out while it waited here
+        connection.execute(update(sagas).where(sagas.c.id == saga.id).values(lease_expires_at=None))
+    recovery = Recovery(engine, interval=1, retry_after=30, max_rounds=1)
+    with engine._busy_guard:
+        engine._busy.add(saga.id)  # queued on this process's background threads
+    assert recovery.scan_once() == 0 and client.calls == []
+    with engine._busy_guard:
+        engine._busy.discard(saga.id)
+    assert recovery.scan_once() == 1, "once nothing here holds it, recovery claims it"
+    engine.background.shutdown(wait=True)
+    logged = engine.store.get(saga.id)
+    assert logged is not None and logged.status is SagaStatus.COMPLETED
+    assert not engine.busy(saga.id)
