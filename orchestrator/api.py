@@ -74,7 +74,7 @@ def start() -> tuple[Any, int]:
         return _repeat(key or "", fingerprint)
     if _in_background(saga.id):
         return jsonify({"saga_id": saga.id, "status": saga.status.value}), 202
-    body, code = saga_answer(_engine().drive(saga.id))
+    body, code = saga_answer(_engine().drive(saga.id, logged=saga))
     return jsonify(body), code
 
 

@@ -56,19 +56,21 @@ class SagaEngine:
         log.info("saga %s: started %s fail=%s", saga.id, saga_input.get("username"), faults)
         return saga
 
-    def drive(self, saga_id: str, resumed: bool = False, reopened: bool = False) -> Saga:
+    def drive(self, saga_id: str, resumed: bool = False, reopened: bool = False,
+              logged: Saga | None = None) -> Saga:
         """Drive a saga we hold the lease on until it finishes (or another orchestrator takes it).
 
         `resumed`: another process (or a crash) interrupted it, so the log may already hold
         attempts of the step at hand. `reopened`: a failed compensation gets a new round,
-        with a full set of retries.
+        with a full set of retries. `logged`: the saga as this process just logged it
+        (spares reading it back).
         The saga is read from the log once; after that our own writes are the truth, since
         the lease keeps every other orchestrator from writing.
         """
         with self._busy_guard:
             self._busy.add(saga_id)
         try:
-            saga = self.store.get(saga_id)
+            saga = logged or self.store.get(saga_id)
             assert saga is not None, f"saga {saga_id} is not in the log"
             try:
                 while not saga.status.finished:

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     func,
     insert,
     or_,
@@ -74,6 +75,13 @@ saga_events = Table(
     Column("at", Timestamp, nullable=False, default=utcnow),
     Index("ix_saga_events_saga_id", "saga_id", "id"),
 )
+
+
+# Built once: the hot path only binds values (the SET columns follow the parameters given).
+_INSERT_SAGA = insert(sagas)
+_INSERT_EVENT = insert(saga_events)
+_RENEW = update(sagas).where(sagas.c.id == bindparam("fenced_id"),
+                             sagas.c.lease_owner == bindparam("fenced_owner"))
 
 
 class LeaseLost(Exception):
@@ -195,11 +203,12 @@ class SagaStore:
                     updated_at=now)
         try:
             with self.engine.begin() as connection:
-                connection.execute(insert(sagas).values(
-                    id=saga.id, status=saga.status.value, input=json.dumps(saga_input),
-                    faults=json.dumps(faults), current_step=0, compensation_rounds=0,
-                    idempotency_key=idempotency_key, request_hash=request_hash, lease_owner=owner,
-                    lease_expires_at=saga.lease_expires_at, created_at=now, updated_at=now))
+                connection.execute(_INSERT_SAGA, {
+                    "id": saga.id, "status": saga.status.value, "input": json.dumps(saga_input),
+                    "faults": json.dumps(faults), "current_step": 0, "compensation_rounds": 0,
+                    "idempotency_key": idempotency_key, "request_hash": request_hash,
+                    "lease_owner": owner, "lease_expires_at": saga.lease_expires_at,
+                    "created_at": now, "updated_at": now})
         except IntegrityError:
             if idempotency_key is None:
                 raise
@@ -227,17 +236,18 @@ class SagaStore:
         now = utcnow()
         values = {} if then is None else self._state(then)
         with self.engine.begin() as connection:
-            connection.execute(insert(saga_events).values(
-                saga_id=saga_id, step=event.step, action=event.action, attempt=event.attempt,
-                http_status=event.http_status, outcome=event.outcome,
-                latency_ms=event.latency_ms, error=event.error, orchestrator=owner, at=now))
+            connection.execute(_INSERT_EVENT, {
+                "saga_id": saga_id, "step": event.step, "action": event.action,
+                "attempt": event.attempt, "http_status": event.http_status,
+                "outcome": event.outcome, "latency_ms": event.latency_ms, "error": event.error,
+                "orchestrator": owner, "at": now})
             self._renew(connection, saga_id, owner, now, **values)
 
     def _renew(self, connection: Any, saga_id: str, owner: str, now: datetime,
                **values: Any) -> None:
-        changed = connection.execute(
-            update(sagas).where(sagas.c.id == saga_id, sagas.c.lease_owner == owner)
-            .values({"lease_expires_at": now + self.lease, "updated_at": now, **values})).rowcount
+        changed = connection.execute(_RENEW, {
+            "fenced_id": saga_id, "fenced_owner": owner, "lease_expires_at": now + self.lease,
+            "updated_at": now, **values}).rowcount
         if changed != 1:
             raise LeaseLost(f"saga {saga_id} is no longer leased to {owner}")
 
