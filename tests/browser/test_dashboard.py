@@ -148,7 +148,11 @@ def test_keyboard_only_start_and_select(page: Page, stack: Stack) -> None:
     row = page.locator(f"#saga-list button[data-saga='{saga_id}']")
     expect(row).to_have_attribute("aria-current", "false")
     row.focus()
-    page.wait_for_timeout(1500)  # let the live list redraw at least once: focus must survive it
+    drawn = page.locator("#saga-list").get_attribute("data-signature")
+    # A saga started elsewhere makes the live list redraw: focus must survive the redraw.
+    requests.post(f"{stack.urls['orchestrator']}/start", headers={"Prefer": "respond-async"},
+                  json={"username": "elsewhere", "address": "a", "payment": "p"}, timeout=10)
+    expect(page.locator("#saga-list")).not_to_have_attribute("data-signature", drawn or "")
     expect(row).to_be_focused()
     page.keyboard.press("Enter")
     expect(row).to_have_attribute("aria-current", "true")
