@@ -40,12 +40,10 @@ def _last_attempt(state: RetryCallState) -> Attempt:
 class ParticipantClient:
     """POSTs to a participant, retrying 5xx, timeouts and connection errors, never 4xx."""
 
-    def __init__(self, timeout: float, backoff_initial: float, backoff_max: float,
-                 pool_size: int = 32) -> None:
+    def __init__(self, timeout: float, backoff_initial: float, backoff_max: float) -> None:
         self.timeout = timeout
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
-        self.pool_size = pool_size
         self._local = threading.local()
 
     def _session(self) -> requests.Session:
@@ -53,7 +51,8 @@ class ParticipantClient:
         if session is None:
             session = requests.Session()
             session.trust_env = False  # no proxy or netrc look-ups per call: these are local calls
-            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=self.pool_size)
+            # One thread makes one call at a time: one kept-alive connection per service.
+            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=1)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             self._local.session = session
