@@ -42,8 +42,10 @@ def orchestrator_config(overrides: dict[str, Any] | None = None) -> dict[str, An
 
 def check(config: dict[str, Any]) -> None:
     """Refuse settings that would break a guarantee, with the reason."""
-    if config["CALL_TIMEOUT"] <= 0 or config["CALL_RETRIES"] < 0 or config["COMPENSATION_RETRIES"] < 0:
-        raise ValueError("CALL_TIMEOUT must be > 0 and the retry counts >= 0")
+    if not 0 < config["CALL_TIMEOUT"] <= 60:  # participants accept a caller timeout up to 60 s
+        raise ValueError("CALL_TIMEOUT must be more than 0 and at most 60 seconds")
+    if config["CALL_RETRIES"] < 0 or config["COMPENSATION_RETRIES"] < 0:
+        raise ValueError("the retry counts must be >= 0")
     # A driver renews its lease at every attempt, so one attempt plus one backoff must
     # fit in a lease with room to spare, or a second orchestrator could take a live saga.
     longest_gap = config["CALL_TIMEOUT"] + config["RETRY_BACKOFF_MAX"]

@@ -22,6 +22,8 @@ from participant.records import RecordStore, records_table
 log = logging.getLogger(__name__)
 
 SAGA_FIELDS = ("saga_id", "username", "address", "payment")
+MAX_ATTEMPT = 1_000_000
+MAX_CALLER_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -92,12 +94,15 @@ def _fault() -> Fault | None:
         raise ApiError(400, "invalid_fault", str(error)) from None
 
 
-def _number_header(name: str, default: float) -> float:
+def _number_header(name: str, default: float, maximum: float) -> float:
     raw = request.headers.get(name)
     try:
-        return default if raw is None else float(raw)
+        value = default if raw is None else float(raw)
     except ValueError:
-        raise ApiError(400, "invalid_header", f"{name} must be a number") from None
+        value = -1.0
+    if not 0 < value <= maximum:  # also keeps a `timeout` fault from sleeping for ever
+        raise ApiError(400, "invalid_header", f"{name} must be a number from 0 to {maximum:g}")
+    return value
 
 
 def _injected_failure(message: str) -> ApiError:
@@ -114,9 +119,9 @@ def invoke() -> tuple[Any, int]:
     for name in SAGA_FIELDS[1:]:
         text_field(body, name, required=(name == spec.field))
     value = body[spec.field]
-    fault, attempt = _fault(), int(_number_header(ATTEMPT_HEADER, 1))
+    fault, attempt = _fault(), int(_number_header(ATTEMPT_HEADER, 1, MAX_ATTEMPT))
     if fault is not None:
-        pause = fault.sleep_before_commit(_number_header(TIMEOUT_HEADER, 5.0),
+        pause = fault.sleep_before_commit(_number_header(TIMEOUT_HEADER, 5.0, MAX_CALLER_TIMEOUT),
                                           current_app.config["FAULT_LATE_MARGIN"])
         if pause:
             time.sleep(pause)
@@ -142,7 +147,7 @@ def compensate() -> tuple[Any, int]:
     body = json_object()
     reject_unknown(body, ("saga_id",))
     saga_id = saga_id_field(body)
-    fault, attempt = _fault(), int(_number_header(ATTEMPT_HEADER, 1))
+    fault, attempt = _fault(), int(_number_header(ATTEMPT_HEADER, 1, MAX_ATTEMPT))
     if fault is not None and fault.fails_compensation(attempt):
         log.info("saga %s: compensation fails (%s, attempt %d)", saga_id, fault, attempt)
         raise _injected_failure(f"{fault}: compensation failed (attempt {attempt})")

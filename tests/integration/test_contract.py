@@ -136,9 +136,16 @@ def test_bad_invoke_is_rejected_and_writes_nothing(stack: Stack, case: str, payl
     assert stack.count("a", "table_a") == before
 
 
-def test_unknown_fault_header_is_rejected(stack: Stack) -> None:
+@pytest.mark.parametrize("headers", [
+    {"X-Saga-Fault": "explode"},
+    {"X-Saga-Attempt": "first"},
+    {"X-Saga-Attempt": "0"},
+    {"X-Saga-Fault": "timeout", "X-Saga-Timeout": "86400"},
+    {"X-Saga-Fault": "timeout", "X-Saga-Timeout": "-1"},
+])
+def test_bad_fault_headers_are_rejected(stack: Stack, headers: dict[str, str]) -> None:
     sid = saga_id()
-    assert_json_error(invoke(stack, "a", sid, **{"X-Saga-Fault": "explode"}), 400)
+    assert_json_error(invoke(stack, "a", sid, **headers), 400)
     assert stack.row("a", sid) is None
 
 
