@@ -80,6 +80,21 @@ def reading(engine: Engine) -> Iterator[Connection]:
         yield connection.execution_options(read_only=True)
 
 
+def ping(engine: Engine) -> None:
+    """Raise if the database does not answer a trivial query."""
+    with reading(engine) as connection:
+        connection.execute(text("SELECT 1"))
+
+
+def health(engine: Engine, **identity: Any) -> tuple[dict[str, Any], int]:
+    """A /health answer: 200 when the database answers, 503 (with the reason) when not."""
+    try:
+        ping(engine)
+    except Exception as error:  # noqa: BLE001 - any database failure means unhealthy
+        return {**identity, "status": "unhealthy", "error": str(error)}, 503
+    return {**identity, "status": "ok"}, 200
+
+
 def init_database(engine: Engine, metadata: MetaData, wait_seconds: float = 60) -> None:
     """Wait until the database answers (it may still be starting), then create missing tables."""
     for attempt in Retrying(
@@ -88,6 +103,6 @@ def init_database(engine: Engine, metadata: MetaData, wait_seconds: float = 60) 
         before_sleep=before_sleep_log(log, logging.WARNING),
         reraise=True,
     ):
-        with attempt, engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+        with attempt:
+            ping(engine)
     metadata.create_all(engine)

@@ -8,9 +8,8 @@ import uuid
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, render_template, request
-from sqlalchemy import text
 
-from common.db import reading
+from common.db import health as database_health
 from common.errors import ApiError, json_object
 from common.faults import FAULT_MODES, parse_fault
 from common.status import SagaStatus
@@ -241,13 +240,10 @@ def definition() -> Any:
 
 @api.get("/health")
 def health() -> tuple[Any, int]:
-    """200 when the orchestrator and its database answer."""
-    try:
-        with reading(_store().engine) as connection:
-            connection.execute(text("SELECT 1"))
-    except Exception as error:  # noqa: BLE001 - any database failure means unhealthy
-        return jsonify({"status": "unhealthy", "error": str(error)}), 503
-    return jsonify({"status": "ok", "orchestrator_id": current_app.config["ORCHESTRATOR_ID"]}), 200
+    """200 when the orchestrator and its database answer, 503 when the database does not."""
+    body, code = database_health(_store().engine,
+                                 orchestrator_id=current_app.config["ORCHESTRATOR_ID"])
+    return jsonify(body), code
 
 
 @api.get("/")
