@@ -283,12 +283,7 @@ class SagaStore:
         injected faults: the demo's stand-in for repairing the failing service.
         """
         now = utcnow()
-        conditions = [sagas.c.id == saga_id,
-                      sagas.c.status == SagaStatus.COMPENSATION_FAILED.value]
-        if quiet_since is not None:
-            conditions.append(sagas.c.updated_at < quiet_since)
-        if max_rounds is not None:
-            conditions.append(sagas.c.compensation_rounds < max_rounds)
+        conditions = [sagas.c.id == saga_id, *self._failed_compensation(quiet_since, max_rounds)]
         values: dict[str, Any] = {
             "status": SagaStatus.COMPENSATING.value, "compensation_error": None,
             "lease_owner": owner, "lease_expires_at": now + self.lease, "updated_at": now,
@@ -301,13 +296,20 @@ class SagaStore:
     def failed_compensations(self, quiet_since: datetime, max_rounds: int,
                              limit: int = 50) -> list[str]:
         """COMPENSATION_FAILED sagas due for another automatic round."""
-        query = (select(sagas.c.id)
-                 .where(sagas.c.status == SagaStatus.COMPENSATION_FAILED.value,
-                        sagas.c.updated_at < quiet_since,
-                        sagas.c.compensation_rounds < max_rounds)
+        query = (select(sagas.c.id).where(*self._failed_compensation(quiet_since, max_rounds))
                  .order_by(sagas.c.updated_at).limit(limit))
         with reading(self.engine) as connection:
             return list(connection.execute(query).scalars())
+
+    @staticmethod
+    def _failed_compensation(quiet_since: datetime | None, max_rounds: int | None) -> list[Any]:
+        """COMPENSATION_FAILED, and (when given) rested since `quiet_since`, under `max_rounds`."""
+        conditions: list[Any] = [sagas.c.status == SagaStatus.COMPENSATION_FAILED.value]
+        if quiet_since is not None:
+            conditions.append(sagas.c.updated_at < quiet_since)
+        if max_rounds is not None:
+            conditions.append(sagas.c.compensation_rounds < max_rounds)
+        return conditions
 
     def expire_leases_of(self, owner: str) -> int:
         """At start-up: leases held under our own id belong to our dead predecessor."""
