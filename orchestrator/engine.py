@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -17,7 +16,7 @@ from common.status import SagaStatus
 from orchestrator.client import Attempt, ParticipantClient
 from orchestrator.failpoints import Failpoints
 from orchestrator.saga import Step
-from orchestrator.store import Event, LeaseLost, Saga, SagaStore, Transition
+from orchestrator.store import Event, LeaseLost, Saga, SagaStore, Transition, new_saga_id
 
 log = logging.getLogger("orchestrator.saga")
 
@@ -51,7 +50,7 @@ class SagaEngine:
     def create(self, saga_input: dict[str, str], faults: dict[str, str],
                idempotency_key: str | None = None, request_hash: str | None = None) -> Saga:
         """Log a new saga, leased to us, before any step runs."""
-        saga = self.store.create(uuid.uuid4().hex, saga_input, faults, self.owner,
+        saga = self.store.create(new_saga_id(), saga_input, faults, self.owner,
                                  idempotency_key, request_hash)
         log.info("saga %s: started %s fail=%s", saga.id, saga_input.get("username"), faults)
         return saga

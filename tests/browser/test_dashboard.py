@@ -46,6 +46,7 @@ def test_success_scenario(page: Page, stack: Stack) -> None:
     expect(page.locator("#diagram line.compensation")).to_have_count(0)
     row = page.locator(f"#saga-list button[data-saga='{truth['saga_id']}']")
     expect(row).to_contain_text("COMPLETED")
+    expect(row).to_contain_text(truth["saga_id"][-8:])  # ids are UUIDv7: the tail tells them apart
 
 
 def test_failure_at_c_shows_reverse_compensation(page: Page, stack: Stack) -> None:

@@ -172,7 +172,7 @@ async function refreshList() {
       const button = el("button", { type: "button", "data-saga": saga.saga_id,
                                     "aria-current": String(saga.saga_id === state.selected) },
         el("span", { class: "who", text: saga.input.username }), badge(saga.status),
-        el("span", { class: "meta", text: `${when} · ${faults} · ${saga.saga_id.slice(0, 8)}` }));
+        el("span", { class: "meta", text: `${when} · ${faults} · ${saga.saga_id.slice(-8)}` }));
       button.addEventListener("click", () => select(saga.saga_id));
       return el("li", {}, button);
     }));
@@ -341,7 +341,7 @@ async function checkConsistency() {
     result.className = `check-result ${body.ok ? "ok" : "bad"}`;
     result.textContent = `${body.checked} finished sagas checked: ${body.violations.length} violation(s)` +
       `, ${body.needs_attention.length} needing attention, ${body.in_progress} in progress.` +
-      body.violations.slice(0, 5).map((v) => ` ${v.saga_id.slice(0, 8)}: ${v.detail}.`).join("");
+      body.violations.slice(0, 5).map((v) => ` ${v.saga_id.slice(-8)}: ${v.detail}.`).join("");
   } catch (_) { result.textContent = "Could not check: the orchestrator is not answering."; }
 }
 
