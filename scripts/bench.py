@@ -246,7 +246,7 @@ def main() -> None:
         stack = Stack(Path(workdir), args.database_url, settings=PRODUCTION).start()
         try:
             runs = scenarios(stack)
-            closed_loop("warm-up", 16, 5, runs["orchestrated"])  # caches, pools, the adaptive hash
+            closed_loop("warm-up", 16, 5, runs["orchestrated"])  # fill pools and caches first
             closed_loop("warm-up", 4, 1, runs["bare chain"])
             lines += header("## Happy path: orchestrated against the bare chain")
             ratios = []
