@@ -67,6 +67,8 @@ def _reset_pymysql(dbapi_connection: Any, _record: Any, state: PoolResetState) -
     The pool's default sends a ROLLBACK every time a connection comes back, even after a
     COMMIT, which costs a round trip per transaction. The server reports in every answer
     whether a transaction is open (SERVER_STATUS_IN_TRANS), so we roll back exactly then.
+    (An error answer carries no status; but all our work goes through SQLAlchemy's
+    Connection, which rolls back itself on an error, so that never leaves a stale one here.)
     """
     if state.transaction_was_reset:  # the Connection rolled back on close already
         return
