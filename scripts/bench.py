@@ -19,7 +19,6 @@ import subprocess
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -151,7 +150,7 @@ def scenarios(stack: Stack) -> dict[str, Callable[[requests.Session], bool]]:
         return answer.status_code == 200
 
     def bare_chain(session: requests.Session) -> bool:
-        body = {"saga_id": uuid.uuid4().hex, **USER}
+        body = {"saga_id": new_saga_id(), **USER}  # ids as the orchestrator makes them
         return all(session.post(f"{url}/invoke", json=body, timeout=30).status_code == 200
                    for url in services)
 
@@ -284,15 +283,13 @@ def main() -> None:
                     total = connection.execute(text("SELECT COUNT(*) FROM sagas")).scalar_one()
                 lines += header(f"## With {total:,} sagas in the log (filled in {took:.0f} s, "
                                 f"written out by the server {flushed:.0f} s later)")
-                lines.append(before.row())
-                for name, n in (("orchestrated", 16), ("GET /sagas?limit=50", 1),
-                                ("GET /sagas?limit=50", 16), ("GET /sagas/<id>", 1),
-                                ("GET /sagas/<id>", 16)):
-                    result = closed_loop(name, n, args.seconds, runs[name])
-                    lines.append(result.row())
+                after = closed_loop("orchestrated", 16, args.seconds, runs["orchestrated"])
+                lines += [before.row(), after.row()]
+                print(lines[-1], flush=True)
+                for name, n in (("GET /sagas?limit=50", 1), ("GET /sagas?limit=50", 16),
+                                ("GET /sagas/<id>", 1), ("GET /sagas/<id>", 16)):
+                    lines.append(closed_loop(name, n, args.seconds, runs[name]).row())
                     print(lines[-1], flush=True)
-                    if name == "orchestrated":
-                        after = result
                 lines.append(f"\nHappy path at 16 clients, with the big log / just before the fill: "
                              f"{after.rate / before.rate:.2f}")
         finally:

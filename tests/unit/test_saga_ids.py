@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime, timedelta
 
@@ -10,7 +11,7 @@ from orchestrator.store import new_saga_id
 
 def test_a_saga_id_is_a_uuid7_in_32_hex_digits() -> None:
     saga_id = new_saga_id()
-    assert len(saga_id) == 32 and int(saga_id, 16) >= 0
+    assert re.fullmatch(r"[0-9a-f]{32}", saga_id)
     parsed = uuid.UUID(saga_id)
     assert parsed.version == 7
     assert parsed.variant == uuid.RFC_4122
