@@ -6,10 +6,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    insert,
+    select,
+    update,
+)
 
-from common.db import Timestamp, iso, reading, utcnow
+from common.db import MYSQL_TABLE, Timestamp, reading, utcnow
 from common.status import RecordStatus
 
 
@@ -24,6 +35,7 @@ def records_table(metadata: MetaData, name: str, value_column: str) -> Table:
         Column("status", String(16), nullable=False, index=True),
         Column("created_at", Timestamp, nullable=False, default=utcnow),
         Column("updated_at", Timestamp, nullable=False, default=utcnow, onupdate=utcnow),
+        **MYSQL_TABLE,
     )
 
 
@@ -38,59 +50,78 @@ class Record:
     created_at: datetime
     updated_at: datetime
 
-    def as_json(self, value_column: str) -> dict[str, Any]:
-        return {"id": self.id, "saga_id": self.saga_id, value_column: self.value, "status": self.status.value,
-                "created_at": iso(self.created_at), "updated_at": iso(self.updated_at)}
-
 
 class RecordStore:
-    """Applies and compensates one saga's row; the unique saga_id settles every race."""
+    """Applies, compensates and cancels one saga's row; the unique saga_id settles every race.
+
+    Each operation comes twice: on its own (one transaction) and `_in` a transaction the
+    caller holds, so that the choreography writes the row, the event it publishes and the
+    event it handled in one commit.
+    """
 
     def __init__(self, engine: Engine, table: Table, value_column: str) -> None:
         self.engine = engine
         self.table = table
         self.value = table.c[value_column]
+        # INSERT that does nothing when the saga has a row already: no error, no rollback.
+        self._insert = (insert(table).prefix_with("OR IGNORE", dialect="sqlite")
+                        .prefix_with("IGNORE", dialect="mysql").prefix_with("IGNORE", dialect="mariadb"))
+        self._undo = (update(table).where(table.c.saga_id == bindparam("key"),
+                                          table.c.status == RecordStatus.APPLIED.value))
+        self._status = select(table.c.status).where(table.c.saga_id == bindparam("key"))
+
+    def _insert_unless_present(self, connection: Connection, saga_id: str, value: str | None,
+                               status: RecordStatus) -> RecordStatus:
+        """Insert the saga's row with `status`; if it has a row already, that row's status.
+        The insert and the unique key are one atomic step: no window between check and write."""
+        now = utcnow()
+        inserted = connection.execute(self._insert, {
+            "saga_id": saga_id, self.value.key: value, "status": status.value,
+            "created_at": now, "updated_at": now}).rowcount
+        if inserted:
+            return status
+        return RecordStatus(connection.execute(self._status, {"key": saga_id}).scalar_one())
 
     def apply(self, saga_id: str, value: str) -> RecordStatus:
         """Insert the APPLIED row; if the saga has a row already, that row's status decides.
 
         A repeat writes nothing, and a tombstone (CANCELLED) or a compensated row keeps a
-        late invoke from ever applying: the insert and the unique key are one atomic step.
+        late invoke from ever applying.
         """
-        try:
-            with self.engine.begin() as connection:
-                connection.execute(insert(self.table).values(
-                    saga_id=saga_id, **{self.value.key: value}, status=RecordStatus.APPLIED.value))
-            return RecordStatus.APPLIED
-        except IntegrityError:
-            existing = self.get(saga_id)
-            assert existing is not None, "a unique-key clash means the row exists"
-            return existing.status
+        with self.engine.begin() as connection:
+            return self.apply_in(connection, saga_id, value)
+
+    def apply_in(self, connection: Connection, saga_id: str, value: str) -> RecordStatus:
+        return self._insert_unless_present(connection, saga_id, value, RecordStatus.APPLIED)
 
     def compensate(self, saga_id: str) -> RecordStatus:
         """Undo the saga's row, or leave a CANCELLED tombstone if nothing was applied."""
+        with self.engine.begin() as connection:
+            return self.compensate_in(connection, saga_id)
+
+    def compensate_in(self, connection: Connection, saga_id: str) -> RecordStatus:
         for _ in range(10):
-            with self.engine.begin() as connection:
-                undone = connection.execute(
-                    update(self.table)
-                    .where(self.table.c.saga_id == saga_id,
-                           self.table.c.status == RecordStatus.APPLIED.value)
-                    .values(status=RecordStatus.COMPENSATED.value, updated_at=utcnow())
-                ).rowcount
+            undone = connection.execute(self._undo, {"key": saga_id, "status": RecordStatus.COMPENSATED.value,
+                                                     "updated_at": utcnow()}).rowcount
             if undone:
                 return RecordStatus.COMPENSATED
-            existing = self.get(saga_id)
-            if existing is not None and existing.status is not RecordStatus.APPLIED:
-                return existing.status  # compensated or cancelled before: nothing to do
-            if existing is None:
-                try:
-                    with self.engine.begin() as connection:
-                        connection.execute(insert(self.table).values(
-                            saga_id=saga_id, status=RecordStatus.CANCELLED.value))
-                    return RecordStatus.CANCELLED
-                except IntegrityError:
-                    pass  # an invoke committed in between: go round and undo it
+            status = self._insert_unless_present(connection, saga_id, None, RecordStatus.CANCELLED)
+            if status is not RecordStatus.APPLIED:
+                return status  # tombstoned now, or compensated or cancelled before
+            # an invoke committed between the update and the insert: go round and undo it
         raise RuntimeError(f"could not settle the row of saga {saga_id} after 10 rounds")
+
+    def cancel(self, saga_id: str) -> RecordStatus:
+        """Leave a CANCELLED tombstone unless the saga has a row here; never undoes anything.
+
+        For a step that cannot be compensated (a pivot): the answer says whether it had
+        committed (APPLIED, left as it is) or is now sure never to (CANCELLED).
+        """
+        with self.engine.begin() as connection:
+            return self.cancel_in(connection, saga_id)
+
+    def cancel_in(self, connection: Connection, saga_id: str) -> RecordStatus:
+        return self._insert_unless_present(connection, saga_id, None, RecordStatus.CANCELLED)
 
     def get(self, saga_id: str) -> Record | None:
         """The saga's row, if any."""

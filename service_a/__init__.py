@@ -4,7 +4,8 @@ from typing import Any
 
 from flask import Flask
 
-from participant import ServiceSpec, create_participant_app
+from participant.app import create_participant_app
+from participant.spec import ServiceSpec
 
 SPEC = ServiceSpec(name="a", table="table_a", column="username", field="username", port=5001)
 

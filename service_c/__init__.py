@@ -4,7 +4,8 @@ from typing import Any
 
 from flask import Flask
 
-from participant import ServiceSpec, create_participant_app
+from participant.app import create_participant_app
+from participant.spec import ServiceSpec
 
 SPEC = ServiceSpec(name="c", table="table_c", column="payment_method", field="payment", port=5003)
 

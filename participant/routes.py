@@ -1,0 +1,173 @@
+"""A participant's HTTP API: /invoke, /compensate, /cancel, /records, /health."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+from flask import Blueprint, Flask, current_app, jsonify, request
+
+from common.db import iso
+from common.errors import ApiError, json_object
+from common.faults import ATTEMPT_HEADER, FAULT_HEADER, TIMEOUT_HEADER, Fault, parse_fault
+from common.status import RecordStatus
+from common.validation import limit_arg, reject_unknown, saga_id_field, text_field, whole_number_arg
+from common.web import database_health
+from participant.records import Record, RecordStore
+from participant.spec import ServiceSpec
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPT = 1_000_000
+MAX_CALLER_TIMEOUT = 60.0
+
+routes = Blueprint("participant", __name__)
+
+
+class ParticipantFlask(Flask):
+    """A participant's Flask app: it carries its spec and its table."""
+
+    spec: ServiceSpec
+    records: RecordStore
+
+
+def _participant() -> tuple[ServiceSpec, RecordStore]:
+    app = cast(ParticipantFlask, current_app)
+    return app.spec, app.records
+
+
+def record_json(record: Record, field: str) -> dict[str, Any]:
+    """A row as the API shows it; the value is named by the saga input field it holds."""
+    return {"id": record.id, "saga_id": record.saga_id, field: record.value,
+            "status": record.status.value, "created_at": iso(record.created_at),
+            "updated_at": iso(record.updated_at)}
+
+
+def _answer(saga_id: str, status: RecordStatus, code: int = 200) -> tuple[Any, int]:
+    spec, _ = _participant()
+    body: dict[str, Any] = {"saga_id": saga_id, "service": spec.name, "status": status.value}
+    if code == 409:
+        body["error"] = {"code": "saga_closed",
+                         "message": f"saga {saga_id} is {status.value} here; it cannot be applied"}
+    return jsonify(body), code
+
+
+def _fault() -> Fault | None:
+    raw = request.headers.get(FAULT_HEADER)
+    if not raw:
+        return None
+    try:
+        return parse_fault(raw)
+    except ValueError as error:
+        raise ApiError(400, "invalid_fault", str(error)) from None
+
+
+def _number_header(name: str, default: float, maximum: float) -> float:
+    raw = request.headers.get(name)
+    try:
+        value = default if raw is None else float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= maximum:  # also keeps a `timeout` fault from sleeping for ever
+        raise ApiError(400, "invalid_header", f"{name} must be a number from 0 to {maximum:g}")
+    return value
+
+
+def _injected_failure(message: str) -> ApiError:
+    return ApiError(500, "injected_fault", f"injected fault {message}")
+
+
+@routes.post("/invoke")
+def invoke() -> tuple[Any, int]:
+    """Apply this service's local transaction for a saga; idempotent per saga_id.
+
+    The body holds the saga id and this service's own field, nothing else: a participant
+    is sent only what its step needs, and refuses what it would not store.
+    """
+    spec, store = _participant()
+    body = json_object()
+    reject_unknown(body, ("saga_id", spec.field))
+    saga_id = saga_id_field(body)
+    value = text_field(body, spec.field)
+    assert value is not None
+    fault, attempt = _fault(), int(_number_header(ATTEMPT_HEADER, 1, MAX_ATTEMPT))
+    if fault is not None:
+        pause = fault.sleep_before_commit(_number_header(TIMEOUT_HEADER, 5.0, MAX_CALLER_TIMEOUT),
+                                          current_app.config["FAULT_LATE_MARGIN"])
+        if pause:
+            log.info("saga %s: %s sleeps %g s before its commit (attempt %d)", saga_id, fault,
+                     pause, attempt)
+            time.sleep(pause)
+        if fault.fails_before_commit(attempt):
+            log.info("saga %s: %s fails before commit (attempt %d)", saga_id, fault, attempt)
+            raise _injected_failure(f"{fault}: failed before commit, nothing written "
+                                    f"(attempt {attempt})")
+    status = store.apply(saga_id, value)
+    if status is not RecordStatus.APPLIED:
+        log.info("saga %s: invoke refused, the row is %s", saga_id, status.value)
+        return _answer(saga_id, status, 409)
+    if fault is not None and fault.fails_after_commit():
+        log.info("saga %s: applied, then fails (%s)", saga_id, fault)
+        raise _injected_failure(f"{fault}: committed, then failed (attempt {attempt})")
+    log.info("saga %s: applied", saga_id)
+    return _answer(saga_id, status)
+
+
+@routes.post("/compensate")
+def compensate() -> tuple[Any, int]:
+    """Undo this service's local transaction for a saga, or tombstone it; idempotent."""
+    return _settle("compensation", RecordStore.compensate)
+
+
+@routes.post("/cancel")
+def cancel() -> tuple[Any, int]:
+    """Make sure a saga's step never commits here, without undoing one that did: a tombstone
+    if there is no row (CANCELLED), else the row's status as it is (APPLIED: it committed)."""
+    return _settle("cancel", RecordStore.cancel)
+
+
+def _settle(what: str, operation: Callable[[RecordStore, str], RecordStatus]) -> tuple[Any, int]:
+    """/compensate and /cancel: `{"saga_id"}` in, the row's status out; the same faults."""
+    _, store = _participant()
+    body = json_object()
+    reject_unknown(body, ("saga_id",))
+    saga_id = saga_id_field(body)
+    fault, attempt = _fault(), int(_number_header(ATTEMPT_HEADER, 1, MAX_ATTEMPT))
+    if fault is not None and fault.fails_compensation(attempt):
+        log.info("saga %s: %s fails (%s, attempt %d)", saga_id, what, fault, attempt)
+        raise _injected_failure(f"{fault}: {what} failed (attempt {attempt})")
+    status = operation(store, saga_id)
+    log.info("saga %s: %s, the row is %s", saga_id, what, status.value)
+    return _answer(saga_id, status)
+
+
+@routes.get("/records")
+def list_records() -> Any:
+    """The newest rows first, `?limit=` of them; with `?after=ID`, the rows after it, oldest first."""
+    spec, store = _participant()
+    reject_unknown(request.args, ("limit", "after"), what="query_argument")
+    limit = limit_arg(request.args, maximum=1000)
+    if "after" in request.args:
+        records = store.page(whole_number_arg(request.args, "after", default=0, maximum=2**62), limit)
+    else:
+        records = store.recent(limit)
+    return jsonify({"service": spec.name, "records": [record_json(r, spec.field) for r in records]})
+
+
+@routes.get("/records/<saga_id>")
+def get_record(saga_id: str) -> Any:
+    """One saga's row, or 404."""
+    spec, store = _participant()
+    record = store.get(saga_id)
+    if record is None:
+        raise ApiError(404, "not_found", f"service {spec.name} has no row for saga {saga_id}")
+    return jsonify({"service": spec.name, **record_json(record, spec.field)})
+
+
+@routes.get("/health")
+def health() -> tuple[Any, int]:
+    """200 when the service and its database answer, 503 when the database does not."""
+    spec, store = _participant()
+    return database_health(store.engine, service=spec.name)
