@@ -7,7 +7,7 @@ export TEST_DATABASE_URL
 # The same for `make bench`.
 export BENCH_DATABASE_URL
 
-.PHONY: install install-dev chromium run test soak bench lint sql screenshots check up down clean
+.PHONY: install install-dev chromium run test unit soak bench lint sql screenshots check up down clean
 
 $(VENV)/.run-deps: requirements.txt
 	python3 -m venv $(VENV)
@@ -35,6 +35,9 @@ run: install  ## the orchestrator and services A, B, C on SQLite (var/*.db); Ctr
 
 test: install-dev chromium  ## unit and integration tests (SQLite; TEST_DATABASE_URL=... for MySQL/MariaDB)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+unit: install-dev  ## the fast tests alone: pure logic and in-process, no processes started (seconds)
+	$(PYTHON) -m pytest tests/unit $(PYTEST_ARGS)
 
 # The randomised soak, longer than the one `make test` runs: override any of these.
 SOAK_SAGAS ?= 3000

@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 # Microsecond precision on MySQL (plain DATETIME there keeps whole seconds only).
 Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+# Every table on MySQL: transactional, and text in full Unicode whatever the server's default.
+MYSQL_TABLE: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
 
 
 def utcnow() -> datetime:
@@ -109,17 +111,8 @@ def ping(engine: Engine) -> None:
         connection.execute(text("SELECT 1"))
 
 
-def health(engine: Engine, **identity: Any) -> tuple[dict[str, Any], int]:
-    """A /health answer: 200 when the database answers, 503 (with the reason) when not."""
-    try:
-        ping(engine)
-    except Exception as error:  # noqa: BLE001 - any database failure means unhealthy
-        return {**identity, "status": "unhealthy", "error": str(error)}, 503
-    return {**identity, "status": "ok"}, 200
-
-
-def init_database(engine: Engine, metadata: MetaData, wait_seconds: float = 60) -> None:
-    """Wait until the database answers (it may still be starting), then create missing tables."""
+def wait_for_database(engine: Engine, wait_seconds: float = 60) -> None:
+    """Wait until the database answers: at start-up it may still be starting."""
     for attempt in Retrying(
         stop=stop_after_delay(wait_seconds),
         wait=wait_fixed(1),
@@ -128,4 +121,9 @@ def init_database(engine: Engine, metadata: MetaData, wait_seconds: float = 60) 
     ):
         with attempt:
             ping(engine)
+
+
+def init_database(engine: Engine, metadata: MetaData, wait_seconds: float = 60) -> None:
+    """Wait until the database answers, then create the tables it lacks."""
+    wait_for_database(engine, wait_seconds)
     metadata.create_all(engine)

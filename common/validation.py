@@ -43,9 +43,21 @@ def saga_id_field(body: Mapping[str, Any]) -> str:
     return saga_id
 
 
+WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")  # ASCII digits only (str.isdigit() takes "²")
+
+
+def whole_number_arg(args: Mapping[str, str], name: str, default: int,
+                     minimum: int = 0, maximum: int = 10**18 - 1) -> int:
+    """A whole-number query argument from `minimum` to `maximum`; 400 otherwise."""
+    raw = args.get(name)
+    if raw is None:
+        return default
+    if not WHOLE_NUMBER.fullmatch(raw) or not minimum <= int(raw) <= maximum:
+        raise ApiError(400, f"invalid_{name}",
+                       f"{name} must be a whole number from {minimum} to {maximum}")
+    return int(raw)
+
+
 def limit_arg(args: Mapping[str, str], default: int = 50, maximum: int = 500) -> int:
     """The `?limit=` query argument, 1 to `maximum`."""
-    raw = args.get("limit", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
-        raise ApiError(400, "invalid_limit", f"limit must be a whole number from 1 to {maximum}")
-    return int(raw)
+    return whole_number_arg(args, "limit", default, minimum=1, maximum=maximum)

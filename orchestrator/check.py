@@ -1,7 +1,8 @@
 """The consistency check from the command line: `python -m orchestrator.check` (or `make check`).
 
-Reads the saga log and asks A, B and C for their rows, with the same settings as the
-orchestrator (environment variables); prints the report and exits 1 on any violation.
+Reads the saga log and asks the participants for their rows, with the same settings as the
+orchestrator (environment variables and `.env`); prints the report and exits 1 on any
+violation, 2 if a participant could not be read.
 """
 
 from __future__ import annotations
@@ -12,16 +13,19 @@ import sys
 from common.db import make_engine
 from orchestrator.client import ParticipantClient
 from orchestrator.config import orchestrator_config
-from orchestrator.consistency import check_consistency
+from orchestrator.consistency import OrchestratedSagas, check_consistency
+from orchestrator.definition import Definitions
+from orchestrator.gateway import ParticipantGateway
 from orchestrator.store import SagaStore
 
 
 def main() -> int:
     config = orchestrator_config()
+    definitions: Definitions = config["DEFINITIONS"]
     store = SagaStore(make_engine(config["DATABASE_URL"]), config["LEASE_SECONDS"])
-    client = ParticipantClient(config["CALL_TIMEOUT"], config["RETRY_BACKOFF"],
-                               config["RETRY_BACKOFF_MAX"])
-    report = check_consistency(store, client, config["SERVICE_URLS"])
+    fields = {step.participant: step.receives for step in definitions.default.steps}
+    gateway = ParticipantGateway(ParticipantClient(), config["SERVICE_URLS"], fields)
+    report = check_consistency([OrchestratedSagas(store, definitions)], gateway)
     print(json.dumps(report, indent=2))
     if not report["complete"]:
         print("incomplete: a service could not be read", file=sys.stderr)

@@ -1,18 +1,22 @@
-"""Calls to participants: one pooled session per thread, a timeout, tenacity retries."""
+"""Calls to participants: one attempt per call, over a kept-alive connection per thread.
+
+Retrying is the engine's business (it decides which attempt is the last); this module
+only makes an attempt and says what came of it.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
-from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt, wait_exponential_jitter
 
 from common.faults import ATTEMPT_HEADER, FAULT_HEADER, TIMEOUT_HEADER
+
+RETRYABLE = frozenset({"error", "timeout", "unreachable"})
 
 
 @dataclass(frozen=True)
@@ -21,29 +25,22 @@ class Attempt:
 
     number: int
     http_status: int | None
-    outcome: str  # ok, error (5xx), timeout, unreachable, rejected (4xx: never retried)
+    outcome: str  # ok, error (5xx), timeout, unreachable, rejected (4xx)
     latency_ms: int
     error: str | None
     body: dict[str, Any] | None
 
     @property
     def retryable(self) -> bool:
-        return self.outcome in ("error", "timeout", "unreachable")
-
-
-def _last_attempt(state: RetryCallState) -> Attempt:
-    """When retries run out, answer with the last attempt instead of raising."""
-    assert state.outcome is not None
-    return state.outcome.result()  # type: ignore[no-any-return]
+        """Could another attempt give another answer? A 4xx would not: it is never retried."""
+        return self.outcome in RETRYABLE
 
 
 class ParticipantClient:
-    """POSTs to a participant, retrying 5xx, timeouts and connection errors, never 4xx."""
+    """POSTs to participants and GETs from them, one attempt at a time."""
 
-    def __init__(self, timeout: float, backoff_initial: float, backoff_max: float) -> None:
-        self.timeout = timeout
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
+    def __init__(self, read_timeout: float = 2.0) -> None:
+        self.read_timeout = read_timeout
         self._local = threading.local()
 
     def _session(self) -> requests.Session:
@@ -59,31 +56,13 @@ class ParticipantClient:
         return session
 
     def get(self, url: str) -> requests.Response:
-        """A plain GET with the call timeout (capped at 2 s: it only reads)."""
-        return self._session().get(url, timeout=min(self.timeout, 2.0))
+        """A plain GET with the read timeout: reads are quick or the service is in trouble."""
+        return self._session().get(url, timeout=self.read_timeout)
 
-    def post(self, url: str, payload: dict[str, Any], *, retries: int, first_attempt: int = 1,
-             fault: str | None = None,
-             on_attempt: Callable[[Attempt], None] = lambda attempt: None) -> Attempt:
-        """POST with up to `retries` retries; every attempt goes to `on_attempt`; the last is returned."""
-        numbers = iter(range(first_attempt, first_attempt + retries + 1))
-
-        def attempt_once() -> Attempt:
-            attempt = self._attempt(url, payload, next(numbers), fault)
-            on_attempt(attempt)
-            return attempt
-
-        retrying = Retrying(
-            stop=stop_after_attempt(retries + 1),
-            wait=wait_exponential_jitter(initial=self.backoff_initial, max=self.backoff_max),
-            retry=retry_if_result(lambda attempt: attempt.retryable),
-            retry_error_callback=_last_attempt,
-        )
-        return retrying(attempt_once)
-
-    def _attempt(self, url: str, payload: dict[str, Any], number: int,
-                 fault: str | None) -> Attempt:
-        headers = {ATTEMPT_HEADER: str(number), TIMEOUT_HEADER: str(self.timeout)}
+    def attempt(self, url: str, payload: dict[str, Any], *, number: int, timeout: float,
+                fault: str | None = None) -> Attempt:
+        """POST once, with `timeout` seconds for the answer; never raises for what the call gave."""
+        headers = {ATTEMPT_HEADER: str(number), TIMEOUT_HEADER: f"{timeout:g}"}
         if fault:
             headers[FAULT_HEADER] = fault
         started = time.perf_counter()
@@ -92,11 +71,9 @@ class ParticipantClient:
             return round((time.perf_counter() - started) * 1000)
 
         try:
-            response = self._session().post(url, json=payload, headers=headers,
-                                            timeout=self.timeout)
+            response = self._session().post(url, json=payload, headers=headers, timeout=timeout)
         except requests.Timeout:
-            return Attempt(number, None, "timeout", elapsed_ms(),
-                           f"no answer within {self.timeout:g} s", None)
+            return Attempt(number, None, "timeout", elapsed_ms(), f"no answer within {timeout:g} s", None)
         except requests.RequestException as error:
             return Attempt(number, None, "unreachable", elapsed_ms(),
                            f"{type(error).__name__}: {error}", None)

@@ -2,31 +2,37 @@
 
 from __future__ import annotations
 
-import os
 import socket
+from collections.abc import Mapping
 from typing import Any
 
-from orchestrator.saga import STEP_NAMES
+from common.settings import environment, flag
+from orchestrator.definition import Definitions
+from orchestrator.saga import DEFAULT_DEFINITION, DEFINITIONS
 
 
-def orchestrator_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Settings from the environment; `overrides` (from tests) win."""
-    env = os.environ
+def orchestrator_config(overrides: dict[str, Any] | None = None,
+                        env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Settings from `env` (the environment over `.env` unless given); `overrides` (from tests) win."""
+    env = environment() if env is None else env
+    definitions = Definitions.of(DEFINITIONS, env.get("SAGA_DEFINITION", DEFAULT_DEFINITION))
     config: dict[str, Any] = {
         "DATABASE_URL": env.get("ORCHESTRATOR_DATABASE_URL", "sqlite:///var/orchestrator.db"),
         "DB_POOL_SIZE": int(env.get("DB_POOL_SIZE", "40")),
+        "DEFINITIONS": definitions,
         "SERVICE_URLS": {
             name: env.get(f"SERVICE_{name.upper()}_URL", f"http://127.0.0.1:{5001 + i}")
-            for i, name in enumerate(STEP_NAMES)
+            for i, name in enumerate(definitions.participants)
         },
         "CALL_TIMEOUT": float(env.get("CALL_TIMEOUT", "5")),
         "CALL_RETRIES": int(env.get("CALL_RETRIES", "2")),
         "COMPENSATION_RETRIES": int(env.get("COMPENSATION_RETRIES", "5")),
         "RETRY_BACKOFF": float(env.get("RETRY_BACKOFF", "0.2")),
         "RETRY_BACKOFF_MAX": float(env.get("RETRY_BACKOFF_MAX", "2")),
+        "RETRY_JITTER": float(env.get("RETRY_JITTER", "0.1")),
         "LEASE_SECONDS": float(env.get("LEASE_SECONDS", "30")),
         "RECOVERY_INTERVAL": float(env.get("RECOVERY_INTERVAL", "2")),
-        "RECOVERY_ENABLED": env.get("RECOVERY_ENABLED", "1") == "1",
+        "RECOVERY_ENABLED": flag(env, "RECOVERY_ENABLED", True),
         "COMPENSATION_RETRY_AFTER": float(env.get("COMPENSATION_RETRY_AFTER", "30")),
         "COMPENSATION_RETRY_ROUNDS": int(env.get("COMPENSATION_RETRY_ROUNDS", "10")),
         "FAILPOINTS_FILE": env.get("FAILPOINTS_FILE") or None,  # the fault suite's crash points
@@ -42,13 +48,18 @@ def orchestrator_config(overrides: dict[str, Any] | None = None) -> dict[str, An
 
 def check(config: dict[str, Any]) -> None:
     """Refuse settings that would break a guarantee, with the reason."""
-    if not 0 < config["CALL_TIMEOUT"] <= 60:  # participants accept a caller timeout up to 60 s
-        raise ValueError("CALL_TIMEOUT must be more than 0 and at most 60 seconds")
+    definitions: Definitions = config["DEFINITIONS"]
+    timeouts = [config["CALL_TIMEOUT"], *(step.timeout for d in definitions for step in d.steps
+                                          if step.timeout is not None)]
+    if not all(0 < timeout <= 60 for timeout in timeouts):  # participants accept up to 60 s
+        raise ValueError("CALL_TIMEOUT (and every step's timeout) must be more than 0 and at most 60 seconds")
     if config["CALL_RETRIES"] < 0 or config["COMPENSATION_RETRIES"] < 0:
         raise ValueError("the retry counts must be >= 0")
+    if min(config["RETRY_BACKOFF"], config["RETRY_BACKOFF_MAX"], config["RETRY_JITTER"]) < 0:
+        raise ValueError("RETRY_BACKOFF, RETRY_BACKOFF_MAX and RETRY_JITTER must be >= 0")
     # A driver renews its lease at every attempt, so one attempt plus one backoff must
     # fit in a lease with room to spare, or a second orchestrator could take a live saga.
-    longest_gap = config["CALL_TIMEOUT"] + config["RETRY_BACKOFF_MAX"]
+    longest_gap = max(timeouts) + config["RETRY_BACKOFF_MAX"] + config["RETRY_JITTER"]
     if config["LEASE_SECONDS"] < 2 * longest_gap:
-        raise ValueError(f"LEASE_SECONDS must be at least 2 x (CALL_TIMEOUT + RETRY_BACKOFF_MAX)"
-                         f" = {2 * longest_gap:g}")
+        raise ValueError(f"LEASE_SECONDS must be at least 2 x (the longest step timeout + "
+                         f"RETRY_BACKOFF_MAX + RETRY_JITTER) = {2 * longest_gap:g}")

@@ -1,13 +1,77 @@
-"""Does what A, B and C hold agree with how each saga ended? (GET /consistency, make check)"""
+"""Does what the participants hold agree with how each saga ended? (GET /consistency, make check)
+
+Race-free under load: the sagas are read first and the rows after, so a saga that was
+finished when it was read already has its final rows; and every suspect is read again
+before it is reported (an applied row whose saga was not yet in the snapshot is a saga
+that started since, not an orphan).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from common.status import RecordStatus, SagaStatus
-from orchestrator.client import ParticipantClient
+from orchestrator.definition import Definitions
+from orchestrator.gateway import ParticipantGateway, Unreachable
 from orchestrator.store import SagaStore
+
+
+@dataclass(frozen=True)
+class Part:
+    """Where one step of a saga leaves its row: the participant, and the input field it stores."""
+
+    step: str
+    participant: str
+    field: str
+
+
+@dataclass(frozen=True)
+class SagaSnapshot:
+    """A saga as its source recorded it, with where each of its steps keeps a row."""
+
+    id: str
+    status: SagaStatus
+    input: Mapping[str, str]
+    parts: tuple[Part, ...]
+
+
+class SagaSource(Protocol):
+    """Where sagas of one model are recorded: the orchestrator's log, the choreography observer."""
+
+    model: str
+
+    def snapshot(self) -> Iterator[SagaSnapshot]: ...
+
+    def fresh(self, saga_id: str) -> SagaSnapshot | None: ...
+
+
+class OrchestratedSagas:
+    """The saga log as a source for the check."""
+
+    model = "orchestration"
+
+    def __init__(self, store: SagaStore, definitions: Definitions) -> None:
+        self.store = store
+        self.definitions = definitions
+
+    def _parts(self, name: str, version: int) -> tuple[Part, ...]:
+        definition = self.definitions.get(name, version)
+        if definition is None:
+            return ()
+        return tuple(Part(s.name, s.participant, s.receives[0]) for s in definition.steps)
+
+    def snapshot(self) -> Iterator[SagaSnapshot]:
+        for saga_id, status, saga_input, name, version in self.store.every_saga():
+            yield SagaSnapshot(saga_id, status, saga_input, self._parts(name, version))
+
+    def fresh(self, saga_id: str) -> SagaSnapshot | None:
+        saga = self.store.get(saga_id)
+        if saga is None:
+            return None
+        return SagaSnapshot(saga.id, saga.status, saga.input,
+                            self._parts(saga.definition_name, saga.definition_version))
 
 
 def verdict(status: SagaStatus, rows: Mapping[str, str | None]) -> tuple[str, list[str]]:
@@ -27,52 +91,73 @@ def verdict(status: SagaStatus, rows: Mapping[str, str | None]) -> tuple[str, li
     return ("inconsistent" if problems else "consistent"), problems
 
 
-def service_rows(client: ParticipantClient, url: str, page_size: int = 1000) -> dict[str, str]:
-    """Every row a service holds, saga id -> status, read in pages."""
-    rows: dict[str, str] = {}
-    after = 0
-    while True:
-        response = client.get(f"{url}/records?after={after}&limit={page_size}")
-        response.raise_for_status()
-        page = response.json()["records"]
-        rows.update((record["saga_id"], record["status"]) for record in page)
-        if len(page) < page_size:
-            return rows
-        after = page[-1]["id"]
+def _violations(saga: SagaSnapshot, rows: Mapping[str, Mapping[str, Any] | None]) -> list[dict[str, str]]:
+    """What is wrong between one finished saga and its rows (`rows`: step -> row or None)."""
+    if saga.status is SagaStatus.COMPENSATION_FAILED:
+        return []  # known and listed as needing attention, not a broken guarantee
+    statuses = {step: (row or {}).get("status") for step, row in rows.items()}
+    _, problems = verdict(saga.status, statuses)
+    kind = ("completed_without_row" if saga.status is SagaStatus.COMPLETED
+            else "compensated_with_applied_row")
+    found = [{"saga_id": saga.id, "kind": kind, "detail": p} for p in problems]
+    if saga.status is SagaStatus.COMPLETED:
+        for part in saga.parts:
+            row = rows.get(part.step)
+            held, wanted = (row or {}).get(part.field), saga.input.get(part.field)
+            if row and row.get("status") == RecordStatus.APPLIED and held != wanted:
+                found.append({"saga_id": saga.id, "kind": "value_mismatch",
+                              "detail": f"{part.step}: holds {part.field}={held!r}, "
+                                        f"the saga's input says {wanted!r}"})
+    return found
 
 
-def check_consistency(store: SagaStore, client: ParticipantClient,
-                      urls: Mapping[str, str]) -> dict[str, Any]:
-    """Every finished saga against the rows of every service, and every applied row against the log."""
-    rows: dict[str, dict[str, str]] = {}
-    unreachable = []
-    for step, url in urls.items():
-        try:
-            rows[step] = service_rows(client, url)
-        except Exception as error:  # noqa: BLE001 - a service that cannot be read is reported
-            unreachable.append(f"{step}: {error}")
-    if unreachable:
-        return {"ok": False, "complete": False, "unreachable": unreachable, "violations": []}
+def check_consistency(sources: Iterable[SagaSource], gateway: ParticipantGateway) -> dict[str, Any]:
+    """Every finished saga of every source against its rows, and every applied row against the sagas."""
+    sources = list(sources)
+    finished: dict[str, tuple[SagaSource, SagaSnapshot]] = {}
+    known: set[str] = set()
+    needs_attention: list[str] = []
+    in_progress = 0
+    for source in sources:  # the sagas first: a saga finished now has its final rows already
+        for saga in source.snapshot():
+            known.add(saga.id)
+            if saga.status is SagaStatus.COMPENSATION_FAILED:
+                needs_attention.append(saga.id)
+            if saga.status.finished:
+                finished[saga.id] = (source, saga)
+            else:
+                in_progress += 1
+    rows: dict[str, dict[str, dict[str, Any]]] = {}
+    try:
+        for service in gateway.services:
+            rows[service] = {row["saga_id"]: row for row in gateway.records(service)}
+    except Unreachable as error:
+        return {"ok": False, "complete": False, "unreachable": [str(error)], "violations": []}
+
     violations: list[dict[str, str]] = []
-    needs_attention, in_progress, checked = [], 0, 0
-    known = set()
-    for saga_id, status in store.all_statuses():
-        known.add(saga_id)
-        if status is SagaStatus.COMPENSATION_FAILED:
-            needs_attention.append(saga_id)
-        if not status.finished:
-            in_progress += 1
-            continue
-        checked += 1
-        outcome, problems = verdict(status, {step: rows[step].get(saga_id) for step in urls})
-        if outcome == "inconsistent" and status is not SagaStatus.COMPENSATION_FAILED:
-            kind = ("completed_without_row" if status is SagaStatus.COMPLETED
-                    else "compensated_with_applied_row")
-            violations += [{"saga_id": saga_id, "kind": kind, "detail": p} for p in problems]
-    for step in urls:
-        for saga_id, row_status in rows[step].items():
-            if row_status == RecordStatus.APPLIED.value and saga_id not in known:
-                violations.append({"saga_id": saga_id, "kind": "applied_row_without_saga",
-                                   "detail": f"{step}: an APPLIED row that no saga in the log owns"})
-    return {"ok": not violations, "complete": True, "checked": checked, "in_progress": in_progress,
-            "needs_attention": needs_attention, "violations": violations}
+    for source, saga in finished.values():
+        found = _violations(saga, {p.step: rows.get(p.participant, {}).get(saga.id) for p in saga.parts})
+        if found:  # read the suspect's rows again before reporting it
+            try:
+                found = _violations(saga, {p.step: gateway.record(p.participant, saga.id)
+                                           for p in saga.parts})
+            except Unreachable as error:
+                return {"ok": False, "complete": False, "unreachable": [str(error)], "violations": []}
+        violations += [{**v, "model": source.model} for v in found]
+    for service, held in rows.items():
+        for saga_id, row in held.items():
+            if row["status"] != RecordStatus.APPLIED or saga_id in known:
+                continue
+            if any(source.fresh(saga_id) is not None for source in sources):
+                continue  # started after the snapshot
+            try:
+                again = gateway.record(service, saga_id)
+            except Unreachable:
+                again = row
+            if again is None or again["status"] != RecordStatus.APPLIED:
+                continue  # undone since (a probe, say)
+            violations.append({"saga_id": saga_id, "kind": "applied_row_without_saga",
+                               "detail": f"{service}: an APPLIED row that no saga owns"})
+    return {"ok": not violations, "complete": True, "checked": len(finished),
+            "in_progress": in_progress, "needs_attention": needs_attention,
+            "violations": violations}

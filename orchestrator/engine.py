@@ -1,42 +1,76 @@
 """The engine that drives any saga definition: invoke forward, compensate in reverse.
 
 It works only from the saga log, so the same `drive` runs a new saga and finishes one
-that a dead orchestrator left behind. Every state is written before it is acted on.
+that a dead orchestrator left behind, under the definition the saga started with.
+Every state is written before it is acted on; every attempt is written with the state it
+decided, in one transaction.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
-from common.status import SagaStatus
+from tenacity import Retrying, retry_if_result, stop_never, wait_exponential_jitter
+
+from common.status import RecordStatus, SagaStatus
 from orchestrator.client import Attempt, ParticipantClient
+from orchestrator.definition import Definitions, SagaDefinition, Step, StepKind
 from orchestrator.failpoints import Failpoints
-from orchestrator.saga import Step
-from orchestrator.store import Event, LeaseLost, Saga, SagaStore, Transition, new_saga_id
+from orchestrator.model import Event, LeaseLost, Run, Saga, Transition, new_saga_id
+from orchestrator.store import SagaStore
 
 log = logging.getLogger("orchestrator.saga")
 
 
-class SagaEngine:
-    """Runs sagas of `steps` against participants at `urls`, logging to `store`."""
+@dataclass(frozen=True)
+class Defaults:
+    """The policy of a step that sets none of its own, and how retries are paced."""
 
-    def __init__(self, steps: Sequence[Step], urls: dict[str, str], store: SagaStore,
-                 client: ParticipantClient, owner: str, invoke_retries: int,
-                 compensation_retries: int, failpoints: Failpoints | None = None,
+    timeout: float
+    retries: int
+    compensation_retries: int
+    backoff: float  # the first wait between attempts, seconds; doubled each time
+    backoff_max: float
+    jitter: float  # up to this many seconds are added at random to each wait
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The attempts one call may make: numbers `first` to `last` (None: until it succeeds).
+
+    The one stop rule: the engine must know which attempt is the last before it logs it,
+    to write the saga's next state in the same transaction.
+    """
+
+    first: int
+    last: int | None
+
+    def exhausted_at(self, number: int) -> bool:
+        return self.last is not None and number >= self.last
+
+
+class SagaEngine:
+    """Runs sagas of any known definition against participants at `urls`, logging to `store`."""
+
+    def __init__(self, definitions: Definitions, urls: Mapping[str, str], store: SagaStore,
+                 client: ParticipantClient, owner: str, defaults: Defaults,
+                 failpoints: Failpoints | None = None,
                  background: ThreadPoolExecutor | None = None) -> None:
-        self.steps = tuple(steps)
-        self.urls = urls
+        self.definitions = definitions
+        self.urls = dict(urls)
         self.store = store
         self.client = client
         self.owner = owner
-        self.invoke_retries = invoke_retries
-        self.compensation_retries = compensation_retries
+        self.defaults = defaults
         self.failpoints = failpoints or Failpoints(None)
         self.background = background or ThreadPoolExecutor(4, thread_name_prefix="saga")
+        self.wait = wait_exponential_jitter(multiplier=defaults.backoff, max=defaults.backoff_max,
+                                            jitter=defaults.jitter)
         # Sagas this process drives or has queued: all share our lease owner id, so the lease
         # cannot tell them apart; this set keeps recovery from starting a second driver here.
         self._busy: set[str] = set()
@@ -49,35 +83,42 @@ class SagaEngine:
 
     def create(self, saga_input: dict[str, str], faults: dict[str, str],
                idempotency_key: str | None = None, request_hash: str | None = None) -> Saga:
-        """Log a new saga, leased to us, before any step runs."""
-        saga = self.store.create(new_saga_id(), saga_input, faults, self.owner,
-                                 idempotency_key, request_hash)
-        log.info("saga %s: started %s fail=%s", saga.id, saga_input.get("username"), faults)
+        """Log a new saga under the default definition, leased to us, before any step runs."""
+        definition = self.definitions.default
+        saga = self.store.create(new_saga_id(), (definition.name, definition.version), saga_input,
+                                 faults, self.owner, idempotency_key, request_hash)
+        log.info("saga %s: started under %s, fail=%s", saga.id, definition.key, faults)
         return saga
 
-    def drive(self, saga_id: str, resumed: bool = False, reopened: bool = False,
-              logged: Saga | None = None) -> Saga:
+    def definition_of(self, saga: Saga) -> SagaDefinition:
+        """The definition the saga started under; LookupError if this code no longer has it."""
+        definition = self.definitions.get(saga.definition_name, saga.definition_version)
+        if definition is None:
+            raise LookupError(f"saga {saga.id} runs {saga.definition_name}@{saga.definition_version}, "
+                              "which this orchestrator does not know")
+        return definition
+
+    def drive(self, saga_id: str, run: Run = Run.NEW, logged: Saga | None = None) -> Saga:
         """Drive a saga we hold the lease on until it finishes (or another orchestrator takes it).
 
-        `resumed`: another process (or a crash) interrupted it, so the log may already hold
-        attempts of the step at hand. `reopened`: a failed compensation gets a new round,
-        with a full set of retries. `logged`: the saga as this process just logged it
-        (spares reading it back).
-        The saga is read from the log once; after that our own writes are the truth, since
-        the lease keeps every other orchestrator from writing.
+        `run` says how this drive began (see `Run`); `logged` is the saga as this process just
+        logged it (spares reading it back). The saga is read from the log once; after that our
+        own writes are the truth, since the lease keeps every other orchestrator from writing.
         """
         with self._busy_guard:
             self._busy.add(saga_id)
         try:
             saga = logged or self.store.get(saga_id)
             assert saga is not None, f"saga {saga_id} is not in the log"
+            definition = self.definition_of(saga)
             try:
                 while not saga.status.finished:
+                    step = definition.steps[saga.current_step]
                     if saga.status is SagaStatus.RUNNING:
-                        saga = self._forward(saga, resumed)
+                        saga = self._forward(saga, definition, step, run)
                     else:
-                        saga = self._backward(saga, resumed, reopened)
-                    resumed = reopened = False
+                        saga = self._backward(saga, definition, step, run)
+                    run = Run.NEW  # only the step a drive starts at can have attempts logged
             except LeaseLost:
                 log.warning("saga %s: lease lost; another orchestrator drives it now", saga_id)
                 saga = self.store.get(saga_id) or saga
@@ -93,87 +134,124 @@ class SagaEngine:
             log.info("saga %s: retrying the compensation by request (injected faults cleared)", saga_id)
         return reopened
 
-    def submit(self, saga_id: str, resumed: bool = False, reopened: bool = False) -> None:
+    def submit(self, saga_id: str, run: Run = Run.NEW) -> None:
         """Drive a saga we hold on a background thread."""
         with self._busy_guard:
             self._busy.add(saga_id)
-        self.background.submit(self._drive_logged, saga_id, resumed, reopened)
+        self.background.submit(self._drive_logged, saga_id, run)
 
-    def _drive_logged(self, saga_id: str, resumed: bool, reopened: bool) -> None:
+    def _drive_logged(self, saga_id: str, run: Run) -> None:
         try:
-            self.drive(saga_id, resumed, reopened)
+            self.drive(saga_id, run)
         except Exception:  # noqa: BLE001 - nobody else would see it
-            log.exception("saga %s: driving failed; recovery resumes it when the lease ends",
-                          saga_id)
+            log.exception("saga %s: driving failed; recovery resumes it when the lease ends", saga_id)
 
-    def _forward(self, saga: Saga, resumed: bool) -> Saga:
+    # One step forward or back -------------------------------------------------------------
+
+    def _forward(self, saga: Saga, definition: SagaDefinition, step: Step, run: Run) -> Saga:
         k = saga.current_step
-        step = self.steps[k]
-        done = k + 1 == len(self.steps)
-        applied = Transition(SagaStatus.COMPLETED if done else SagaStatus.RUNNING, k + 1)
+        applied = self._onward(definition, k)
 
         def failed(last: Attempt) -> Transition:
             # Its effect may still have committed (after_commit, a late commit after a
-            # timeout), so compensation starts with this very step.
+            # timeout), so going back starts with this very step.
             reason = "timeout" if last.outcome == "timeout" else "error"
             return Transition(SagaStatus.COMPENSATING, k, failed_step=step.name, reason=reason,
                               error=f"step {step.name}: {last.error}")
 
-        new = self._call(saga, step, "invoke", {"saga_id": saga.id, **saga.input},
-                         self.invoke_retries, resumed, False, applied, failed)
+        payload = {"saga_id": saga.id, **{name: saga.input[name] for name in step.receives}}
+        retries = step.retries if step.retries is not None else self.defaults.retries
+        until_success = step.kind is StepKind.RETRIABLE
+        new = self._call(saga, step, "invoke", payload, None if until_success else retries, run,
+                         lambda attempt: applied, failed)
         if new.status is SagaStatus.COMPLETED:
             log.info("saga %s: COMPLETED", saga.id)
         elif new.status is SagaStatus.COMPENSATING:
             log.warning("saga %s: step %s failed (%s); compensating", saga.id, step.name, new.error)
         return new
 
-    def _backward(self, saga: Saga, resumed: bool, reopened: bool) -> Saga:
+    def _backward(self, saga: Saga, definition: SagaDefinition, step: Step, run: Run) -> Saga:
         k = saga.current_step
-        step = self.steps[k]
         undone = Transition(SagaStatus.COMPENSATED if k == 0 else SagaStatus.COMPENSATING, k - 1)
+        # A pivot is never undone, only cancelled: a tombstone if it never committed. If it
+        # did commit (a late commit), the saga is past its point of no return: it goes on.
+        action = "cancel" if step.kind is StepKind.PIVOT else "compensate"
+
+        def succeeded(attempt: Attempt) -> Transition:
+            if action == "cancel" and (attempt.body or {}).get("status") == RecordStatus.APPLIED:
+                onward = self._onward(definition, k)
+                return Transition(onward.status, onward.current_step, clears_failure=True)
+            return undone
 
         def failed(last: Attempt) -> Transition:
             return Transition(SagaStatus.COMPENSATION_FAILED, k,
-                              compensation_error=f"compensation of step {step.name} failed "
-                                                 f"at attempt {last.number}: {last.error}")
+                              compensation_error=f"{action.replace('compensate', 'compensation')} "
+                                                 f"of step {step.name} failed at attempt "
+                                                 f"{last.number}: {last.error}")
 
-        new = self._call(saga, step, "compensate", {"saga_id": saga.id},
-                         self.compensation_retries, resumed or reopened, reopened, undone, failed)
+        retries = (step.compensation_retries if step.compensation_retries is not None
+                   else self.defaults.compensation_retries)
+        new = self._call(saga, step, action, {"saga_id": saga.id}, retries, run, succeeded, failed)
         if new.status is SagaStatus.COMPENSATED:
             log.info("saga %s: COMPENSATED", saga.id)
         elif new.status is SagaStatus.COMPENSATION_FAILED:
             log.error("saga %s: COMPENSATION_FAILED: %s", saga.id, new.compensation_error)
+        elif new.status is not SagaStatus.COMPENSATING:
+            log.warning("saga %s: pivot %s had committed after all; going on", saga.id, step.name)
         return new
 
-    def _call(self, saga: Saga, step: Step, action: str, payload: dict[str, Any], retries: int,
-              resumed: bool, fresh_retries: bool, succeeded: Transition,
-              failed: Callable[[Attempt], Transition]) -> Saga:
-        """Call one step's action with retries; log each attempt, and with the deciding one,
-        in the same transaction, the saga's next state. Returns the saga in that state."""
-        # Attempt numbers go on from the log. Retries are counted across restarts too (but a
-        # resumed step still gets one attempt, so a crash before its answer was logged is
-        # never taken for a failure); a reopened compensation starts a new set of retries.
-        made = self.store.attempts_so_far(saga.id, step.name, action) if resumed else 0
-        first = made + 1
-        if not fresh_retries:
-            retries = max(0, retries - made)
-        decided: list[Transition] = []
+    @staticmethod
+    def _onward(definition: SagaDefinition, k: int) -> Transition:
+        """The state after step k applied: the next step, or COMPLETED after the last."""
+        done = k + 1 == len(definition.steps)
+        return Transition(SagaStatus.COMPLETED if done else SagaStatus.RUNNING, k + 1)
 
-        def record(attempt: Attempt) -> None:
+    # One call, with its retries ---------------------------------------------------------
+
+    def _budget(self, saga: Saga, step: Step, action: str, retries: int | None, run: Run) -> Budget:
+        """Attempt numbers go on from the log; a resumed step's retries count what the log holds
+        (but it still gets one attempt, so a crash before an answer was logged is never taken
+        for a failure); a reopened compensation gets a full set again."""
+        made = 0 if run is Run.NEW else self.store.attempts_so_far(saga.id, step.name, action)
+        first = made + 1
+        if retries is None:
+            return Budget(first, None)
+        left = retries if run is Run.REOPENED else max(0, retries - made)
+        return Budget(first, first + left)
+
+    def _call(self, saga: Saga, step: Step, action: str, payload: dict[str, Any],
+              retries: int | None, run: Run, succeeded: Callable[[Attempt], Transition],
+              failed: Callable[[Attempt], Transition]) -> Saga:
+        """Call one step's action until an attempt decides the step; log each attempt, and with
+        the deciding one, in the same transaction, the saga's next state. Returns the saga in
+        that state. `retries` None: until it succeeds (a retriable step)."""
+        budget = self._budget(saga, step, action, retries, run)
+        until_success = retries is None
+        timeout = step.timeout if step.timeout is not None else self.defaults.timeout
+        numbers = iter(range(budget.first, 1 << 62))
+
+        def attempt_once() -> Transition | None:
+            attempt = self.client.attempt(f"{self.urls[step.participant]}/{action}", payload,
+                                          number=next(numbers), timeout=timeout,
+                                          fault=saga.faults.get(step.name))
+            decided: Transition | None = None
             if attempt.outcome == "ok":  # the participant committed; the log does not know yet
                 self.failpoints.hit(f"after_{action}", step.name)
-                decided.append(succeeded)
-            elif not attempt.retryable or attempt.number >= first + retries:
-                decided.append(failed(attempt))
+                decided = succeeded(attempt)
+            elif not until_success and (not attempt.retryable or budget.exhausted_at(attempt.number)):
+                decided = failed(attempt)
             self.store.record_attempt(saga.id, self.owner, Event(
                 step.name, action, attempt.number, attempt.http_status, attempt.outcome,
-                attempt.latency_ms, attempt.error), decided[-1] if decided else None)
+                attempt.latency_ms, attempt.error), decided)
             log.info("saga %s: %s %s attempt %d -> %s%s (%d ms)", saga.id, action, step.name,
                      attempt.number, attempt.outcome,
                      f" {attempt.http_status}" if attempt.http_status else "", attempt.latency_ms)
+            return decided
 
         self.failpoints.hit(f"before_{action}", step.name)
-        self.client.post(f"{self.urls[step.name]}/{action}", payload, retries=retries,
-                         first_attempt=first, fault=saga.faults.get(step.name), on_attempt=record)
-        assert decided, "the last attempt always decides"
-        return decided[-1].applied_to(saga)
+        # The budget decides which attempt is the last; tenacity paces the attempts until one decides.
+        retrying = Retrying(stop=stop_never, wait=self.wait,
+                            retry=retry_if_result(lambda decided: decided is None))
+        decided = retrying(attempt_once)
+        assert decided is not None, "tenacity retries until an attempt decides"
+        return decided.applied_to(saga)

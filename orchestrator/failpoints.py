@@ -11,7 +11,8 @@ import os
 import signal
 from pathlib import Path
 
-POINTS = ("before_invoke", "after_invoke", "before_compensate", "after_compensate")
+POINTS = tuple(f"{when}_{action}" for action in ("invoke", "compensate", "cancel")
+               for when in ("before", "after"))
 
 
 class Failpoints:

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from common.db import utcnow
 from orchestrator.engine import SagaEngine
+from orchestrator.model import Run
 
 log = logging.getLogger("orchestrator.recovery")
 
@@ -44,13 +45,13 @@ class Recovery:
             if not self.engine.busy(saga_id) and store.claim(saga_id, owner):
                 claimed += 1
                 log.info("saga %s: claimed for recovery", saga_id)
-                self.engine.submit(saga_id, resumed=True)
+                self.engine.submit(saga_id, Run.RESUMED)
         quiet_since = utcnow() - self.retry_after
         for saga_id in store.failed_compensations(quiet_since, self.max_rounds):
             if store.reopen_failed_compensation(saga_id, owner, quiet_since, self.max_rounds):
                 claimed += 1
                 log.info("saga %s: compensation failed before; trying it again", saga_id)
-                self.engine.submit(saga_id, resumed=True, reopened=True)
+                self.engine.submit(saga_id, Run.REOPENED)
         return claimed
 
     def _run(self) -> None:

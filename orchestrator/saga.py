@@ -1,22 +1,32 @@
-"""The sign-up saga: its steps in order, each with the compensation that undoes it."""
+"""The sign-up saga: its steps in order, what each receives, how it is undone, its policies.
 
-from dataclasses import dataclass
+This is the whole saga the engine runs. A step left without a timeout or retry count
+takes the settings' defaults (CALL_TIMEOUT, CALL_RETRIES, COMPENSATION_RETRIES).
+Change a definition by adding a version: a saga always finishes under the version it
+started with (the saga log records it), and SAGA_DEFINITION picks the one new sagas use.
+"""
 
+from orchestrator.definition import SagaDefinition, Step, StepKind
 
-@dataclass(frozen=True)
-class Step:
-    """One local transaction of the saga, run by one participant service."""
-
-    name: str  # the participant that runs it: "a", "b" or "c"
-    action: str  # what its /invoke does
-    compensation: str  # what its /compensate does
-
-
-SIGNUP_STEPS: tuple[Step, ...] = (
-    Step("a", action="create the account (username)", compensation="remove the account"),
-    Step("b", action="store the address", compensation="remove the address"),
-    Step("c", action="register the payment method", compensation="remove the payment method"),
-)
+SIGNUP_V1 = SagaDefinition("signup", 1, description="every step can be undone", steps=(
+    Step("a", participant="a", receives=("username",),
+         action="create the account", compensation="remove the account"),
+    Step("b", participant="b", receives=("address",),
+         action="store the address", compensation="remove the address"),
+    Step("c", participant="c", receives=("payment",),
+         action="register the payment method", compensation="remove the payment method"),
+))
 """Invoked in this order; when one fails for good, compensated in reverse from that one."""
 
-STEP_NAMES = tuple(step.name for step in SIGNUP_STEPS)
+SIGNUP_V2 = SagaDefinition("signup", 2, description="the payment is the pivot", steps=(
+    *SIGNUP_V1.steps[:2],
+    # A registered card is never taken back: if C fails it is cancelled (a tombstone, so a
+    # late commit is refused) and A, B are undone; if C turns out to have committed after
+    # all (a late commit before the cancel), the sign-up completes instead.
+    Step("c", participant="c", receives=("payment",), kind=StepKind.PIVOT,
+         action="register the payment method", retries=4),
+))
+"""The design notes' advice, as a version: the irreversible step last, as the pivot."""
+
+DEFINITIONS = (SIGNUP_V1, SIGNUP_V2)
+DEFAULT_DEFINITION = SIGNUP_V1.key

@@ -1,12 +1,13 @@
-"""The saga log: the `sagas` and `saga_events` tables, written before each action."""
+"""The saga log: the `sagas` and `saga_events` tables, written before each action.
+
+The tables here are what `orchestrator/migrations/` builds, step by step; a test checks
+that the migrations and these tables agree.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,26 +31,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from common.db import Timestamp, iso, reading, utcnow
+from common.db import MYSQL_TABLE, Timestamp, reading, utcnow
 from common.status import UNFINISHED, SagaStatus
-
-_EPOCH = datetime(1970, 1, 1)
-
-
-def new_saga_id(at: datetime | None = None) -> str:
-    """A UUIDv7 (RFC 9562) as 32 hex digits: 48 bits of Unix milliseconds, then random bits.
-
-    Ids made later sort later, so a new saga goes at the end of the log's primary key and of
-    `saga_events`' saga index, pages the database has in memory, not at a random page of a
-    log that may be far bigger than its buffer pool (as a random UUID4 would).
-    """
-    moment = utcnow() if at is None else at
-    millis = (moment - _EPOCH) // timedelta(milliseconds=1)
-    value = millis << 80 | int.from_bytes(os.urandom(10), "big")
-    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
-    value = value & ~(0x3 << 62) | 0x2 << 62  # the RFC 4122/9562 variant
-    return uuid.UUID(int=value).hex
-
+from orchestrator.model import DuplicateIdempotencyKey, Event, LeaseLost, Saga, Transition
 
 metadata = MetaData()
 
@@ -61,6 +45,10 @@ sagas = Table(
     Column("input", Text, nullable=False),  # JSON: username, address, payment
     Column("faults", Text, nullable=False),  # JSON: {"b": "after_commit"}
     Column("current_step", Integer, nullable=False),  # next step to invoke, or to compensate
+    # The definition the saga runs under, for its whole life (orchestrator/saga.py); sagas
+    # logged before definitions had versions ran signup@1.
+    Column("definition_name", String(64), nullable=False, server_default="signup"),
+    Column("definition_version", Integer, nullable=False, server_default="1"),
     Column("failed_step", String(8), nullable=True),
     Column("reason", String(16), nullable=True),  # "error" or "timeout"
     Column("error", Text, nullable=True),  # why the failed step failed
@@ -76,6 +64,7 @@ sagas = Table(
     Index("ix_sagas_status_created_at", "status", "created_at"),
     Index("ix_sagas_status_lease", "status", "lease_expires_at"),
     Index("ix_sagas_status_updated_at", "status", "updated_at"),
+    **MYSQL_TABLE,
 )
 
 saga_events = Table(
@@ -85,7 +74,7 @@ saga_events = Table(
            autoincrement=True),
     Column("saga_id", String(36), nullable=False),
     Column("step", String(8), nullable=False),
-    Column("action", String(16), nullable=False),  # "invoke" or "compensate"
+    Column("action", String(16), nullable=False),  # "invoke", "compensate" or "cancel"
     Column("attempt", Integer, nullable=False),
     Column("http_status", Integer, nullable=True),  # NULL when no answer came
     Column("outcome", String(16), nullable=False),  # ok, error, timeout, unreachable, rejected
@@ -94,6 +83,7 @@ saga_events = Table(
     Column("orchestrator", String(64), nullable=False),  # who made the attempt
     Column("at", Timestamp, nullable=False, default=utcnow),
     Index("ix_saga_events_saga_id", "saga_id", "id"),
+    **MYSQL_TABLE,
 )
 
 
@@ -104,96 +94,10 @@ _RENEW = update(sagas).where(sagas.c.id == bindparam("fenced_id"),
                              sagas.c.lease_owner == bindparam("fenced_owner"))
 
 
-class LeaseLost(Exception):
-    """Another orchestrator holds this saga now; whoever drove it must stop."""
-
-
-class DuplicateIdempotencyKey(Exception):
-    """A saga was already started with this Idempotency-Key."""
-
-
-@dataclass(frozen=True)
-class Saga:
-    """One row of the saga log."""
-
-    id: str
-    status: SagaStatus
-    input: dict[str, str]
-    faults: dict[str, str]
-    current_step: int
-    failed_step: str | None = None
-    reason: str | None = None
-    error: str | None = None
-    compensation_error: str | None = None
-    compensation_rounds: int = 0
-    idempotency_key: str | None = None
-    request_hash: str | None = None
-    lease_owner: str | None = None
-    lease_expires_at: datetime | None = None
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        return {"saga_id": self.id, "status": self.status.value, "input": self.input,
-                "fail": self.faults, "current_step": self.current_step,
-                "failed_step": self.failed_step, "reason": self.reason, "error": self.error,
-                "compensation_error": self.compensation_error,
-                "compensation_rounds": self.compensation_rounds,
-                "idempotency_key": self.idempotency_key, "lease_owner": self.lease_owner,
-                "lease_expires_at": iso(self.lease_expires_at),
-                "created_at": iso(self.created_at), "updated_at": iso(self.updated_at)}
-
-
-@dataclass(frozen=True)
-class Event:
-    """One attempt at a step's invoke or compensate, as the log keeps it."""
-
-    step: str
-    action: str
-    attempt: int
-    http_status: int | None
-    outcome: str
-    latency_ms: int
-    error: str | None = None
-    orchestrator: str | None = None
-    at: datetime | None = field(default=None)
-
-    def as_json(self) -> dict[str, Any]:
-        return {"step": self.step, "action": self.action, "attempt": self.attempt,
-                "http_status": self.http_status, "outcome": self.outcome,
-                "latency_ms": self.latency_ms, "error": self.error,
-                "orchestrator": self.orchestrator, "at": iso(self.at)}
-
-
-@dataclass(frozen=True)
-class Transition:
-    """A saga's next state, written to the log before anything acts on it."""
-
-    status: SagaStatus
-    current_step: int
-    failed_step: str | None = None
-    reason: str | None = None
-    error: str | None = None
-    compensation_error: str | None = None
-
-    @property
-    def details(self) -> dict[str, str]:
-        return {name: value
-                for name in ("failed_step", "reason", "error", "compensation_error")
-                if (value := getattr(self, name)) is not None}
-
-    def applied_to(self, saga: Saga) -> Saga:
-        """The saga as the log holds it once this transition is written."""
-        new = replace(saga, status=self.status, current_step=self.current_step,
-                      failed_step=self.failed_step or saga.failed_step,
-                      reason=self.reason or saga.reason, error=self.error or saga.error,
-                      compensation_error=self.compensation_error or saga.compensation_error)
-        return replace(new, lease_owner=None, lease_expires_at=None) if self.status.finished else new
-
-
 def _saga(row: Any) -> Saga:
     return Saga(id=row.id, status=SagaStatus(row.status), input=json.loads(row.input),
                 faults=json.loads(row.faults), current_step=row.current_step,
+                definition_name=row.definition_name, definition_version=row.definition_version,
                 failed_step=row.failed_step, reason=row.reason, error=row.error,
                 compensation_error=row.compensation_error,
                 compensation_rounds=row.compensation_rounds,
@@ -209,16 +113,19 @@ class SagaStore:
         self.engine = engine
         self.lease = timedelta(seconds=lease_seconds)
 
-    def create(self, saga_id: str, saga_input: dict[str, str], faults: dict[str, str],
-               owner: str, idempotency_key: str | None = None,
+    def create(self, saga_id: str, definition: tuple[str, int], saga_input: dict[str, str],
+               faults: dict[str, str], owner: str, idempotency_key: str | None = None,
                request_hash: str | None = None) -> Saga:
-        """Log a new saga, RUNNING at its first step and leased to `owner`.
+        """Log a new saga under `definition` (name, version), RUNNING at its first step and
+        leased to `owner`.
 
         Raises DuplicateIdempotencyKey if a saga holds `idempotency_key` already.
         """
         now = utcnow()
+        name, version = definition
         saga = Saga(id=saga_id, status=SagaStatus.RUNNING, input=saga_input, faults=faults,
-                    current_step=0, idempotency_key=idempotency_key, request_hash=request_hash,
+                    current_step=0, definition_name=name, definition_version=version,
+                    idempotency_key=idempotency_key, request_hash=request_hash,
                     lease_owner=owner, lease_expires_at=now + self.lease, created_at=now,
                     updated_at=now)
         try:
@@ -226,6 +133,7 @@ class SagaStore:
                 connection.execute(_INSERT_SAGA, {
                     "id": saga.id, "status": saga.status.value, "input": json.dumps(saga_input),
                     "faults": json.dumps(faults), "current_step": 0, "compensation_rounds": 0,
+                    "definition_name": name, "definition_version": version,
                     "idempotency_key": idempotency_key, "request_hash": request_hash,
                     "lease_owner": owner, "lease_expires_at": saga.lease_expires_at,
                     "created_at": now, "updated_at": now})
@@ -344,21 +252,27 @@ class SagaStore:
             row = connection.execute(select(sagas).where(sagas.c.id == saga_id)).first()
         return None if row is None else _saga(row)
 
-    def recent(self, limit: int, status: SagaStatus | None = None) -> list[Saga]:
-        """The newest sagas first, optionally of one status."""
-        query = select(sagas).order_by(sagas.c.created_at.desc()).limit(limit)
+    def recent(self, limit: int, status: SagaStatus | None = None,
+               before: datetime | None = None) -> list[Saga]:
+        """The newest sagas created before `before` (now, if not given), optionally of one status.
+
+        Bounded by time, so the database reads a range of the creation index from its newest
+        end, never the whole index (the index test holds every query to that)."""
+        query = (select(sagas).where(sagas.c.created_at <= (before or utcnow()))
+                 .order_by(sagas.c.created_at.desc()).limit(limit))
         if status is not None:
             query = query.where(sagas.c.status == status.value)
         with reading(self.engine) as connection:
             return [_saga(row) for row in connection.execute(query)]
 
-    def all_statuses(self) -> Iterator[tuple[str, SagaStatus]]:
-        """(id, status) of every saga in the log, streamed."""
+    def every_saga(self) -> Iterator[tuple[str, SagaStatus, dict[str, str], str, int]]:
+        """(id, status, input, definition name, definition version) of every saga, streamed."""
+        query = select(sagas.c.id, sagas.c.status, sagas.c.input, sagas.c.definition_name,
+                       sagas.c.definition_version)
         with reading(self.engine) as connection:
-            result = connection.execution_options(yield_per=5000).execute(
-                select(sagas.c.id, sagas.c.status))
-            for saga_id, status in result:
-                yield saga_id, SagaStatus(status)
+            result = connection.execution_options(yield_per=5000).execute(query)
+            for saga_id, status, saga_input, name, version in result:
+                yield saga_id, SagaStatus(status), json.loads(saga_input), name, version
 
     def events(self, saga_id: str) -> list[Event]:
         """The saga's attempts, in order."""

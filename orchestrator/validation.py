@@ -1,4 +1,4 @@
-"""What POST /start accepts: three strings and an optional fault per step."""
+"""What POST /start accepts: the definition's input fields and an optional fault per step."""
 
 from __future__ import annotations
 
@@ -9,10 +9,7 @@ from typing import Any
 from common.errors import ApiError
 from common.faults import parse_fault
 from common.validation import reject_unknown, text_field
-from orchestrator.saga import STEP_NAMES
-
-INPUT_FIELDS = ("username", "address", "payment")
-FAULT_FLAGS = tuple(f"fail_{name}" for name in STEP_NAMES)
+from orchestrator.definition import SagaDefinition
 
 
 @dataclass(frozen=True)
@@ -23,15 +20,19 @@ class StartRequest:
     faults: dict[str, str]  # step name -> canonical fault mode
 
 
-def parse_start(body: Mapping[str, Any], args: Mapping[str, str]) -> StartRequest:
+def parse_start(body: Mapping[str, Any], args: Mapping[str, str],
+                definition: SagaDefinition) -> StartRequest:
     """Check a /start body and its `?fail_<step>=MODE` flags; ApiError(400) says what is wrong."""
-    reject_unknown(body, (*INPUT_FIELDS, "fail"))
-    reject_unknown(args, FAULT_FLAGS, what="query_flag")
-    saga_input = {name: text_field(body, name) for name in INPUT_FIELDS}
-    requested = body.get("fail") or {}
+    fields, steps = definition.input_fields, definition.step_names
+    reject_unknown(body, (*fields, "fail"))
+    reject_unknown(args, tuple(f"fail_{step}" for step in steps), what="query_flag")
+    saga_input = {name: text_field(body, name) for name in fields}
+    requested = body.get("fail")
+    if requested is None:
+        requested = {}
     if not isinstance(requested, dict):
         raise ApiError(400, "invalid_field", "'fail' must be an object such as {\"b\": \"after_commit\"}")
-    reject_unknown(requested, STEP_NAMES, what="service")
+    reject_unknown(requested, steps, what="service")
     requested = dict(requested)
     for flag, value in args.items():
         step = flag.removeprefix("fail_")

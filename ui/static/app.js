@@ -301,7 +301,7 @@ function renderRows(rows, records) {
     const row = rows?.[step];
     const cells = row === null ? ["no row", "", ""]
       : row === undefined || row.unreachable ? ["service not answering", "", ""]
-      : [row.status, row.username ?? row.address ?? row.payment_method ?? "", new Date(row.updated_at).toLocaleTimeString()];
+      : [row.status, row.username ?? row.address ?? row.payment ?? "", new Date(row.updated_at).toLocaleTimeString()];
     return el("tr", { "data-step": step }, el("td", { text: step.toUpperCase() }), ...cells.map((c) => el("td", { text: c })));
   }));
 }

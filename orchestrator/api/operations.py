@@ -1,0 +1,84 @@
+"""Looking after the system: consistency, service health, probes, the log, the definition, health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+
+from common.errors import ApiError, json_object
+from common.faults import FAULT_MODES, parse_fault
+from common.validation import limit_arg, reject_unknown, whole_number_arg
+from common.web import database_health
+from orchestrator.api.views import definition_json
+from orchestrator.consistency import OrchestratedSagas, check_consistency
+from orchestrator.services import services
+
+operations_api = Blueprint("operations", __name__)
+
+
+@operations_api.get("/consistency")
+def consistency() -> tuple[Any, int]:
+    """Check every finished saga against the rows its participants hold; list each violation."""
+    report = check_consistency([OrchestratedSagas(services().store, services().definitions)],
+                               services().gateway)
+    return jsonify(report), 200
+
+
+@operations_api.get("/services")
+def participants() -> Any:
+    """Whether each participant answers its health check."""
+    gateway = services().gateway
+    return jsonify({"services": {name: gateway.health(name) for name in gateway.services}})
+
+
+@operations_api.post("/test_status")
+def test_status() -> Any:
+    """Probe a participant's /invoke (the first step's unless told otherwise) and show what it
+    answered. The probe saga is compensated at once, so it leaves no applied row behind."""
+    body = json_object() if request.get_data(cache=True) else {}
+    reject_unknown(body, ("service", "fail"))
+    known = services().definitions.default.participants
+    service = body.get("service", known[0])
+    if service not in known:
+        raise ApiError(400, "unknown_service", f"service must be one of {', '.join(known)}")
+    fault = body.get("fail")
+    if fault is not None:
+        try:
+            fault = str(parse_fault(fault))
+        except ValueError as error:
+            raise ApiError(400, "invalid_fault", str(error)) from None
+    probe = services().gateway.probe(service, fault, current_app.config["CALL_TIMEOUT"])
+    return jsonify({"service": service, "saga_id": probe.saga_id,
+                    "status_code": probe.attempt.http_status, "outcome": probe.attempt.outcome,
+                    "response": probe.attempt.body})
+
+
+@operations_api.get("/logs")
+def logs() -> Any:
+    """The orchestrator's recent log lines after `?after=SEQ`, optionally `?saga_id=`."""
+    reject_unknown(request.args, ("after", "saga_id", "limit"), what="query_argument")
+    after = whole_number_arg(request.args, "after", default=0)
+    buffer = services().logs
+    lines = buffer.read(after, request.args.get("saga_id") or None,
+                        limit_arg(request.args, default=500, maximum=2000))
+    return jsonify({"lines": lines, "last": buffer.sequence})
+
+
+@operations_api.get("/definition")
+def definition() -> Any:
+    """The definition new sagas start under (every step with its kind and policy), the other
+    versions the engine still drives, and the fault modes a participant can act out."""
+    config = current_app.config
+    policy = (config["CALL_TIMEOUT"], config["CALL_RETRIES"], config["COMPENSATION_RETRIES"])
+    definitions = services().definitions
+    return jsonify({**definition_json(definitions.default, *policy),
+                    "known": [d.key for d in definitions],
+                    "fault_modes": FAULT_MODES, "call_timeout": config["CALL_TIMEOUT"]})
+
+
+@operations_api.get("/health")
+def health() -> tuple[Any, int]:
+    """200 when the orchestrator and its database answer, 503 when the database does not."""
+    return database_health(services().store.engine,
+                           orchestrator_id=current_app.config["ORCHESTRATOR_ID"])

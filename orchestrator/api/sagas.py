@@ -1,0 +1,138 @@
+"""Starting sagas and reading them: /start, /sagas, /sagas/<id>, its rows, and retrying it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+
+from common.errors import ApiError, json_object
+from common.status import SagaStatus
+from common.validation import limit_arg, reject_unknown
+from orchestrator.api.views import event_json, saga_json, start_answer
+from orchestrator.consistency import verdict
+from orchestrator.gateway import Unreachable
+from orchestrator.model import DuplicateIdempotencyKey, Run, Saga
+from orchestrator.services import services
+from orchestrator.validation import StartRequest, parse_start
+
+sagas_api = Blueprint("sagas", __name__)
+
+MAX_IDEMPOTENCY_KEY = 128
+
+
+@sagas_api.post("/start")
+def start() -> tuple[Any, int]:
+    """Start a saga under the default definition; answers when it has finished (202 at once
+    with Prefer: respond-async).
+
+    With an Idempotency-Key header, a repeat of the same request answers as the first did
+    and starts nothing; the same key with another body is 422; a repeat while the first is
+    still running is 409.
+    """
+    definition = services().definitions.default
+    request_ = parse_start(json_object(), request.args, definition)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise ApiError(400, "invalid_idempotency_key",
+                       f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    fingerprint = request_hash(request_)
+    engine = services().engine
+    try:
+        saga = engine.create(request_.input, request_.faults, key, fingerprint if key else None)
+    except DuplicateIdempotencyKey:
+        return _repeat(key or "", fingerprint)
+    if _in_background(saga.id, Run.NEW):
+        return jsonify({"saga_id": saga.id, "status": saga.status.value}), 202
+    body, code = start_answer(engine.drive(saga.id, logged=saga), definition)
+    return jsonify(body), code
+
+
+def _in_background(saga_id: str, run: Run) -> bool:
+    """With Prefer: respond-async, drive the saga on a worker thread and say so."""
+    if "respond-async" not in request.headers.get("Prefer", ""):
+        return False
+    services().engine.submit(saga_id, run)
+    return True
+
+
+def request_hash(start_request: StartRequest) -> str:
+    """A fingerprint of what a /start asks for, to tell a true repeat from a reused key."""
+    canonical = json.dumps({"input": start_request.input, "fail": start_request.faults},
+                           sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _repeat(key: str, fingerprint: str) -> tuple[Any, int]:
+    saga = services().store.by_idempotency_key(key)
+    assert saga is not None, "the key clashed, so its saga exists"
+    if saga.request_hash != fingerprint:
+        raise ApiError(422, "idempotency_key_reused",
+                       f"Idempotency-Key {key!r} was used for a different request", saga_id=saga.id)
+    if not saga.status.finished:
+        raise ApiError(409, "saga_in_progress",
+                       f"the saga started with this Idempotency-Key is still {saga.status.value}",
+                       saga_id=saga.id)
+    body, code = start_answer(saga, services().engine.definition_of(saga))
+    return jsonify(body), code
+
+
+@sagas_api.post("/sagas/<saga_id>/retry")
+def retry(saga_id: str) -> tuple[Any, int]:
+    """Resume the compensation of a COMPENSATION_FAILED saga, its injected faults cleared."""
+    saga = _saga_or_404(saga_id)
+    engine = services().engine
+    if not engine.reopen(saga_id):
+        raise ApiError(409, "not_retryable",
+                       f"saga {saga_id} is {saga.status.value}; only COMPENSATION_FAILED sagas are retried")
+    if _in_background(saga_id, Run.REOPENED):
+        return jsonify({"saga_id": saga_id, "status": SagaStatus.COMPENSATING.value}), 202
+    body, code = start_answer(engine.drive(saga_id, Run.REOPENED), engine.definition_of(saga))
+    # The retry did its job when the compensation completed; 500 only if it failed again.
+    return jsonify(body), 200 if body["status"] == SagaStatus.COMPENSATED.value else code
+
+
+@sagas_api.get("/sagas")
+def list_sagas() -> Any:
+    """The newest sagas first; `?limit=`, `?status=`."""
+    reject_unknown(request.args, ("limit", "status"), what="query_argument")
+    status = request.args.get("status")
+    if status is not None and status not in SagaStatus.__members__:
+        raise ApiError(400, "invalid_status",
+                       f"status must be one of {', '.join(SagaStatus.__members__)}")
+    found = services().store.recent(limit_arg(request.args), SagaStatus(status) if status else None)
+    return jsonify({"sagas": [saga_json(saga) for saga in found]})
+
+
+def _saga_or_404(saga_id: str) -> Saga:
+    saga = services().store.get(saga_id)
+    if saga is None:
+        raise ApiError(404, "not_found", f"no saga {saga_id}")
+    return saga
+
+
+@sagas_api.get("/sagas/<saga_id>")
+def get_saga(saga_id: str) -> Any:
+    """One saga with its events in order."""
+    saga = _saga_or_404(saga_id)
+    events = services().store.events(saga_id)
+    return jsonify({**saga_json(saga), "events": [event_json(event) for event in events]})
+
+
+@sagas_api.get("/sagas/<saga_id>/records")
+def saga_records(saga_id: str) -> Any:
+    """The rows the saga's participants hold for it, fetched from them, and whether they agree."""
+    saga = _saga_or_404(saga_id)
+    definition = services().engine.definition_of(saga)
+    gateway = services().gateway
+    rows: dict[str, Any] = {}
+    try:
+        for step in definition.steps:
+            rows[step.name] = gateway.record(step.participant, saga_id)
+    except Unreachable as error:
+        return jsonify({"saga_id": saga_id, "rows": rows, "verdict": "unknown",
+                        "problems": [f"a service did not answer ({error})"]})
+    outcome, problems = verdict(saga.status, {n: (r or {}).get("status") for n, r in rows.items()})
+    return jsonify({"saga_id": saga_id, "rows": rows, "verdict": outcome, "problems": problems})

@@ -1,0 +1,61 @@
+"""The orchestrator's process: the saga engine, its recovery loop, the API and the dashboard."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from flask import Flask
+
+from common.db import make_engine, wait_for_database
+from common.web import base_app
+from orchestrator.api import BLUEPRINTS
+from orchestrator.client import ParticipantClient
+from orchestrator.config import orchestrator_config
+from orchestrator.definition import Definitions
+from orchestrator.engine import Defaults, SagaEngine
+from orchestrator.failpoints import Failpoints
+from orchestrator.gateway import ParticipantGateway
+from orchestrator.logbuffer import LogBuffer
+from orchestrator.migrate import upgrade
+from orchestrator.recovery import Recovery
+from orchestrator.services import OrchestratorFlask, Services
+from orchestrator.store import SagaStore
+from ui import dashboard
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Flask:
+    """The orchestrator app; starts its recovery loop unless RECOVERY_ENABLED is off."""
+    config = orchestrator_config(overrides)
+    app = base_app("orchestrator", config, app_class=OrchestratorFlask)
+    assert isinstance(app, OrchestratorFlask)
+    logs = LogBuffer()
+    logging.getLogger("orchestrator").addHandler(logs)
+
+    database = make_engine(config["DATABASE_URL"], config["DB_POOL_SIZE"])
+    wait_for_database(database)
+    upgrade(database)
+    store = SagaStore(database, config["LEASE_SECONDS"])
+    definitions: Definitions = config["DEFINITIONS"]
+    client = ParticipantClient()
+    defaults = Defaults(timeout=config["CALL_TIMEOUT"], retries=config["CALL_RETRIES"],
+                        compensation_retries=config["COMPENSATION_RETRIES"],
+                        backoff=config["RETRY_BACKOFF"], backoff_max=config["RETRY_BACKOFF_MAX"],
+                        jitter=config["RETRY_JITTER"])
+    engine = SagaEngine(definitions, config["SERVICE_URLS"], store, client,
+                        owner=config["ORCHESTRATOR_ID"], defaults=defaults,
+                        failpoints=Failpoints(config["FAILPOINTS_FILE"]),
+                        background=ThreadPoolExecutor(config["WORKER_THREADS"], thread_name_prefix="saga"))
+    fields = {step.participant: step.receives for step in definitions.default.steps}
+    recovery = Recovery(engine, config["RECOVERY_INTERVAL"], config["COMPENSATION_RETRY_AFTER"],
+                        config["COMPENSATION_RETRY_ROUNDS"])
+    app.services = Services(definitions=definitions, store=store, engine=engine,
+                            gateway=ParticipantGateway(client, config["SERVICE_URLS"], fields),
+                            recovery=recovery, logs=logs)
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
+    app.register_blueprint(dashboard)
+    if config["RECOVERY_ENABLED"]:
+        recovery.start()
+    return app

@@ -1,0 +1,93 @@
+"""What the orchestrator asks participants outside any saga: health, rows, and probes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_fixed
+
+from orchestrator.client import Attempt, ParticipantClient
+
+
+class Unreachable(Exception):
+    """The participant did not answer (or answered something unreadable)."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a throwaway /invoke gave, and the saga id it used."""
+
+    service: str
+    saga_id: str
+    attempt: Attempt
+
+
+class ParticipantGateway:
+    """Reads from participants and probes them; `urls` maps each service to its base URL,
+    `fields` to the input fields its step receives."""
+
+    def __init__(self, client: ParticipantClient, urls: Mapping[str, str],
+                 fields: Mapping[str, tuple[str, ...]]) -> None:
+        self.client = client
+        self.urls = dict(urls)
+        self.fields = dict(fields)
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        return tuple(self.urls)
+
+    def health(self, service: str) -> dict[str, Any]:
+        """{"url", "status": "ok" | "unhealthy" | "down", ...} as the service answers."""
+        url = self.urls[service]
+        try:
+            body = self.client.get(f"{url}/health").json()
+        except Exception as error:  # noqa: BLE001 - a dead service is an answer here
+            return {"url": url, "status": "down", "error": type(error).__name__}
+        return {"url": url, **{k: v for k, v in body.items() if k in ("status", "database")}}
+
+    def record(self, service: str, saga_id: str) -> dict[str, Any] | None:
+        """The service's row for a saga, None if it holds none; Unreachable if it cannot say."""
+        try:
+            response = self.client.get(f"{self.urls[service]}/records/{saga_id}")
+        except Exception as error:  # noqa: BLE001
+            raise Unreachable(f"{service}: {type(error).__name__}") from error
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise Unreachable(f"{service}: HTTP {response.status_code}")
+        return response.json()  # type: ignore[no-any-return]
+
+    def records(self, service: str, page_size: int = 1000) -> Iterator[dict[str, Any]]:
+        """Every row the service holds, oldest first, read in pages."""
+        after = 0
+        while True:
+            try:
+                response = self.client.get(
+                    f"{self.urls[service]}/records?after={after}&limit={page_size}")
+                response.raise_for_status()
+                page: list[dict[str, Any]] = response.json()["records"]
+            except Exception as error:  # noqa: BLE001
+                raise Unreachable(f"{service}: {error}") from error
+            yield from page
+            if len(page) < page_size:
+                return
+            after = page[-1]["id"]
+
+    def probe(self, service: str, fault: str | None, timeout: float) -> Probe:
+        """An /invoke on a throwaway saga id, compensated at once so no applied row stays."""
+        url = self.urls[service]
+        saga_id = f"probe-{uuid.uuid4().hex}"
+        payload: dict[str, Any] = {"saga_id": saga_id,
+                                   **dict.fromkeys(self.fields.get(service, ()), "probe")}
+        probe = self.client.attempt(f"{url}/invoke", payload, number=1, timeout=timeout, fault=fault)
+        # Undo it even if the invoke seemed to fail (it may have committed): a few tries.
+        numbers = iter(range(1, 4))
+        Retrying(stop=stop_after_attempt(3), wait=wait_fixed(0.1), reraise=True,
+                 retry=retry_if_result(lambda attempt: attempt.outcome != "ok"),
+                 retry_error_callback=lambda state: None)(
+            lambda: self.client.attempt(f"{url}/compensate", {"saga_id": saga_id},
+                                        number=next(numbers), timeout=timeout))
+        return Probe(service, saga_id, probe)

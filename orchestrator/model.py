@@ -1,0 +1,116 @@
+"""The saga log's domain: a saga, one attempt at a step, a transition, and how a drive began."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import Enum
+
+from common.db import utcnow
+from common.status import SagaStatus
+
+_EPOCH = datetime(1970, 1, 1)
+
+
+def new_saga_id(at: datetime | None = None) -> str:
+    """A UUIDv7 (RFC 9562) as 32 hex digits: 48 bits of Unix milliseconds, then random bits.
+
+    Ids made later sort later, so a new saga goes at the end of the log's primary key and of
+    `saga_events`' saga index, pages the database has in memory, not at a random page of a
+    log that may be far bigger than its buffer pool (as a random UUID4 would).
+    """
+    moment = utcnow() if at is None else at
+    millis = (moment - _EPOCH) // timedelta(milliseconds=1)
+    value = millis << 80 | int.from_bytes(os.urandom(10), "big")
+    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
+    value = value & ~(0x3 << 62) | 0x2 << 62  # the RFC 4122/9562 variant
+    return uuid.UUID(int=value).hex
+
+
+class LeaseLost(Exception):
+    """Another orchestrator holds this saga now; whoever drove it must stop."""
+
+
+class DuplicateIdempotencyKey(Exception):
+    """A saga was already started with this Idempotency-Key."""
+
+
+class Run(Enum):
+    """How a drive of a saga began: it decides where attempt numbers and retry budgets start."""
+
+    NEW = "new"  # just created here: the first attempt is number 1, every retry is left
+    RESUMED = "resumed"  # taken over after a crash or a lost lease: the log may hold attempts
+    # already; they count against the step's retries (but one attempt is always made)
+    REOPENED = "reopened"  # a failed compensation given another round: a full set of retries
+
+
+@dataclass(frozen=True)
+class Saga:
+    """One row of the saga log."""
+
+    id: str
+    status: SagaStatus
+    input: dict[str, str]
+    faults: dict[str, str]
+    current_step: int
+    definition_name: str
+    definition_version: int
+    failed_step: str | None = None
+    reason: str | None = None
+    error: str | None = None
+    compensation_error: str | None = None
+    compensation_rounds: int = 0
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One attempt at a step's invoke, compensate or cancel, as the log keeps it."""
+
+    step: str
+    action: str
+    attempt: int
+    http_status: int | None
+    outcome: str
+    latency_ms: int
+    error: str | None = None
+    orchestrator: str | None = None
+    at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A saga's next state, written to the log before anything acts on it."""
+
+    status: SagaStatus
+    current_step: int
+    failed_step: str | None = None
+    reason: str | None = None
+    error: str | None = None
+    compensation_error: str | None = None
+    clears_failure: bool = False  # a pivot found committed after all: the saga goes on, no failure
+
+    @property
+    def details(self) -> dict[str, str | None]:
+        """The failure columns this transition writes (the others keep their values)."""
+        names = ("failed_step", "reason", "error", "compensation_error")
+        if self.clears_failure:
+            return dict.fromkeys(names)
+        return {name: value for name in names if (value := getattr(self, name)) is not None}
+
+    def applied_to(self, saga: Saga) -> Saga:
+        """The saga as the log holds it once this transition is written."""
+        details = self.details
+        new = replace(saga, status=self.status, current_step=self.current_step,
+                      failed_step=details.get("failed_step", saga.failed_step),
+                      reason=details.get("reason", saga.reason),
+                      error=details.get("error", saga.error),
+                      compensation_error=details.get("compensation_error", saga.compensation_error))
+        return replace(new, lease_owner=None, lease_expires_at=None) if self.status.finished else new

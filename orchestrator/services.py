@@ -1,0 +1,38 @@
+"""The orchestrator app's parts, in one typed object its request handlers reach."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import cast
+
+from flask import Flask, current_app
+
+from orchestrator.definition import Definitions
+from orchestrator.engine import SagaEngine
+from orchestrator.gateway import ParticipantGateway
+from orchestrator.logbuffer import LogBuffer
+from orchestrator.recovery import Recovery
+from orchestrator.store import SagaStore
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything a request may need, built once by `create_app`."""
+
+    definitions: Definitions
+    store: SagaStore
+    engine: SagaEngine
+    gateway: ParticipantGateway
+    recovery: Recovery
+    logs: LogBuffer
+
+
+class OrchestratorFlask(Flask):
+    """The orchestrator's Flask app: a Flask app that carries its services."""
+
+    services: Services
+
+
+def services() -> Services:
+    """The current app's services (inside a request or an app context)."""
+    return cast(OrchestratorFlask, current_app).services
