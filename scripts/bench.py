@@ -28,8 +28,9 @@ import requests
 from sqlalchemy import Engine, insert, make_url, text
 
 from common.db import utcnow
-from orchestrator.store import new_saga_id, saga_events, sagas
-from tests.stack import Stack
+from orchestrator.model import new_saga_id
+from orchestrator.store import saga_events, sagas
+from scripts.stack import Stack
 
 # The shipped defaults, not the tests' fast ones: this measures what users run.
 PRODUCTION = {"CALL_TIMEOUT": "5", "CALL_RETRIES": "2", "COMPENSATION_RETRIES": "5",

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect, sync_playwright
 
-from tests.browser.conftest import CHROMIUM, FLAGS
-from tests.stack import ROOT, Stack
+from scripts.chromium import CHROMIUM, FLAGS
+from scripts.stack import ROOT, Stack
 
 OUT = ROOT / "docs" / "screenshots"
 

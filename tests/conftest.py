@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.stack import Stack
-
-TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL") or None
+from scripts.stack import Stack
+from tests.support import TEST_DATABASE_URL
 
 
 @pytest.fixture(scope="session")

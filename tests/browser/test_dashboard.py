@@ -8,7 +8,7 @@ import pytest
 import requests
 from playwright.sync_api import Page, expect
 
-from tests.stack import Stack
+from scripts.stack import Stack
 
 pytestmark = pytest.mark.browser
 

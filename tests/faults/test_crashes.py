@@ -12,9 +12,8 @@ import requests
 from sqlalchemy import text
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
-from tests.conftest import TEST_DATABASE_URL
-from tests.integration.test_recovery import start_async, wait_for_saga
-from tests.stack import RECOVERS_FAILED_COMPENSATIONS, Stack
+from scripts.stack import RECOVERS_FAILED_COMPENSATIONS, Stack
+from tests.support import TEST_DATABASE_URL, USER, consistency, start_async, wait_for_saga
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +62,6 @@ def wait_until_dead(stack: Stack, label: str = "orchestrator") -> None:
     stack.processes.pop(label)
 
 
-def consistency(stack: Stack) -> dict:
-    report = requests.get(f"{stack.urls['orchestrator']}/consistency", timeout=30).json()
-    assert report["complete"], report
-    return report
-
-
 FORWARD = ["before_invoke:a", "after_invoke:a", "before_invoke:b", "after_invoke:b",
            "before_invoke:c", "after_invoke:c"]
 BACKWARD = ["before_compensate:c", "after_compensate:c", "before_compensate:b",
@@ -101,6 +94,31 @@ def test_crash_while_compensating_resumes_to_compensated(crash_stack: Stack, poi
     undone = [e[0] for e in stack.events(saga_id) if e[1] == "compensate" and e[3] == "ok"]
     assert undone == ["c", "b", "a"], "compensated in reverse, each step once in the log"
     assert consistency(stack)["violations"] == []
+
+
+def test_a_saga_interrupted_under_version_1_finishes_under_version_1(crash_stack: Stack) -> None:
+    """Killed mid-saga, restarted with signup@2 (C a pivot: cancelled, never compensated) as the
+    default: the old saga is still driven by signup@1, and only new sagas run signup@2."""
+    stack = crash_stack
+    crash_at(stack, "before_invoke:c")
+    old = start_and_crash(stack, c="before_commit")
+    stack.restart("orchestrator", extra_env={"SAGA_DEFINITION": "signup@2"})
+    wait_for_saga(stack, old, "COMPENSATED")
+    saga = requests.get(f"{stack.urls['orchestrator']}/sagas/{old}", timeout=5).json()
+    assert saga["definition"] == {"name": "signup", "version": 1}
+    assert [(e["step"], e["action"]) for e in saga["events"] if e["action"] != "invoke"] == [
+        ("c", "compensate"), ("b", "compensate"), ("a", "compensate")]
+    new = requests.post(f"{stack.urls['orchestrator']}/start", timeout=30,
+                        json={**USER, "fail": {"c": "before_commit"}})
+    saga = requests.get(f"{stack.urls['orchestrator']}/sagas/{new.json()['saga_id']}", timeout=5).json()
+    assert saga["definition"] == {"name": "signup", "version": 2}
+    assert [(e["step"], e["action"]) for e in saga["events"] if e["action"] != "invoke"] == [
+        ("c", "cancel"), ("b", "compensate"), ("a", "compensate")]
+    assert [e["attempt"] for e in saga["events"] if e["step"] == "c" and e["action"] == "invoke"] == [
+        1, 2, 3, 4, 5], "v2 gives the payment four retries"
+    assert [stack.row_status(s, new.json()["saga_id"]) for s in "abc"] == ["COMPENSATED", "COMPENSATED",
+                                                                           "CANCELLED"]
+    stack.kill("orchestrator")  # the next test gets the default definition back
 
 
 def test_a_killed_participant_loses_nothing_and_applies_nothing_twice(

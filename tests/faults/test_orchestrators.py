@@ -9,9 +9,8 @@ import pytest
 import requests
 from sqlalchemy import text
 
-from tests.conftest import TEST_DATABASE_URL
-from tests.integration.test_recovery import wait_for_saga
-from tests.stack import Stack, free_port
+from scripts.stack import Stack, free_port
+from tests.support import TEST_DATABASE_URL, wait_for_saga
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from typing import Any
 import requests
 from sqlalchemy import text
 
-from tests.stack import Stack
+from scripts.stack import Stack
 
 SAGAS = int(os.environ.get("SOAK_SAGAS", "400"))
 CLIENTS = int(os.environ.get("SOAK_CLIENTS", "16"))

@@ -26,9 +26,9 @@ from sqlalchemy import create_engine, make_url, text
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from scripts.schema import SQL
-from tests.stack import ROOT, free_port
+from scripts.stack import ROOT, free_port
+from tests.support import TEST_DATABASE_URL
 
-TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL") or None
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 APPS = ("service_a", "service_b", "service_c", "orchestrator")
 

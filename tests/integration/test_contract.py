@@ -8,31 +8,14 @@ from typing import Any
 
 import pytest
 import requests
+from tenacity import Retrying, stop_after_delay, wait_fixed
 
-from tests.stack import Stack
+from scripts.stack import Stack
+from tests.support import assert_json_error, compensate, invoke
 
 
 def saga_id() -> str:
     return uuid.uuid4().hex
-
-
-def invoke(stack: Stack, service: str, sid: str, value: str = "v", **headers: str) -> requests.Response:
-    field = {"a": "username", "b": "address", "c": "payment"}[service]
-    return requests.post(f"{stack.urls[service]}/invoke", json={"saga_id": sid, field: value},
-                         headers=headers, timeout=10)
-
-
-def compensate(stack: Stack, service: str, sid: str) -> requests.Response:
-    return requests.post(f"{stack.urls[service]}/compensate", json={"saga_id": sid}, timeout=10)
-
-
-def assert_json_error(response: requests.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert body["error"]["code"] and body["error"]["message"]
-    assert "Traceback" not in response.text
-    return body
 
 
 @pytest.mark.parametrize("service", ["a", "b", "c"])
@@ -81,14 +64,19 @@ def test_concurrent_duplicate_invokes_make_one_row(stack: Stack) -> None:
     with ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(lambda _: invoke(stack, "a", sid, "same"), range(16)))
     assert {a.status_code for a in answers} == {200}
-    assert stack.row("a", sid) == {"saga_id": sid, "value": "same", "status": "APPLIED"}
+    assert stack.rows_of("a", sid) == [{"saga_id": sid, "value": "same", "status": "APPLIED"}], \
+        "one row, however many invokes raced"
 
 
 def test_an_invoke_in_flight_when_compensate_lands_is_refused_when_it_wakes(stack: Stack) -> None:
     """The late-commit interleaving, forced: invoke sleeps before its commit, compensate runs."""
     sid = saga_id()
     with ThreadPoolExecutor(1) as pool:
-        in_flight = pool.submit(invoke, stack, "b", sid, "late", **{"X-Saga-Fault": "delay:800"})
+        in_flight = pool.submit(invoke, stack, "b", sid, "late", **{"X-Saga-Fault": "delay:2000"})
+        # Only once B says the invoke is asleep before its commit is the compensate sent.
+        for attempt in Retrying(stop=stop_after_delay(5), wait=wait_fixed(0.01), reraise=True):
+            with attempt:
+                assert f"saga {sid}: delay:2000 sleeps 2 s before its commit" in stack.log("b")
         first = compensate(stack, "b", sid)  # lands while the invoke sleeps
         assert (first.status_code, first.json()["status"]) == (200, "CANCELLED")
         assert not in_flight.done(), "the invoke must still be sleeping when compensate lands"
@@ -221,7 +209,7 @@ def test_records_lists_newest_first(stack: Stack) -> None:
     records = requests.get(f"{stack.urls['c']}/records?limit=2", timeout=5).json()["records"]
     assert [r["saga_id"] for r in records] == [second, first]
     one = requests.get(f"{stack.urls['c']}/records/{first}", timeout=5).json()
-    assert (one["service"], one["payment_method"], one["status"]) == ("c", "v", "APPLIED")
+    assert (one["service"], one["payment"], one["status"]) == ("c", "v", "APPLIED")
 
 
 @pytest.mark.parametrize(("request_body", "service", "status_code"), [

@@ -14,8 +14,8 @@ import requests
 from sqlalchemy import text
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
-from tests.integration.test_recovery import wait_for_saga
-from tests.stack import RECOVERS_FAILED_COMPENSATIONS, ROOT, Stack
+from scripts.stack import RECOVERS_FAILED_COMPENSATIONS, ROOT, Stack
+from tests.support import wait_for_saga
 
 USER = {"username": "ada", "address": "1 Main St", "payment": "visa"}
 

@@ -2,31 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import requests
-from tenacity import Retrying, stop_after_delay, wait_fixed
-
-from tests.stack import Stack, free_port
-
-
-def start_async(stack: Stack, **fail: str) -> str:
-    body = {"username": "ada", "address": "1 Main St", "payment": "visa", "fail": fail}
-    answer = requests.post(f"{stack.urls['orchestrator']}/start", json=body,
-                           headers={"Prefer": "respond-async"}, timeout=10)
-    assert answer.status_code == 202, answer.text
-    return str(answer.json()["saga_id"])
-
-
-def wait_for_saga(stack: Stack, saga_id: str, status: str, current_step: int | None = None,
-                  seconds: float = 30) -> dict[str, Any]:
-    """Poll the saga log itself (not the API: the orchestrator may be dead) until it matches."""
-    for attempt in Retrying(stop=stop_after_delay(seconds), wait=wait_fixed(0.01), reraise=True):
-        with attempt:
-            row = stack.saga_row(saga_id)
-            assert row is not None and row["status"] == status, row
-            assert current_step is None or row["current_step"] == current_step, row
-    return row
+from scripts.stack import Stack, free_port
+from tests.support import start_async, wait_for_saga
 
 
 def test_killed_while_waiting_on_a_participant_resumes_forward(fresh_stack: Stack) -> None:

@@ -2,37 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 import requests
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
-from tests.stack import Stack
-
-INVOKE_ATTEMPTS = 3  # CALL_RETRIES=2 in the test settings
-COMPENSATE_ATTEMPTS = 4  # COMPENSATION_RETRIES=3
-
-
-def start(stack: Stack, user: dict[str, str], **fail: str) -> requests.Response:
-    body: dict[str, Any] = dict(user)
-    if fail:
-        body["fail"] = fail
-    return requests.post(f"{stack.urls['orchestrator']}/start", json=body, timeout=60)
-
-
-def assert_rows(stack: Stack, saga_id: str, user: dict[str, str], expected: dict[str, str | None]) -> None:
-    """Each participant's row for the saga has the expected status (None: no row at all)."""
-    values = {"a": user["username"], "b": user["address"], "c": user["payment"]}
-    for service, status in expected.items():
-        row = stack.row(service, saga_id)
-        if status is None:
-            assert row is None, f"{service} should hold no row, holds {row}"
-            continue
-        assert row is not None, f"{service} should hold a {status} row, holds none"
-        assert row["status"] == status, f"{service}: {row['status']} != {status}"
-        want_value = None if status == "CANCELLED" else values[service]
-        assert row["value"] == want_value, f"{service} stored {row['value']!r}"
+from scripts.stack import Stack
+from tests.support import COMPENSATE_ATTEMPTS, INVOKE_ATTEMPTS, assert_rows, start
 
 
 def compensations(stack: Stack, saga_id: str) -> list[str]:

@@ -1,21 +1,58 @@
-"""Settings that would break a guarantee are refused."""
+"""Settings: defaults that run locally, the environment read as given, and refusals that
+keep a guarantee. Each test passes its own environment: none reads the caller's."""
+
+from pathlib import Path
 
 import pytest
 
+from common.settings import environment
 from orchestrator.config import orchestrator_config
+from participant.config import participant_config
+from service_b import SPEC as B
 
 
 def test_defaults_run_locally() -> None:
-    config = orchestrator_config()
-    assert config["SERVICE_URLS"]["b"].endswith(":5002")
-    assert (config["CALL_TIMEOUT"], config["CALL_RETRIES"]) == (5.0, 2)
+    config = orchestrator_config(env={})
+    assert config["SERVICE_URLS"] == {"a": "http://127.0.0.1:5001", "b": "http://127.0.0.1:5002",
+                                      "c": "http://127.0.0.1:5003"}
+    assert (config["CALL_TIMEOUT"], config["CALL_RETRIES"], config["RETRY_JITTER"]) == (5.0, 2, 0.1)
+    assert config["DEFINITIONS"].default.key == "signup@1"
+    assert config["DATABASE_URL"] == "sqlite:///var/orchestrator.db"
+    assert participant_config(B, env={})["DATABASE_URL"] == "sqlite:///var/service_b.db"
+
+
+def test_the_environment_is_read() -> None:
+    config = orchestrator_config(env={"CALL_RETRIES": "4", "SAGA_DEFINITION": "signup@2",
+                                      "SERVICE_B_URL": "http://b:9"})
+    assert config["CALL_RETRIES"] == 4
+    assert config["DEFINITIONS"].default.key == "signup@2"
+    assert config["SERVICE_URLS"]["b"] == "http://b:9"
+
+
+def test_dotenv_lies_under_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("CALL_RETRIES=7\nLOG_LEVEL=DEBUG\n")
+    monkeypatch.setenv("LOG_LEVEL", "WARNING")
+    values = environment(dotenv)
+    assert (values["CALL_RETRIES"], values["LOG_LEVEL"]) == ("7", "WARNING")
 
 
 def test_lease_must_outlast_one_attempt_and_backoff() -> None:
     with pytest.raises(ValueError, match="LEASE_SECONDS"):
-        orchestrator_config({"CALL_TIMEOUT": 10.0, "LEASE_SECONDS": 15.0})
+        orchestrator_config({"CALL_TIMEOUT": 10.0, "LEASE_SECONDS": 15.0}, env={})
 
 
-def test_timeout_must_be_positive() -> None:
+@pytest.mark.parametrize("timeout", [0.0, 61.0])
+def test_timeout_must_be_positive_and_at_most_a_minute(timeout: float) -> None:
     with pytest.raises(ValueError, match="CALL_TIMEOUT"):
-        orchestrator_config({"CALL_TIMEOUT": 0.0})
+        orchestrator_config({"CALL_TIMEOUT": timeout}, env={})
+
+
+def test_an_unknown_definition_is_refused() -> None:
+    with pytest.raises(ValueError, match="signup@7"):
+        orchestrator_config(env={"SAGA_DEFINITION": "signup@7"})
+
+
+def test_a_bad_flag_is_refused() -> None:
+    with pytest.raises(ValueError, match="RECOVERY_ENABLED"):
+        orchestrator_config(env={"RECOVERY_ENABLED": "maybe"})

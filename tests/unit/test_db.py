@@ -5,15 +5,14 @@ Runs against the MySQL/MariaDB at TEST_DATABASE_URL (the MariaDB leg of `make te
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, text
 
 from common.db import make_engine, reading
+from tests.support import TEST_DATABASE_URL
 
-TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL") or None
 pytestmark = pytest.mark.skipif(not TEST_DATABASE_URL, reason="MySQL's pool: runs with TEST_DATABASE_URL")
 
 

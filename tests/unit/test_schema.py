@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 
@@ -10,8 +9,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, make_url, text
 
 from scripts.schema import SQL, databases, expected_files
-
-TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
+from tests.support import TEST_DATABASE_URL
 
 
 def test_sql_files_match_the_models() -> None:
@@ -46,7 +44,7 @@ def test_sql_files_load_into_mysql_and_give_the_models_tables(file_name: str) ->
             for engine in engines:
                 inspector = inspect(engine)
                 described.append((
-                    [(c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)],
+                    sorted((c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)),
                     sorted((i["name"], tuple(i["column_names"]), bool(i["unique"]))
                            for i in inspector.get_indexes(table)),
                 ))

@@ -7,19 +7,20 @@ import pytest
 from common.errors import ApiError
 from common.status import SagaStatus
 from orchestrator.consistency import verdict
+from orchestrator.saga import SIGNUP_V1
 from orchestrator.validation import parse_start
 
 USER = {"username": "ada", "address": "1 Main St", "payment": "visa"}
 
 
 def test_start_without_faults() -> None:
-    request = parse_start(USER, {})
+    request = parse_start(USER, {}, SIGNUP_V1)
     assert (request.input, request.faults) == (USER, {})
 
 
 def test_faults_from_body_and_query_are_canonical() -> None:
     request = parse_start({**USER, "fail": {"a": " timeout", "b": None}},
-                          {"fail_c": "transient:2"})
+                          {"fail_c": "transient:2"}, SIGNUP_V1)
     assert request.faults == {"a": "timeout", "c": "transient:2"}
 
 
@@ -37,7 +38,7 @@ def test_faults_from_body_and_query_are_canonical() -> None:
 ])
 def test_bad_start_requests(body: dict[str, Any], args: dict[str, str], code: str) -> None:
     with pytest.raises(ApiError) as raised:
-        parse_start(body, args)
+        parse_start(body, args, SIGNUP_V1)
     assert (raised.value.status, raised.value.code) == (400, code)
 
 

@@ -135,8 +135,8 @@ class Stack:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
 
-    def restart(self, name: str) -> None:
-        self.start_process(name)
+    def restart(self, name: str, extra_env: dict[str, str] | None = None) -> None:
+        self.start_process(name, extra_env=extra_env)
         self.wait_healthy(name)
 
     def log(self, label: str) -> str:
@@ -166,6 +166,15 @@ class Stack:
                 text(f"SELECT saga_id, {column} AS value, status FROM {table} "
                      "WHERE saga_id = :saga_id"), {"saga_id": saga_id}).mappings().first()
         return None if row is None else dict(row)
+
+    def rows_of(self, service: str, saga_id: str) -> list[dict[str, Any]]:
+        """Every row a participant's table holds for the saga (the unique key allows one)."""
+        table, column = TABLES[service]
+        with self.engines[service].connect() as connection:
+            rows = connection.execute(
+                text(f"SELECT saga_id, {column} AS value, status FROM {table} "
+                     "WHERE saga_id = :saga_id"), {"saga_id": saga_id}).mappings().all()
+        return [dict(row) for row in rows]
 
     def row_status(self, service: str, saga_id: str) -> str | None:
         row = self.row(service, saga_id)

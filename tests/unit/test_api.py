@@ -1,0 +1,173 @@
+"""The orchestrator's HTTP API in-process: Flask's test client, scripted participants behind the
+engine, and a fake gateway for what the API reads from participants outside a saga."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine
+
+from orchestrator.app import create_app
+from orchestrator.client import Attempt
+from orchestrator.gateway import Probe, Unreachable
+from orchestrator.services import OrchestratorFlask
+from tests.support import ScriptedParticipants
+
+USER = {"username": "ada", "address": "1 Main St", "payment": "visa"}
+
+
+class FakeGateway:
+    """Rows and health as a test sets them; `down` makes every read fail."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], dict[str, Any]] = {}
+        self.down = False
+        self.services = ("a", "b", "c")
+
+    def record(self, service: str, saga_id: str) -> dict[str, Any] | None:
+        if self.down:
+            raise Unreachable(f"{service}: down")
+        return self.rows.get((service, saga_id))
+
+    def records(self, service: str) -> Iterator[dict[str, Any]]:
+        if self.down:
+            raise Unreachable(f"{service}: down")
+        return iter([row for (s, _), row in self.rows.items() if s == service])
+
+    def health(self, service: str) -> dict[str, Any]:
+        return {"url": f"http://{service}", "status": "down" if self.down else "ok"}
+
+    def probe(self, service: str, fault: str | None, timeout: float) -> Probe:
+        return Probe(service, "probe-1", Attempt(1, 200, "ok", 1, None, {"status": "APPLIED"}))
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[OrchestratorFlask]:
+    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'log.db'}", "RECOVERY_ENABLED": False,
+                      "RETRY_BACKOFF": 0.0, "RETRY_JITTER": 0.0})
+    assert isinstance(app, OrchestratorFlask)
+    app.services = replace(app.services, gateway=FakeGateway())  # type: ignore[arg-type]
+    yield app
+    app.services.store.engine.dispose()
+
+
+def participants(app: OrchestratorFlask, script: dict[tuple[str, str], list[str]]) -> ScriptedParticipants:
+    scripted = ScriptedParticipants(script)
+    app.services.engine.client = scripted  # type: ignore[assignment]
+    app.services.engine.urls = {name: f"http://x/{name}" for name in "abc"}
+    return scripted
+
+
+@pytest.fixture
+def client(app: OrchestratorFlask) -> FlaskClient:
+    return app.test_client()
+
+
+def test_start_runs_the_default_definition_and_sends_each_service_its_own_field(
+        app: OrchestratorFlask, client: FlaskClient) -> None:
+    scripted = participants(app, {})
+    answer = client.post("/start", json=USER)
+    assert answer.status_code == 200, answer.json
+    body = answer.json
+    assert body is not None and body["status"] == "COMPLETED"
+    assert [s["step"] for s in body["steps"]] == ["a", "b", "c"]
+    assert scripted.payloads["c"] == {"saga_id": body["saga_id"], "payment": "visa"}
+    saga = client.get(f"/sagas/{body['saga_id']}").json
+    assert saga is not None and saga["definition"] == {"name": "signup", "version": 1}
+    assert [e["step"] for e in saga["events"]] == ["a", "b", "c"]
+
+
+def test_a_failed_step_answers_500_and_a_timeout_504(app: OrchestratorFlask, client: FlaskClient) -> None:
+    participants(app, {("b", "invoke"): ["error"]})
+    failed = client.post("/start", json=USER)
+    body = failed.json
+    assert (failed.status_code, body["status"], body["failed_step"]) == (500, "COMPENSATED", "b")
+    participants(app, {("c", "invoke"): ["timeout"]})
+    timed_out = client.post("/start", json=USER)
+    assert (timed_out.status_code, timed_out.json["reason"]) == (504, "timeout")
+
+
+@pytest.mark.parametrize(("length", "status"), [(128, 200), (129, 400), (0, 400)])
+def test_the_idempotency_key_is_1_to_128_characters(app: OrchestratorFlask, client: FlaskClient,
+                                                   length: int, status: int) -> None:
+    participants(app, {})
+    answer = client.post("/start", json=USER, headers={"Idempotency-Key": "k" * length})
+    assert answer.status_code == status, answer.json
+    if status == 400:
+        assert answer.json["error"]["code"] == "invalid_idempotency_key"
+        assert client.get("/sagas").json["sagas"] == [], "nothing was started"
+
+
+def rows_applied(app: OrchestratorFlask, saga_id: str) -> FakeGateway:
+    """The fake gateway, holding an APPLIED row with the user's value at A, B and C."""
+    gateway: FakeGateway = app.services.gateway  # type: ignore[assignment]
+    for service, field in (("a", "username"), ("b", "address"), ("c", "payment")):
+        gateway.rows[(service, saga_id)] = {"saga_id": saga_id, "status": "APPLIED", field: USER[field]}
+    return gateway
+
+
+def test_the_rows_of_a_saga_and_their_verdict(app: OrchestratorFlask, client: FlaskClient) -> None:
+    participants(app, {})
+    saga_id = client.post("/start", json=USER).json["saga_id"]
+    gateway = rows_applied(app, saga_id)
+    assert client.get(f"/sagas/{saga_id}/records").json["verdict"] == "consistent"
+    gateway.rows[("b", saga_id)]["status"] = "COMPENSATED"
+    records = client.get(f"/sagas/{saga_id}/records").json
+    assert records["verdict"] == "inconsistent" and records["problems"] == [
+        "b: COMPLETED saga, but the row is COMPENSATED"]
+    gateway.down = True
+    assert client.get(f"/sagas/{saga_id}/records").json["verdict"] == "unknown"
+
+
+def test_consistency_compares_values_through_the_gateway(app: OrchestratorFlask, client: FlaskClient) -> None:
+    participants(app, {})
+    saga_id = client.post("/start", json=USER).json["saga_id"]
+    gateway = rows_applied(app, saga_id)
+    assert client.get("/consistency").json["ok"] is True
+    gateway.rows[("b", saga_id)]["address"] = "somewhere else"
+    report = client.get("/consistency").json
+    assert [(v["saga_id"], v["kind"]) for v in report["violations"]] == [(saga_id, "value_mismatch")]
+
+
+def test_definition_lists_every_step_with_its_kind_and_policy(client: FlaskClient) -> None:
+    body = client.get("/definition").json
+    assert (body["name"], body["version"], body["known"]) == ("signup", 1, ["signup@1", "signup@2"])
+    assert body["input_fields"] == ["username", "address", "payment"]
+    assert [(s["name"], s["kind"], s["receives"]) for s in body["steps"]] == [
+        ("a", "compensatable", ["username"]), ("b", "compensatable", ["address"]),
+        ("c", "compensatable", ["payment"])]
+    assert {(s["timeout"], s["retries"], s["compensation_retries"]) for s in body["steps"]} == {(5.0, 2, 5)}
+
+
+def test_test_status_probes_a_service_of_the_definition(client: FlaskClient) -> None:
+    answer = client.post("/test_status", json={"service": "b"})
+    assert (answer.status_code, answer.json["service"], answer.json["status_code"]) == (200, "b", 200)
+    assert client.post("/test_status", json={"service": "z"}).status_code == 400
+
+
+def test_health_is_503_without_the_databases_words(app: OrchestratorFlask, client: FlaskClient,
+                                                   tmp_path: Path) -> None:
+    assert client.get("/health").status_code == 200
+    broken = create_engine(f"sqlite:///{tmp_path / 'no-such-dir' / 'log.db'}")
+    app.services = replace(app.services, store=replace_engine(app.services.store, broken))
+    answer = client.get("/health")
+    assert answer.status_code == 503
+    assert answer.json == {"orchestrator_id": app.config["ORCHESTRATOR_ID"], "status": "unhealthy",
+                           "database": "unavailable"}
+
+
+def replace_engine(store: Any, engine: Any) -> Any:
+    from orchestrator.store import SagaStore
+
+    return SagaStore(engine, store.lease.total_seconds())
+
+
+@pytest.mark.parametrize("query", ["limit=²", "limit=0", "limit=501", "status=HAPPY", "colour=red"])
+def test_bad_list_arguments_are_400(client: FlaskClient, query: str) -> None:
+    answer = client.get(f"/sagas?{query}")
+    assert answer.status_code == 400 and answer.json["error"]["code"]

@@ -1,0 +1,79 @@
+"""The real HTTP client under the engine, against a real local HTTP server: what is retried."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from werkzeug import Request, Response
+from werkzeug.serving import make_server
+
+from common.db import make_engine
+from common.status import SagaStatus
+from orchestrator.client import ParticipantClient
+from orchestrator.definition import Definitions
+from orchestrator.engine import Defaults, SagaEngine
+from orchestrator.migrate import upgrade
+from orchestrator.saga import SIGNUP_V1
+from orchestrator.store import SagaStore
+
+
+class Participant:
+    """Answers /invoke with a set status for service B and 200 for everything else; counts calls."""
+
+    def __init__(self, invoke_b: int) -> None:
+        self.invoke_b = invoke_b
+        self.calls: list[str] = []
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        request = Request(environ)
+        self.calls.append(request.path)
+        status = self.invoke_b if request.path == "/b/invoke" else 200
+        undo = request.path.endswith("/compensate")
+        body = '{"status": "COMPENSATED"}' if undo else '{"status": "APPLIED"}'
+        if status >= 400:
+            body = '{"error": {"code": "nope", "message": "refused"}}'
+        return Response(body, status, mimetype="application/json")(environ, start_response)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Participant], str]]:
+    servers = []
+
+    def start(app: Participant) -> str:
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+def engine_against(url: str, tmp_path: Path) -> SagaEngine:
+    database = make_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    upgrade(database)
+    defaults = Defaults(timeout=2, retries=2, compensation_retries=2, backoff=0, backoff_max=0, jitter=0)
+    return SagaEngine(Definitions.of((SIGNUP_V1,), "signup@1"), {s: f"{url}/{s}" for s in "abc"},
+                      SagaStore(database, 30), ParticipantClient(), owner="me", defaults=defaults)
+
+
+@pytest.mark.parametrize("status", [400, 409, 422])
+def test_a_4xx_is_never_retried(serve: Callable[[Participant], str], tmp_path: Path, status: int) -> None:
+    participant = Participant(invoke_b=status)
+    engine = engine_against(serve(participant), tmp_path)
+    saga = engine.drive(engine.create({"username": "u", "address": "a", "payment": "p"}, {}).id)
+    assert (saga.status, saga.failed_step) == (SagaStatus.COMPENSATED, "b")
+    assert participant.calls == ["/a/invoke", "/b/invoke", "/b/compensate", "/a/compensate"]
+    assert saga.error == "step b: refused"
+
+
+def test_a_5xx_is_retried_up_to_the_budget(serve: Callable[[Participant], str], tmp_path: Path) -> None:
+    participant = Participant(invoke_b=503)
+    engine = engine_against(serve(participant), tmp_path)
+    engine.drive(engine.create({"username": "u", "address": "a", "payment": "p"}, {}).id)
+    assert participant.calls.count("/b/invoke") == 3, "CALL_RETRIES=2"
