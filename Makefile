@@ -7,7 +7,7 @@ export TEST_DATABASE_URL
 # The same for `make bench`.
 export BENCH_DATABASE_URL
 
-.PHONY: install install-dev chromium run test unit soak bench lint sql screenshots check up down clean
+.PHONY: install install-dev test-tools run test unit soak bench lint sql screenshots check up down clean
 
 $(VENV)/.run-deps: requirements.txt
 	python3 -m venv $(VENV)
@@ -22,18 +22,21 @@ $(VENV)/.dev-deps: $(VENV)/.run-deps requirements-dev.txt
 install: $(VENV)/.run-deps
 install-dev: $(VENV)/.dev-deps
 
-# The browser tests drive Debian's Chromium (Playwright never downloads a browser here).
-CHROMIUM ?= /usr/bin/chromium
-chromium:
-	@test -x $(CHROMIUM) || { echo "installing chromium for the browser tests"; \
-	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
-	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq chromium; }
+# What the tests run besides Python, from Debian's packages when missing: Chromium for the
+# browser tests (Playwright never downloads a browser here), docker-compose to resolve
+# docker-compose.yml as compose does.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+test-tools:
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	if [ -n "$$missing" ]; then echo "installing$$missing for the tests"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
-run: install  ## the orchestrator and services A, B, C on SQLite (var/*.db); Ctrl-C stops all four
-	mkdir -p var
-	honcho start
+run: install  ## the orchestrator and services A, B, C on SQLite (var/*.db), restarted if one dies; Ctrl-C stops all four
+	$(PYTHON) -m scripts.run
 
-test: install-dev chromium  ## unit and integration tests (SQLite; TEST_DATABASE_URL=... for MySQL/MariaDB)
+test: install-dev test-tools  ## unit and integration tests (SQLite; TEST_DATABASE_URL=... for MySQL/MariaDB)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 unit: install-dev  ## the fast tests alone: pure logic and in-process, no processes started (seconds)
@@ -61,10 +64,11 @@ check: install  ## consistency check of the running system (same settings as the
 sql: install-dev  ## regenerate sql/ from the SQLAlchemy tables
 	$(PYTHON) -m scripts.schema
 
-screenshots: install-dev chromium  ## redraw docs/screenshots/*.png from a live run
+screenshots: install-dev test-tools  ## redraw docs/screenshots/*.png from a live run
 	$(PYTHON) -m scripts.screenshots
 
-up:  ## the whole system on MySQL 8 in containers
+up:  ## the whole system on MySQL 8 in containers (writes .env with fresh secrets if there is none)
+	python3 scripts/write_env.py
 	docker compose up --build
 
 down:

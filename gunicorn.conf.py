@@ -1,6 +1,9 @@
 """gunicorn settings shared by the four processes (override with GUNICORN_* variables)."""
 
+import json
 import os
+
+import gunicorn.util
 
 # One process per app: the orchestrator's recovery loop and lease id belong to one process,
 # and threads serve the many calls that mostly wait on the network or the database.
@@ -14,3 +17,18 @@ keepalive = 30
 accesslog = "-" if os.environ.get("GUNICORN_ACCESS_LOG") == "1" else None
 # gunicorn 24+ opens one control socket at a fixed path; four servers on one host would clash.
 control_socket_disable = True
+
+
+def _json_error(sock: object, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn answers a request it cannot parse (a request line or header over its limits)
+    itself, before any app sees it, with an HTML page; answer in the JSON error shape every
+    other error has instead."""
+    code = reason.lower().replace(" ", "_")
+    body = json.dumps({"error": {"code": code, "message": mesg}}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "X-Content-Type-Options: nosniff\r\n\r\n").encode("latin-1")
+    gunicorn.util.write_nonblock(sock, head + body)
+
+
+gunicorn.util.write_error = _json_error

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import weakref
+from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,6 +16,8 @@ from typing import Any
 from pymysql.constants import SERVER_STATUS
 from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, event, make_url, text
 from sqlalchemy.dialects import mysql
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import PoolResetState
 from tenacity import Retrying, before_sleep_log, stop_after_delay, wait_fixed
 
@@ -33,8 +39,51 @@ def iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat(timespec="milliseconds") + "Z"
 
 
-def make_engine(url: str, pool_size: int = 40) -> Engine:
-    """An engine for `url`: SQLite in WAL mode with a busy timeout, or a pooled MySQL engine.
+DEFAULT_TIMEOUT = 2.0
+"""Seconds a connect, a read, a write, or a wait for the write lock may take before the
+database counts as not answering (a request then gets 503 instead of hanging)."""
+
+_write_gates: weakref.WeakKeyDictionary[Engine, WriteGate] = weakref.WeakKeyDictionary()
+
+
+class WriteGate:
+    """SQLite allows one writer at a time; the threads of a process queue for it here, in
+    the order they came, instead of in SQLite's busy handler (which sleeps in growing steps
+    and lets later arrivals win, so a few writers wait most of a second)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._guard = threading.Lock()
+        self._queue: deque[threading.Event] = deque()
+        self._held = False
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._guard:
+            turn = None if not self._held and not self._queue else threading.Event()
+            if turn is None:
+                self._held = True
+            else:
+                self._queue.append(turn)
+        if turn is not None and not turn.wait(self.timeout):
+            with self._guard:
+                if turn in self._queue:  # gave up before our turn came
+                    self._queue.remove(turn)
+                    raise PoolTimeout(f"the database's write lock was not free within {self.timeout:g} s")
+            # our turn came just as we gave up: take it
+        try:
+            yield
+        finally:
+            with self._guard:
+                if self._queue:
+                    self._queue.popleft().set()  # hand over, still held
+                else:
+                    self._held = False
+
+
+def make_engine(url: str, pool_size: int = 40, timeout: float = DEFAULT_TIMEOUT) -> Engine:
+    """An engine for `url`: SQLite in WAL mode with a busy timeout, or a pooled MySQL engine,
+    each with `timeout` seconds for connecting, reading, writing and waiting for a connection.
 
     The pool keeps `pool_size` connections open: fewer than the threads that use the
     database at once, and the overflow is opened and closed (a full handshake) per use.
@@ -43,20 +92,25 @@ def make_engine(url: str, pool_size: int = 40) -> Engine:
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size // 2,
-                               connect_args={"timeout": 30, "check_same_thread": False})
-        _configure_sqlite(engine)
+        engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size // 2, pool_timeout=timeout,
+                               connect_args={"timeout": timeout, "check_same_thread": False})
+        _configure_sqlite(engine, timeout)
+        _write_gates[engine] = WriteGate(timeout)
         return engine
     pymysql = make_url(url).get_driver_name() == "pymysql"
     engine = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size // 2,
+        pool_timeout=timeout,
         pool_pre_ping=True,
         pool_recycle=3600,
         isolation_level="READ COMMITTED",
         # PyMySQL: `_reset_pymysql` resets a returned connection, only when there is work.
         pool_reset_on_return=None if pymysql else "rollback",
+        # A server that accepts and never answers must not hang a request.
+        connect_args={"connect_timeout": max(1, round(timeout)), "read_timeout": timeout,
+                      "write_timeout": timeout} if pymysql else {},
     )
     if pymysql:
         event.listen(engine, "reset", _reset_pymysql)
@@ -78,7 +132,7 @@ def _reset_pymysql(dbapi_connection: Any, _record: Any, state: PoolResetState) -
         dbapi_connection.rollback()
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, timeout: float) -> None:
     # pysqlite's own transaction handling defers BEGIN and so breaks SQLAlchemy's;
     # we take it over and begin IMMEDIATE, so a writer waits on the busy timeout
     # instead of failing with "database is locked" when it upgrades a read lock.
@@ -87,7 +141,7 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={round(timeout * 1000)}")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.close()
 
@@ -100,15 +154,57 @@ def _configure_sqlite(engine: Engine) -> None:
 
 @contextmanager
 def reading(engine: Engine) -> Iterator[Connection]:
-    """A connection for reads only: on SQLite it takes no write lock (writes: `engine.begin()`)."""
+    """A connection for reads only: on SQLite it takes no write lock (writes: `writing`)."""
     with engine.connect() as connection:
         yield connection.execution_options(read_only=True)
+
+
+@contextmanager
+def writing(engine: Engine) -> Iterator[Connection]:
+    """A transaction that may write, committed when the block ends (rolled back on an error).
+
+    On SQLite the process's writers queue for the database's one write lock first.
+    """
+    gate = _write_gates.get(engine)
+    with gate.held() if gate else nullcontext(), engine.begin() as connection:
+        yield connection
 
 
 def ping(engine: Engine) -> None:
     """Raise if the database does not answer a trivial query."""
     with reading(engine) as connection:
         connection.execute(text("SELECT 1"))
+
+
+def database_state(engine: Engine) -> str:
+    """"ok", or how the database fails, in a word (never its error text): "refused",
+    "not_answering", "read_only", "locked" or "unavailable". It must take a write
+    transaction, so a read-only or locked SQLite file counts as down."""
+    try:
+        with writing(engine) as connection:
+            connection.execute(text("SELECT 1"))
+    except PoolTimeout:
+        return "locked"
+    except (OperationalError, InterfaceError) as error:
+        text_ = str(error.orig if hasattr(error, "orig") else error).lower()
+        for words, state in (("timed out", "not_answering"), ("refused", "refused"),
+                             ("readonly", "read_only"), ("read-only", "read_only"),
+                             ("locked", "locked"), ("lost connection", "not_answering")):
+            if words in text_:
+                return state
+        return "unavailable"
+    if engine.dialect.name == "sqlite" and not _sqlite_writable(engine):
+        return "read_only"
+    return "ok"
+
+
+def _sqlite_writable(engine: Engine) -> bool:
+    """Can this process write the SQLite file and its journal? (An empty transaction writes
+    nothing, so the ping above cannot tell a read-only file from a writable one.)"""
+    path = engine.url.database
+    if not path or path == ":memory:":
+        return True
+    return all(os.access(f, os.W_OK) for f in (path, f"{path}-wal") if os.path.exists(f))
 
 
 def wait_for_database(engine: Engine, wait_seconds: float = 60) -> None:

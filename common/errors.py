@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from flask import Flask, jsonify, request
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 
+DATABASE_RETRY_AFTER = 5  # seconds: what a 503 for a database fault tells the caller to wait
+DATABASE_ERRORS = (OperationalError, InterfaceError, PoolTimeout)
+"""What a database that is down, silent, locked or read-only raises (a bug raises other errors)."""
+
 
 class ApiError(Exception):
-    """An error answered to the client as JSON with its own status code."""
+    """An error answered to the client as JSON with its own status code (and headers)."""
 
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+    def __init__(self, status: int, code: str, message: str,
+                 headers: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers or {}
         self.extra = extra
 
 
@@ -27,10 +36,27 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> tuple[
     return jsonify({"error": {"code": code, "message": message, **extra}}), status
 
 
+def from_a_browser() -> bool:
+    """Did a browser send this request? (Browsers add these headers; curl and services do not.)"""
+    return any(name in request.headers for name in ("Origin", "Sec-Fetch-Site", "Sec-Fetch-Mode"))
+
+
 def json_object() -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 that says what is wrong with it."""
-    # force: curl sends -d bodies as form data by default; read them as JSON all the same.
-    body = request.get_json(force=True, silent=True) if request.get_data(cache=True) else None
+    """The request body as a JSON object, or a 4xx that says what is wrong with it.
+
+    A browser must say the body is JSON (a form or text/plain post, which another site's
+    page can send without asking, is refused); a program such as curl may leave the type
+    out (`curl -d` sends form data by default), and its body is read as JSON all the same.
+    """
+    raw = request.get_data(cache=True)
+    if not request.is_json and from_a_browser():
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    try:
+        body = json.loads(raw) if raw else None
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "the request body is nested too deeply") from None
+    except ValueError:
+        body = None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "the request body must be a JSON object")
     return body
@@ -40,13 +66,24 @@ def register_error_handlers(app: Flask) -> None:
     """Answer every error, expected or not, as JSON; log unexpected ones with their trace."""
 
     @app.errorhandler(ApiError)
-    def on_api_error(error: ApiError) -> tuple[Any, int]:
-        return error_response(error.status, error.code, error.message, **error.extra)
+    def on_api_error(error: ApiError) -> Any:
+        response, status = error_response(error.status, error.code, error.message, **error.extra)
+        return response, status, error.headers
 
     @app.errorhandler(HTTPException)
     def on_http_error(error: HTTPException) -> tuple[Any, int]:
         code = (error.name or "error").lower().replace(" ", "_")
         return error_response(error.code or 500, code, error.description or code)
+
+    def on_database_fault(error: Exception) -> Any:
+        log.warning("database unavailable on %s %s: %s", request.method, request.path,
+                    type(error).__name__)
+        response, status = error_response(503, "database_unavailable",
+                                          "the database does not answer; try again shortly")
+        return response, status, {"Retry-After": str(DATABASE_RETRY_AFTER)}
+
+    for kind in DATABASE_ERRORS:
+        app.register_error_handler(kind, on_database_fault)
 
     @app.errorhandler(Exception)
     def on_unexpected(error: Exception) -> tuple[Any, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from dotenv import dotenv_values
 
@@ -26,3 +27,31 @@ def flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw.lower() in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"{name} must be 0 or 1, not {raw!r}")
+
+
+MIN_SECRET_LENGTH = 16
+
+
+def shared_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """The settings all four processes read the same way (`check_shared` checks them)."""
+    log_format = env.get("LOG_FORMAT", "text")
+    if log_format not in ("text", "json"):
+        raise ValueError(f"LOG_FORMAT must be text or json, not {log_format!r}")
+    return {
+        "SERVICE_SECRET": env.get("SERVICE_SECRET", ""),
+        "FAULTS_ENABLED": flag(env, "FAULTS_ENABLED", False),
+        "DB_POOL_SIZE": int(env.get("DB_POOL_SIZE", "40")),
+        "DB_TIMEOUT": float(env.get("DB_TIMEOUT", "2")),
+        "MAX_CONTENT_LENGTH": int(env.get("MAX_BODY_BYTES", str(64 * 1024))),
+        "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
+        "LOG_JSON": log_format == "json",
+    }
+
+
+def check_shared(config: Mapping[str, Any]) -> None:
+    """Refuse to start without what every process needs."""
+    if len(config["SERVICE_SECRET"]) < MIN_SECRET_LENGTH:
+        raise ValueError(f"SERVICE_SECRET must be set, at least {MIN_SECRET_LENGTH} characters: every "
+                         "call between services is signed with it (`make run` makes one for its run)")
+    if not 0 < config["DB_TIMEOUT"] <= 60:
+        raise ValueError("DB_TIMEOUT must be more than 0 and at most 60 seconds")

@@ -9,6 +9,9 @@ from typing import Any
 from common.errors import ApiError
 
 SAGA_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# Control characters (C0, DEL, C1, the line and paragraph separators) and lone surrogates,
+# which no database column should hold and which could forge a line in a log.
+UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 def reject_unknown(given: Iterable[str], allowed: Iterable[str], what: str = "field") -> None:
@@ -31,6 +34,9 @@ def text_field(body: Mapping[str, Any], name: str, required: bool = True,
         raise ApiError(400, "invalid_field", f"{name!r} must be a string")
     if not 1 <= len(value) <= max_length:
         raise ApiError(400, "invalid_field", f"{name!r} must be 1 to {max_length} characters")
+    if UNPRINTABLE.search(value):
+        raise ApiError(400, "invalid_field", f"{name!r} must not hold control characters or lone "
+                       "surrogates (a newline, a tab, \\ud800)")
     return value
 
 

@@ -1,33 +1,90 @@
-"""The Flask set-up every process shares: settings, logging, JSON answers and errors."""
+"""The Flask set-up every process shares: settings, logging, JSON errors, and its boundaries:
+no cross-site writes, security headers on every answer, and signed calls where asked."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+from urllib.parse import urlsplit
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
+from flask.typing import ResponseReturnValue
 from sqlalchemy import Engine
+from werkzeug.wrappers import Response
 
-from common.db import ping
-from common.errors import register_error_handlers
+from common.db import database_state
+from common.errors import ApiError, register_error_handlers
 from common.logs import configure_logging
+from common.signing import SIGNATURE_HEADER, BadSignature, verify
+
+log = logging.getLogger(__name__)
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
+                               "img-src 'self' data:; connect-src 'self'; object-src 'none'; "
+                               "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def base_app(name: str, config: dict[str, Any], app_class: type[Flask] = Flask,
              **flask_options: Any) -> Flask:
-    """A Flask app with `config`, one log format, unsorted JSON keys and JSON errors."""
+    """A Flask app with `config`, one log format, unsorted JSON keys, JSON errors, no
+    cross-site writes, and security headers on every answer."""
     flask_options.setdefault("static_folder", None)  # only the dashboard serves files
     app = app_class(name, **flask_options)
     app.config.update(config)
     app.json.sort_keys = False  # type: ignore[attr-defined]  # answers read in the order written
-    configure_logging(app.config["LOG_LEVEL"])
+    configure_logging(app.config["LOG_LEVEL"], process=name, json_lines=app.config.get("LOG_JSON", False))
     register_error_handlers(app)
+    app.before_request(refuse_cross_site_writes)
+    app.after_request(add_security_headers)
     return app
 
 
-def database_health(engine: Engine, **identity: Any) -> tuple[Any, int]:
-    """A /health answer: 200 when the database answers, 503 when it does not."""
+def refuse_cross_site_writes() -> None:
+    """A browser's write from another origin is refused (a page elsewhere cannot start a saga).
+
+    Browsers say where a request comes from (Origin, Sec-Fetch-Site); curl and the services
+    send neither, so they are not affected.
+    """
+    if request.method not in UNSAFE_METHODS:
+        return
+    site = request.headers.get("Sec-Fetch-Site")
+    origin = request.headers.get("Origin")
+    ours = urlsplit(request.host_url)
+    theirs = urlsplit(origin) if origin and origin != "null" else None
+    same_origin = theirs is not None and (theirs.scheme, theirs.netloc) == (ours.scheme, ours.netloc)
+    if site not in (None, "same-origin", "none") or (origin is not None and not same_origin):
+        log.warning("refused a cross-site %s %s (Origin %s, Sec-Fetch-Site %s)", request.method,
+                    request.path, origin, site)
+        raise ApiError(403, "cross_site_request", "requests from another site are refused")
+
+
+def add_security_headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def require_signature(secret: str) -> None:
+    """401 unless the request carries a valid X-Saga-Signature made with `secret`."""
     try:
-        ping(engine)
-    except Exception:  # noqa: BLE001 - any database failure means unhealthy
-        return jsonify({**identity, "status": "unhealthy", "database": "unavailable"}), 503
-    return jsonify({**identity, "status": "ok", "database": "ok"}), 200
+        verify(secret, request.headers.get(SIGNATURE_HEADER), request.method, request.path,
+               request.get_data(cache=True))
+    except BadSignature as error:
+        log.warning("refused an unsigned call: %s %s from %s: %s", request.method, request.path,
+                    request.remote_addr, error)
+        raise ApiError(401, "unauthorized", f"this call must be signed by a service: {error}") from None
+
+
+def database_health(engine: Engine, **identity: Any) -> ResponseReturnValue:
+    """A /health answer: 200 when the database answers, 503 (saying how it fails) when not."""
+    state = database_state(engine)
+    if state != "ok":
+        return jsonify({**identity, "status": "unhealthy", "database": state}), 503, {"Retry-After": "5"}
+    return jsonify({**identity, "status": "ok", "database": state}), 200

@@ -17,6 +17,7 @@ from orchestrator.definition import Definitions
 from orchestrator.engine import Defaults, SagaEngine
 from orchestrator.failpoints import Failpoints
 from orchestrator.gateway import ParticipantGateway
+from orchestrator.instances import this_instance
 from orchestrator.logbuffer import LogBuffer
 from orchestrator.migrate import upgrade
 from orchestrator.recovery import Recovery
@@ -33,20 +34,21 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     logs = LogBuffer()
     logging.getLogger("orchestrator").addHandler(logs)
 
-    database = make_engine(config["DATABASE_URL"], config["DB_POOL_SIZE"])
+    database = make_engine(config["DATABASE_URL"], config["DB_POOL_SIZE"], config["DB_TIMEOUT"])
     wait_for_database(database)
     upgrade(database)
     store = SagaStore(database, config["LEASE_SECONDS"])
     definitions: Definitions = config["DEFINITIONS"]
-    client = ParticipantClient()
+    client = ParticipantClient(config["SERVICE_SECRET"])
     defaults = Defaults(timeout=config["CALL_TIMEOUT"], retries=config["CALL_RETRIES"],
                         compensation_retries=config["COMPENSATION_RETRIES"],
                         backoff=config["RETRY_BACKOFF"], backoff_max=config["RETRY_BACKOFF_MAX"],
                         jitter=config["RETRY_JITTER"])
     engine = SagaEngine(definitions, config["SERVICE_URLS"], store, client,
-                        owner=config["ORCHESTRATOR_ID"], defaults=defaults,
+                        owner=str(this_instance(config["ORCHESTRATOR_ID"])), defaults=defaults,
                         failpoints=Failpoints(config["FAILPOINTS_FILE"]),
-                        background=ThreadPoolExecutor(config["WORKER_THREADS"], thread_name_prefix="saga"))
+                        background=ThreadPoolExecutor(config["WORKER_THREADS"], thread_name_prefix="saga"),
+                        queue_limit=config["ASYNC_QUEUE_LIMIT"])
     fields = {step.participant: step.receives for step in definitions.default.steps}
     recovery = Recovery(engine, config["RECOVERY_INTERVAL"], config["COMPENSATION_RETRY_AFTER"],
                         config["COMPENSATION_RETRY_ROUNDS"])

@@ -11,6 +11,7 @@ import json
 import sys
 
 from common.db import make_engine
+from common.settings import MIN_SECRET_LENGTH
 from orchestrator.client import ParticipantClient
 from orchestrator.config import orchestrator_config
 from orchestrator.consistency import OrchestratedSagas, check_consistency
@@ -20,11 +21,14 @@ from orchestrator.store import SagaStore
 
 
 def main() -> int:
-    config = orchestrator_config()
+    # The check only reads (GET /records): it signs nothing, so it needs no SERVICE_SECRET.
+    config = orchestrator_config({"SERVICE_SECRET": "-" * MIN_SECRET_LENGTH})
     definitions: Definitions = config["DEFINITIONS"]
-    store = SagaStore(make_engine(config["DATABASE_URL"]), config["LEASE_SECONDS"])
+    store = SagaStore(make_engine(config["DATABASE_URL"], timeout=config["DB_TIMEOUT"]),
+                      config["LEASE_SECONDS"])
     fields = {step.participant: step.receives for step in definitions.default.steps}
-    gateway = ParticipantGateway(ParticipantClient(), config["SERVICE_URLS"], fields)
+    gateway = ParticipantGateway(ParticipantClient(config["SERVICE_SECRET"]), config["SERVICE_URLS"],
+                                 fields)
     report = check_consistency([OrchestratedSagas(store, definitions)], gateway)
     print(json.dumps(report, indent=2))
     if not report["complete"]:

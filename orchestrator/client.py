@@ -6,15 +6,18 @@ only makes an attempt and says what came of it.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from common.faults import ATTEMPT_HEADER, FAULT_HEADER, TIMEOUT_HEADER
+from common.signing import SIGNATURE_HEADER, sign
 
 RETRYABLE = frozenset({"error", "timeout", "unreachable"})
 
@@ -37,9 +40,11 @@ class Attempt:
 
 
 class ParticipantClient:
-    """POSTs to participants and GETs from them, one attempt at a time."""
+    """POSTs to participants (signed with the shared secret) and GETs from them, one attempt
+    at a time."""
 
-    def __init__(self, read_timeout: float = 2.0) -> None:
+    def __init__(self, secret: str, read_timeout: float = 2.0) -> None:
+        self.secret = secret
         self.read_timeout = read_timeout
         self._local = threading.local()
 
@@ -62,7 +67,10 @@ class ParticipantClient:
     def attempt(self, url: str, payload: dict[str, Any], *, number: int, timeout: float,
                 fault: str | None = None) -> Attempt:
         """POST once, with `timeout` seconds for the answer; never raises for what the call gave."""
-        headers = {ATTEMPT_HEADER: str(number), TIMEOUT_HEADER: f"{timeout:g}"}
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json", ATTEMPT_HEADER: str(number),
+                   TIMEOUT_HEADER: f"{timeout:g}",
+                   SIGNATURE_HEADER: sign(self.secret, "POST", urlsplit(url).path, body)}
         if fault:
             headers[FAULT_HEADER] = fault
         started = time.perf_counter()
@@ -71,22 +79,23 @@ class ParticipantClient:
             return round((time.perf_counter() - started) * 1000)
 
         try:
-            response = self._session().post(url, json=payload, headers=headers, timeout=timeout)
+            response = self._session().post(url, data=body, headers=headers, timeout=timeout)
         except requests.Timeout:
             return Attempt(number, None, "timeout", elapsed_ms(), f"no answer within {timeout:g} s", None)
         except requests.RequestException as error:
             return Attempt(number, None, "unreachable", elapsed_ms(),
                            f"{type(error).__name__}: {error}", None)
         try:
-            body = response.json()
+            answer = response.json()
         except ValueError:
-            body = None
+            answer = None
+        answer = answer if isinstance(answer, dict) else None
         code = response.status_code
         if code < 300:
-            return Attempt(number, code, "ok", elapsed_ms(), None, body)
+            return Attempt(number, code, "ok", elapsed_ms(), None, answer)
         outcome = "rejected" if code < 500 else "error"
         message = None
-        if isinstance(body, dict) and isinstance(body.get("error"), dict):
-            message = body["error"].get("message")
+        if answer is not None and isinstance(answer.get("error"), dict):
+            message = answer["error"].get("message")
         return Attempt(number, code, outcome, elapsed_ms(),
-                       message or f"HTTP {code}: {response.text[:200]}", body)
+                       message or f"HTTP {code}: {response.text[:200]}", answer)

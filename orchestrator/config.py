@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Mapping
 from typing import Any
 
-from common.settings import environment, flag
+from common.settings import check_shared, environment, flag, shared_settings
 from orchestrator.definition import Definitions
 from orchestrator.saga import DEFAULT_DEFINITION, DEFINITIONS
 
@@ -17,8 +18,8 @@ def orchestrator_config(overrides: dict[str, Any] | None = None,
     env = environment() if env is None else env
     definitions = Definitions.of(DEFINITIONS, env.get("SAGA_DEFINITION", DEFAULT_DEFINITION))
     config: dict[str, Any] = {
+        **shared_settings(env),
         "DATABASE_URL": env.get("ORCHESTRATOR_DATABASE_URL", "sqlite:///var/orchestrator.db"),
-        "DB_POOL_SIZE": int(env.get("DB_POOL_SIZE", "40")),
         "DEFINITIONS": definitions,
         "SERVICE_URLS": {
             name: env.get(f"SERVICE_{name.upper()}_URL", f"http://127.0.0.1:{5001 + i}")
@@ -36,10 +37,10 @@ def orchestrator_config(overrides: dict[str, Any] | None = None,
         "COMPENSATION_RETRY_AFTER": float(env.get("COMPENSATION_RETRY_AFTER", "30")),
         "COMPENSATION_RETRY_ROUNDS": int(env.get("COMPENSATION_RETRY_ROUNDS", "10")),
         "FAILPOINTS_FILE": env.get("FAILPOINTS_FILE") or None,  # the fault suite's crash points
-        "ORCHESTRATOR_ID": env.get("ORCHESTRATOR_ID", socket.gethostname()),
+        "ORCHESTRATOR_ID": env.get("ORCHESTRATOR_ID", socket.gethostname()[:40]),
         "WORKER_THREADS": int(env.get("ORCHESTRATOR_WORKER_THREADS", "16")),
-        "MAX_CONTENT_LENGTH": int(env.get("MAX_BODY_BYTES", str(64 * 1024))),
-        "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
+        # Sagas waiting for a worker thread (Prefer: respond-async, recovery): beyond it, 503.
+        "ASYNC_QUEUE_LIMIT": int(env.get("ASYNC_QUEUE_LIMIT", "256")),
     }
     config.update(overrides or {})
     check(config)
@@ -48,11 +49,14 @@ def orchestrator_config(overrides: dict[str, Any] | None = None,
 
 def check(config: dict[str, Any]) -> None:
     """Refuse settings that would break a guarantee, with the reason."""
+    check_shared(config)
     definitions: Definitions = config["DEFINITIONS"]
     timeouts = [config["CALL_TIMEOUT"], *(step.timeout for d in definitions for step in d.steps
                                           if step.timeout is not None)]
     if not all(0 < timeout <= 60 for timeout in timeouts):  # participants accept up to 60 s
         raise ValueError("CALL_TIMEOUT (and every step's timeout) must be more than 0 and at most 60 seconds")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", config["ORCHESTRATOR_ID"]):
+        raise ValueError("ORCHESTRATOR_ID must be 1 to 40 letters, digits or _.-")
     if config["CALL_RETRIES"] < 0 or config["COMPENSATION_RETRIES"] < 0:
         raise ValueError("the retry counts must be >= 0")
     if min(config["RETRY_BACKOFF"], config["RETRY_BACKOFF_MAX"], config["RETRY_JITTER"]) < 0:

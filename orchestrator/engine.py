@@ -21,7 +21,7 @@ from common.status import RecordStatus, SagaStatus
 from orchestrator.client import Attempt, ParticipantClient
 from orchestrator.definition import Definitions, SagaDefinition, Step, StepKind
 from orchestrator.failpoints import Failpoints
-from orchestrator.model import Event, LeaseLost, Run, Saga, Transition, new_saga_id
+from orchestrator.model import Event, Lease, LeaseLost, Run, Saga, Transition, new_saga_id
 from orchestrator.store import SagaStore
 
 log = logging.getLogger("orchestrator.saga")
@@ -60,7 +60,7 @@ class SagaEngine:
     def __init__(self, definitions: Definitions, urls: Mapping[str, str], store: SagaStore,
                  client: ParticipantClient, owner: str, defaults: Defaults,
                  failpoints: Failpoints | None = None,
-                 background: ThreadPoolExecutor | None = None) -> None:
+                 background: ThreadPoolExecutor | None = None, queue_limit: int = 256) -> None:
         self.definitions = definitions
         self.urls = dict(urls)
         self.store = store
@@ -75,6 +75,14 @@ class SagaEngine:
         # cannot tell them apart; this set keeps recovery from starting a second driver here.
         self._busy: set[str] = set()
         self._busy_guard = threading.Lock()
+        self.queue_limit = queue_limit
+        self._in_background = 0  # drives submitted and not yet finished
+
+    def has_room(self) -> bool:
+        """May another saga be driven in the background? (The queue is bounded: a flood of
+        Prefer: respond-async requests gets 503s, not an ever longer queue.)"""
+        with self._busy_guard:
+            return self._in_background < self.queue_limit
 
     def busy(self, saga_id: str) -> bool:
         """Is this process already driving (or about to drive) the saga?"""
@@ -110,14 +118,18 @@ class SagaEngine:
         try:
             saga = logged or self.store.get(saga_id)
             assert saga is not None, f"saga {saga_id} is not in the log"
+            lease = saga.lease
+            if lease is None or lease.owner != self.owner:
+                log.warning("saga %s: not ours to drive (leased to %s)", saga_id, saga.lease_owner)
+                return saga
             definition = self.definition_of(saga)
             try:
                 while not saga.status.finished:
                     step = definition.steps[saga.current_step]
                     if saga.status is SagaStatus.RUNNING:
-                        saga = self._forward(saga, definition, step, run)
+                        saga = self._forward(saga, lease, definition, step, run)
                     else:
-                        saga = self._backward(saga, definition, step, run)
+                        saga = self._backward(saga, lease, definition, step, run)
                     run = Run.NEW  # only the step a drive starts at can have attempts logged
             except LeaseLost:
                 log.warning("saga %s: lease lost; another orchestrator drives it now", saga_id)
@@ -135,9 +147,10 @@ class SagaEngine:
         return reopened
 
     def submit(self, saga_id: str, run: Run = Run.NEW) -> None:
-        """Drive a saga we hold on a background thread."""
+        """Drive a saga we hold on a background thread (callers ask `has_room` first)."""
         with self._busy_guard:
             self._busy.add(saga_id)
+            self._in_background += 1
         self.background.submit(self._drive_logged, saga_id, run)
 
     def _drive_logged(self, saga_id: str, run: Run) -> None:
@@ -145,10 +158,14 @@ class SagaEngine:
             self.drive(saga_id, run)
         except Exception:  # noqa: BLE001 - nobody else would see it
             log.exception("saga %s: driving failed; recovery resumes it when the lease ends", saga_id)
+        finally:
+            with self._busy_guard:
+                self._in_background -= 1
 
     # One step forward or back -------------------------------------------------------------
 
-    def _forward(self, saga: Saga, definition: SagaDefinition, step: Step, run: Run) -> Saga:
+    def _forward(self, saga: Saga, lease: Lease, definition: SagaDefinition, step: Step,
+                 run: Run) -> Saga:
         k = saga.current_step
         applied = self._onward(definition, k)
 
@@ -162,7 +179,7 @@ class SagaEngine:
         payload = {"saga_id": saga.id, **{name: saga.input[name] for name in step.receives}}
         retries = step.retries if step.retries is not None else self.defaults.retries
         until_success = step.kind is StepKind.RETRIABLE
-        new = self._call(saga, step, "invoke", payload, None if until_success else retries, run,
+        new = self._call(saga, lease, step, "invoke", payload, None if until_success else retries, run,
                          lambda attempt: applied, failed)
         if new.status is SagaStatus.COMPLETED:
             log.info("saga %s: COMPLETED", saga.id)
@@ -170,7 +187,8 @@ class SagaEngine:
             log.warning("saga %s: step %s failed (%s); compensating", saga.id, step.name, new.error)
         return new
 
-    def _backward(self, saga: Saga, definition: SagaDefinition, step: Step, run: Run) -> Saga:
+    def _backward(self, saga: Saga, lease: Lease, definition: SagaDefinition, step: Step,
+                  run: Run) -> Saga:
         k = saga.current_step
         undone = Transition(SagaStatus.COMPENSATED if k == 0 else SagaStatus.COMPENSATING, k - 1)
         # A pivot is never undone, only cancelled: a tombstone if it never committed. If it
@@ -191,7 +209,7 @@ class SagaEngine:
 
         retries = (step.compensation_retries if step.compensation_retries is not None
                    else self.defaults.compensation_retries)
-        new = self._call(saga, step, action, {"saga_id": saga.id}, retries, run, succeeded, failed)
+        new = self._call(saga, lease, step, action, {"saga_id": saga.id}, retries, run, succeeded, failed)
         if new.status is SagaStatus.COMPENSATED:
             log.info("saga %s: COMPENSATED", saga.id)
         elif new.status is SagaStatus.COMPENSATION_FAILED:
@@ -219,7 +237,7 @@ class SagaEngine:
         left = retries if run is Run.REOPENED else max(0, retries - made)
         return Budget(first, first + left)
 
-    def _call(self, saga: Saga, step: Step, action: str, payload: dict[str, Any],
+    def _call(self, saga: Saga, lease: Lease, step: Step, action: str, payload: dict[str, Any],
               retries: int | None, run: Run, succeeded: Callable[[Attempt], Transition],
               failed: Callable[[Attempt], Transition]) -> Saga:
         """Call one step's action until an attempt decides the step; log each attempt, and with
@@ -240,7 +258,7 @@ class SagaEngine:
                 decided = succeeded(attempt)
             elif not until_success and (not attempt.retryable or budget.exhausted_at(attempt.number)):
                 decided = failed(attempt)
-            self.store.record_attempt(saga.id, self.owner, Event(
+            self.store.record_attempt(saga.id, lease, Event(
                 step.name, action, attempt.number, attempt.http_status, attempt.outcome,
                 attempt.latency_ms, attempt.error), decided)
             log.info("saga %s: %s %s attempt %d -> %s%s (%d ms)", saga.id, action, step.name,

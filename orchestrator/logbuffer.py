@@ -9,6 +9,7 @@ from collections import deque
 from typing import Any
 
 from common.db import iso, utcnow
+from common.logs import escape
 
 SAGA_ID = re.compile(r"saga ([0-9a-f]{32})")
 
@@ -23,7 +24,7 @@ class LogBuffer(logging.Handler):
         self.guard = threading.Lock()
 
     def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
+        message = escape(record.getMessage())
         match = SAGA_ID.search(message)
         with self.guard:
             self.sequence += 1

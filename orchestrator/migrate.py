@@ -9,6 +9,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, inspect, text
 
+from common.db import writing
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 BASELINE = "0001"  # the schema of logs created before migrations, by create_all
 
@@ -22,7 +24,7 @@ def alembic_config(connection: Connection | None = None, output: io.StringIO | N
 
 def upgrade(engine: Engine) -> None:
     """Run every migration the database lacks; a log made before migrations is stamped first."""
-    with engine.begin() as connection:
+    with writing(engine) as connection:
         mysql = connection.dialect.name in ("mysql", "mariadb")
         if mysql:  # two orchestrators starting at once on a new log: one migrates, one waits
             connection.execute(text("SELECT GET_LOCK('saga_log_migrations', 60)"))

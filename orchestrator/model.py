@@ -65,9 +65,23 @@ class Saga:
     idempotency_key: str | None = None
     request_hash: str | None = None
     lease_owner: str | None = None
+    lease_epoch: int = 0
     lease_expires_at: datetime | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+
+    @property
+    def lease(self) -> Lease | None:
+        return None if self.lease_owner is None else Lease(self.lease_owner, self.lease_epoch)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The right to drive a saga: who holds it, and in which epoch (it goes up at every
+    change of hands, so a driver that lost the saga and came back cannot write)."""
+
+    owner: str
+    epoch: int
 
 
 @dataclass(frozen=True)

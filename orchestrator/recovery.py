@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from common.db import utcnow
 from orchestrator.engine import SagaEngine
+from orchestrator.instances import instance_prefix, parse_instance, process_alive
 from orchestrator.model import Run
 
 log = logging.getLogger("orchestrator.recovery")
@@ -30,11 +31,20 @@ class Recovery:
         self._thread = threading.Thread(target=self._run, name="saga-recovery", daemon=True)
 
     def start(self) -> None:
-        # Leases under our own id were held by the process we replace, which is dead.
-        expired = self.engine.store.expire_leases_of(self.engine.owner)
-        if expired:
-            log.info("taking back %d unfinished saga(s) leased to %s", expired, self.engine.owner)
+        self.take_over_dead_predecessors()
         self._thread.start()
+
+    def take_over_dead_predecessors(self) -> int:
+        """Sagas leased to an instance of our name on this host whose process is gone (we are
+        its restart) are recovered at once, not when their leases run out. A live instance's
+        (a second worker, a second orchestrator under the same name) are left alone."""
+        mine = parse_instance(self.engine.owner)
+        dead = [owner for owner in self.engine.store.lease_owners(instance_prefix(mine))
+                if owner != self.engine.owner and not process_alive(parse_instance(owner))]
+        expired = self.engine.store.expire_leases_of(dead)
+        if expired:
+            log.info("taking back %d unfinished saga(s) from dead instance(s) %s", expired, ", ".join(dead))
+        return expired
 
     def scan_once(self) -> int:
         """Claim and resume what is claimable now; how many sagas were claimed."""

@@ -31,9 +31,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from common.db import MYSQL_TABLE, Timestamp, reading, utcnow
+from common.db import MYSQL_TABLE, Timestamp, reading, utcnow, writing
 from common.status import UNFINISHED, SagaStatus
-from orchestrator.model import DuplicateIdempotencyKey, Event, LeaseLost, Saga, Transition
+from orchestrator.model import DuplicateIdempotencyKey, Event, Lease, LeaseLost, Saga, Transition
 
 metadata = MetaData()
 
@@ -56,7 +56,10 @@ sagas = Table(
     Column("compensation_rounds", Integer, nullable=False, default=0),  # recovery re-tries
     Column("idempotency_key", String(128), nullable=True, unique=True),
     Column("request_hash", String(64), nullable=True),  # of the body sent with that key
-    Column("lease_owner", String(64), nullable=True),
+    # Who drives the saga (an orchestrator instance) and until when; the epoch goes up at
+    # every change of hands, and every write by a driver is fenced by owner and epoch.
+    Column("lease_owner", String(128), nullable=True),
+    Column("lease_epoch", Integer, nullable=False, server_default="0"),
     Column("lease_expires_at", Timestamp, nullable=True),
     Column("created_at", Timestamp, nullable=False, default=utcnow),
     Column("updated_at", Timestamp, nullable=False, default=utcnow, onupdate=utcnow),
@@ -80,7 +83,7 @@ saga_events = Table(
     Column("outcome", String(16), nullable=False),  # ok, error, timeout, unreachable, rejected
     Column("latency_ms", Integer, nullable=False),
     Column("error", Text, nullable=True),
-    Column("orchestrator", String(64), nullable=False),  # who made the attempt
+    Column("orchestrator", String(128), nullable=False),  # the instance that made the attempt
     Column("at", Timestamp, nullable=False, default=utcnow),
     Index("ix_saga_events_saga_id", "saga_id", "id"),
     **MYSQL_TABLE,
@@ -91,7 +94,8 @@ saga_events = Table(
 _INSERT_SAGA = insert(sagas)
 _INSERT_EVENT = insert(saga_events)
 _RENEW = update(sagas).where(sagas.c.id == bindparam("fenced_id"),
-                             sagas.c.lease_owner == bindparam("fenced_owner"))
+                             sagas.c.lease_owner == bindparam("fenced_owner"),
+                             sagas.c.lease_epoch == bindparam("fenced_epoch"))
 
 
 def _saga(row: Any) -> Saga:
@@ -102,8 +106,9 @@ def _saga(row: Any) -> Saga:
                 compensation_error=row.compensation_error,
                 compensation_rounds=row.compensation_rounds,
                 idempotency_key=row.idempotency_key, request_hash=row.request_hash,
-                lease_owner=row.lease_owner, lease_expires_at=row.lease_expires_at,
-                created_at=row.created_at, updated_at=row.updated_at)
+                lease_owner=row.lease_owner, lease_epoch=row.lease_epoch,
+                lease_expires_at=row.lease_expires_at, created_at=row.created_at,
+                updated_at=row.updated_at)
 
 
 class SagaStore:
@@ -126,16 +131,16 @@ class SagaStore:
         saga = Saga(id=saga_id, status=SagaStatus.RUNNING, input=saga_input, faults=faults,
                     current_step=0, definition_name=name, definition_version=version,
                     idempotency_key=idempotency_key, request_hash=request_hash,
-                    lease_owner=owner, lease_expires_at=now + self.lease, created_at=now,
-                    updated_at=now)
+                    lease_owner=owner, lease_epoch=1, lease_expires_at=now + self.lease,
+                    created_at=now, updated_at=now)
         try:
-            with self.engine.begin() as connection:
+            with writing(self.engine) as connection:
                 connection.execute(_INSERT_SAGA, {
                     "id": saga.id, "status": saga.status.value, "input": json.dumps(saga_input),
                     "faults": json.dumps(faults), "current_step": 0, "compensation_rounds": 0,
                     "definition_name": name, "definition_version": version,
                     "idempotency_key": idempotency_key, "request_hash": request_hash,
-                    "lease_owner": owner, "lease_expires_at": saga.lease_expires_at,
+                    "lease_owner": owner, "lease_epoch": 1, "lease_expires_at": saga.lease_expires_at,
                     "created_at": now, "updated_at": now})
         except IntegrityError:
             if idempotency_key is None:
@@ -157,35 +162,35 @@ class SagaStore:
             values.update(lease_owner=None, lease_expires_at=None)
         return values
 
-    def record_attempt(self, saga_id: str, owner: str, event: Event,
+    def record_attempt(self, saga_id: str, lease: Lease, event: Event,
                        then: Transition | None = None) -> None:
         """Append one attempt to the saga's timeline and renew the lease, in one transaction;
-        with `then`, the attempt that decided a step, also the saga's next state."""
+        with `then`, the attempt that decided a step, also the saga's next state.
+
+        Raises LeaseLost, writing nothing, unless `lease` (owner and epoch) still holds."""
         now = utcnow()
         values = {} if then is None else self._state(then)
-        with self.engine.begin() as connection:
+        with writing(self.engine) as connection:
             connection.execute(_INSERT_EVENT, {
                 "saga_id": saga_id, "step": event.step, "action": event.action,
                 "attempt": event.attempt, "http_status": event.http_status,
                 "outcome": event.outcome, "latency_ms": event.latency_ms, "error": event.error,
-                "orchestrator": owner, "at": now})
-            self._renew(connection, saga_id, owner, now, **values)
-
-    def _renew(self, connection: Any, saga_id: str, owner: str, now: datetime,
-               **values: Any) -> None:
-        changed = connection.execute(_RENEW, {
-            "fenced_id": saga_id, "fenced_owner": owner, "lease_expires_at": now + self.lease,
-            "updated_at": now, **values}).rowcount
-        if changed != 1:
-            raise LeaseLost(f"saga {saga_id} is no longer leased to {owner}")
+                "orchestrator": lease.owner, "at": now})
+            changed = connection.execute(_RENEW, {
+                "fenced_id": saga_id, "fenced_owner": lease.owner, "fenced_epoch": lease.epoch,
+                "lease_expires_at": now + self.lease, "updated_at": now, **values}).rowcount
+            if changed != 1:  # the attempt's row goes with the rollback
+                raise LeaseLost(f"saga {saga_id} is no longer leased to {lease.owner} "
+                                f"(epoch {lease.epoch})")
 
     def claim(self, saga_id: str, owner: str) -> bool:
-        """Take the lease on an unfinished saga whose lease has run out; atomic."""
+        """Take the lease on an unfinished saga whose lease has run out, in a new epoch; atomic."""
         now = utcnow()
-        with self.engine.begin() as connection:
+        with writing(self.engine) as connection:
             return connection.execute(
                 update(sagas).where(sagas.c.id == saga_id, self._unleased(now))
-                .values(lease_owner=owner, lease_expires_at=now + self.lease)
+                .values(lease_owner=owner, lease_epoch=sagas.c.lease_epoch + 1,
+                        lease_expires_at=now + self.lease)
             ).rowcount == 1
 
     def claimable(self, limit: int = 50) -> list[str]:
@@ -214,11 +219,12 @@ class SagaStore:
         conditions = [sagas.c.id == saga_id, *self._failed_compensation(quiet_since, max_rounds)]
         values: dict[str, Any] = {
             "status": SagaStatus.COMPENSATING.value, "compensation_error": None,
-            "lease_owner": owner, "lease_expires_at": now + self.lease, "updated_at": now,
+            "lease_owner": owner, "lease_epoch": sagas.c.lease_epoch + 1,
+            "lease_expires_at": now + self.lease, "updated_at": now,
             "compensation_rounds": sagas.c.compensation_rounds + 1}
         if clear_faults:
             values["faults"] = "{}"
-        with self.engine.begin() as connection:
+        with writing(self.engine) as connection:
             return connection.execute(update(sagas).where(*conditions).values(values)).rowcount == 1
 
     def failed_compensations(self, quiet_since: datetime, max_rounds: int,
@@ -239,11 +245,22 @@ class SagaStore:
             conditions.append(sagas.c.compensation_rounds < max_rounds)
         return conditions
 
-    def expire_leases_of(self, owner: str) -> int:
-        """At start-up: leases held under our own id belong to our dead predecessor."""
-        with self.engine.begin() as connection:
+    def lease_owners(self, prefix: str) -> list[str]:
+        """The instances whose name starts with `prefix` that hold unfinished sagas."""
+        query = (select(sagas.c.lease_owner).distinct()
+                 .where(sagas.c.status.in_([s.value for s in UNFINISHED]),
+                        sagas.c.lease_owner.startswith(prefix, autoescape=True)))
+        with reading(self.engine) as connection:
+            return [owner for owner in connection.execute(query).scalars() if owner]
+
+    def expire_leases_of(self, owners: list[str]) -> int:
+        """End the leases `owners` hold now (they are known dead), so recovery claims their
+        sagas at once instead of when the leases run out."""
+        if not owners:
+            return 0
+        with writing(self.engine) as connection:
             return connection.execute(
-                update(sagas).where(sagas.c.lease_owner == owner,
+                update(sagas).where(sagas.c.lease_owner.in_(owners),
                                     sagas.c.status.in_([s.value for s in UNFINISHED]))
                 .values(lease_expires_at=None)).rowcount
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from flask import Flask
@@ -20,11 +21,12 @@ def create_participant_app(spec: ServiceSpec, overrides: dict[str, Any] | None =
     app = base_app(f"service_{spec.name}", participant_config(spec, overrides),
                    app_class=ParticipantFlask)
     assert isinstance(app, ParticipantFlask)
-    engine = make_engine(app.config["DATABASE_URL"], app.config["DB_POOL_SIZE"])
+    engine = make_engine(app.config["DATABASE_URL"], app.config["DB_POOL_SIZE"], app.config["DB_TIMEOUT"])
     metadata = MetaData()
     table = records_table(metadata, spec.table, spec.column)
     init_database(engine, metadata)
     app.spec = spec
     app.records = RecordStore(engine, table, spec.column)
+    app.fault_sleeps = threading.BoundedSemaphore(app.config["FAULT_SLEEP_SLOTS"])
     app.register_blueprint(routes)
     return app

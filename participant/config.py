@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from common.settings import environment
+from common.settings import check_shared, environment, shared_settings
 from participant.spec import ServiceSpec
 
 
@@ -14,11 +14,15 @@ def participant_config(spec: ServiceSpec, overrides: dict[str, Any] | None = Non
     """Settings from `env` (the environment over `.env` unless given); `overrides` win."""
     env = environment() if env is None else env
     config: dict[str, Any] = {
+        **shared_settings(env),
         "DATABASE_URL": env.get(spec.env_prefix + "DATABASE_URL", f"sqlite:///var/service_{spec.name}.db"),
-        "DB_POOL_SIZE": int(env.get("DB_POOL_SIZE", "40")),
         "FAULT_LATE_MARGIN": float(env.get("FAULT_LATE_MARGIN", "0.5")),
-        "MAX_CONTENT_LENGTH": int(env.get("MAX_BODY_BYTES", str(64 * 1024))),
-        "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
+        # Injected sleeps (delay, timeout) running at once; more are refused with 503, so
+        # that faults can never take every thread from real work.
+        "FAULT_SLEEP_SLOTS": int(env.get("FAULT_SLEEP_SLOTS", "8")),
     }
     config.update(overrides or {})
+    check_shared(config)
+    if config["FAULT_SLEEP_SLOTS"] < 1:
+        raise ValueError("FAULT_SLEEP_SLOTS must be at least 1")
     return config

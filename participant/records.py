@@ -20,7 +20,7 @@ from sqlalchemy import (
     update,
 )
 
-from common.db import MYSQL_TABLE, Timestamp, reading, utcnow
+from common.db import MYSQL_TABLE, Timestamp, reading, utcnow, writing
 from common.status import RecordStatus
 
 
@@ -88,7 +88,7 @@ class RecordStore:
         A repeat writes nothing, and a tombstone (CANCELLED) or a compensated row keeps a
         late invoke from ever applying.
         """
-        with self.engine.begin() as connection:
+        with writing(self.engine) as connection:
             return self.apply_in(connection, saga_id, value)
 
     def apply_in(self, connection: Connection, saga_id: str, value: str) -> RecordStatus:
@@ -96,7 +96,7 @@ class RecordStore:
 
     def compensate(self, saga_id: str) -> RecordStatus:
         """Undo the saga's row, or leave a CANCELLED tombstone if nothing was applied."""
-        with self.engine.begin() as connection:
+        with writing(self.engine) as connection:
             return self.compensate_in(connection, saga_id)
 
     def compensate_in(self, connection: Connection, saga_id: str) -> RecordStatus:
@@ -117,7 +117,7 @@ class RecordStore:
         For a step that cannot be compensated (a pivot): the answer says whether it had
         committed (APPLIED, left as it is) or is now sure never to (CANCELLED).
         """
-        with self.engine.begin() as connection:
+        with writing(self.engine) as connection:
             return self.cancel_in(connection, saga_id)
 
     def cancel_in(self, connection: Connection, saga_id: str) -> RecordStatus:

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, cast
 
 from flask import Blueprint, Flask, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
 
 from common.db import iso
 from common.errors import ApiError, json_object
 from common.faults import ATTEMPT_HEADER, FAULT_HEADER, TIMEOUT_HEADER, Fault, parse_fault
 from common.status import RecordStatus
 from common.validation import limit_arg, reject_unknown, saga_id_field, text_field, whole_number_arg
-from common.web import database_health
+from common.web import database_health, require_signature
 from participant.records import Record, RecordStore
 from participant.spec import ServiceSpec
 
@@ -27,10 +29,21 @@ routes = Blueprint("participant", __name__)
 
 
 class ParticipantFlask(Flask):
-    """A participant's Flask app: it carries its spec and its table."""
+    """A participant's Flask app: it carries its spec, its table, and its slots for injected sleeps."""
 
     spec: ServiceSpec
     records: RecordStore
+    fault_sleeps: threading.BoundedSemaphore
+
+
+SIGNED = frozenset({"participant.invoke", "participant.compensate", "participant.cancel"})
+
+
+@routes.before_request
+def only_signed_calls_change_a_row() -> None:
+    """/invoke, /compensate and /cancel take only calls signed with SERVICE_SECRET (reads are open)."""
+    if request.endpoint in SIGNED:
+        require_signature(current_app.config["SERVICE_SECRET"])
 
 
 def _participant() -> tuple[ServiceSpec, RecordStore]:
@@ -58,6 +71,9 @@ def _fault() -> Fault | None:
     raw = request.headers.get(FAULT_HEADER)
     if not raw:
         return None
+    if not current_app.config["FAULTS_ENABLED"]:
+        raise ApiError(400, "faults_disabled", f"fault injection is off here ({FAULT_HEADER} refused); "
+                       "FAULTS_ENABLED=1 turns it on")
     try:
         return parse_fault(raw)
     except ValueError as error:
@@ -73,6 +89,21 @@ def _number_header(name: str, default: float, maximum: float) -> float:
     if not 0 < value <= maximum:  # also keeps a `timeout` fault from sleeping for ever
         raise ApiError(400, "invalid_header", f"{name} must be a number from 0 to {maximum:g}")
     return value
+
+
+def _injected_sleep(saga_id: str, fault: Fault, seconds: float, attempt: int) -> None:
+    """Sleep as the fault says, in one of a few slots: when all are taken, 503 at once."""
+    sleeps = cast(ParticipantFlask, current_app).fault_sleeps
+    if not sleeps.acquire(blocking=False):
+        log.warning("saga %s: %s refused, every slot for injected sleeps is taken", saga_id, fault)
+        raise ApiError(503, "fault_capacity", "too many injected sleeps at once; try again",
+                       headers={"Retry-After": "1"})
+    try:
+        log.info("saga %s: %s sleeps %g s before its commit (attempt %d)", saga_id, fault,
+                 seconds, attempt)
+        time.sleep(seconds)
+    finally:
+        sleeps.release()
 
 
 def _injected_failure(message: str) -> ApiError:
@@ -97,9 +128,7 @@ def invoke() -> tuple[Any, int]:
         pause = fault.sleep_before_commit(_number_header(TIMEOUT_HEADER, 5.0, MAX_CALLER_TIMEOUT),
                                           current_app.config["FAULT_LATE_MARGIN"])
         if pause:
-            log.info("saga %s: %s sleeps %g s before its commit (attempt %d)", saga_id, fault,
-                     pause, attempt)
-            time.sleep(pause)
+            _injected_sleep(saga_id, fault, pause, attempt)
         if fault.fails_before_commit(attempt):
             log.info("saga %s: %s fails before commit (attempt %d)", saga_id, fault, attempt)
             raise _injected_failure(f"{fault}: failed before commit, nothing written "
@@ -167,7 +196,7 @@ def get_record(saga_id: str) -> Any:
 
 
 @routes.get("/health")
-def health() -> tuple[Any, int]:
+def health() -> ResponseReturnValue:
     """200 when the service and its database answer, 503 when the database does not."""
     spec, store = _participant()
     return database_health(store.engine, service=spec.name)

@@ -63,10 +63,36 @@ def expected_files() -> dict[str, str]:
     migrations = "\n".join(line.rstrip() for line in mysql_ddl().strip().splitlines())
     files["10_orchestrator.sql"] = "\n".join([
         HEADER.format(source="from orchestrator/migrations"), use("orchestrator"), migrations + "\n"])
-    files["90_grants.sql"] = HEADER.format(source="one user for the four databases") + "\n" + "".join(
-        f"GRANT ALL PRIVILEGES ON `{database}`.* TO 'saga'@'%';\n"
-        for database, _ in databases().values())
+    names = [database for database, _ in databases().values()]
+    header = "# " + HEADER.format(source="one user per database").removeprefix("-- ")
+    passwords = {d: f"${{{password_variable(d)}}}" for d in names}
+    files["90_users.sh"] = USERS_SCRIPT.format(header=header, sql=users_sql({d: d for d in names}, passwords))
     return files
+
+
+# What each process may do in its own database, and nothing in another's: read and write its
+# rows, and create and alter its own tables (its schema is made and migrated at start-up).
+PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX, REFERENCES"
+
+USERS_SCRIPT = """#!/bin/sh
+{header}# MySQL's entrypoint runs this once, at its first start, with the passwords from .env;
+# each process then connects as its own user, who can reach its own database only.
+set -e
+mysql --protocol=socket --user=root --password="$MYSQL_ROOT_PASSWORD" <<SQL
+{sql}SQL
+"""
+
+
+def password_variable(database: str) -> str:
+    """The .env variable that holds the password of the user of `database`."""
+    return f"{database.upper()}_DB_PASSWORD"
+
+
+def users_sql(users: dict[str, str], passwords: dict[str, str]) -> str:
+    """CREATE USER and GRANT for each user (user -> its database, user -> its password)."""
+    return "".join(f"CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY '{passwords[user]}';\n"
+                   f"GRANT {PRIVILEGES} ON {database}.* TO '{user}'@'%';\n"
+                   for user, database in users.items())
 
 
 def main(argv: list[str]) -> int:
@@ -78,6 +104,9 @@ def main(argv: list[str]) -> int:
                 stale.append(name)
         else:
             path.write_text(content)
+            if name.endswith(".sh"):
+                path.chmod(0o755)
+    stale += sorted(p.name for p in SQL.iterdir() if p.name not in expected_files())
     if stale:
         print(f"sql/ is not current: {', '.join(stale)}; run `make sql`")
         return 1

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -16,13 +18,17 @@ import requests
 from sqlalchemy import Engine, create_engine, make_url, text
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
+from common.signing import SIGNATURE_HEADER, sign
+
 ROOT = Path(__file__).resolve().parent.parent
 PROCESSES = ("orchestrator", "a", "b", "c")
 TABLES = {"a": ("table_a", "username"), "b": ("table_b", "address"),
           "c": ("table_c", "payment_method")}
 
-# Short timeouts and backoffs so that every failure scenario runs in seconds.
+# Short timeouts and backoffs so that every failure scenario runs in seconds; faults on.
 FAST_SETTINGS = {
+    "FAULTS_ENABLED": "1",
+    "FAULT_SLEEP_SLOTS": "32",  # the concurrent tests sleep in many sagas at once
     "CALL_TIMEOUT": "1.0",
     "CALL_RETRIES": "2",
     "COMPENSATION_RETRIES": "3",
@@ -79,6 +85,7 @@ class Stack:
     base_db_url: str | None = None
     settings: dict[str, str] = field(default_factory=dict)
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    secret: str = field(default_factory=lambda: secrets.token_hex(32))
     ports: dict[str, int] = field(default_factory=dict)
     urls: dict[str, str] = field(default_factory=dict)
     db_urls: dict[str, str] = field(default_factory=dict)
@@ -100,14 +107,14 @@ class Stack:
         return self
 
     def env(self, name: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-        env = {**os.environ, **FAST_SETTINGS, **self.settings, **(extra or {})}
-        env["ORCHESTRATOR_DATABASE_URL"] = self.db_urls["orchestrator"]
-        env.setdefault("ORCHESTRATOR_ID", f"test-orchestrator-{self.tag}")
+        """The environment of process `name`: the test settings, then the stack's, then `extra`."""
+        env = {**os.environ, **FAST_SETTINGS, "SERVICE_SECRET": self.secret,
+               "ORCHESTRATOR_ID": f"test-orchestrator-{self.tag}", "GUNICORN_THREADS": "16",
+               "ORCHESTRATOR_DATABASE_URL": self.db_urls["orchestrator"]}
         for service in PROCESSES[1:]:
             env[f"SERVICE_{service.upper()}_URL"] = self.urls[service]
             env[f"SERVICE_{service.upper()}_DATABASE_URL"] = self.db_urls[service]
-        env.setdefault("GUNICORN_THREADS", "16")
-        return env
+        return {**env, **self.settings, **(extra or {})}
 
     def start_process(self, name: str, port: int | None = None,
                       extra_env: dict[str, str] | None = None, label: str | None = None) -> None:
@@ -166,6 +173,13 @@ class Stack:
                 text(f"SELECT saga_id, {column} AS value, status FROM {table} "
                      "WHERE saga_id = :saga_id"), {"saga_id": saga_id}).mappings().first()
         return None if row is None else dict(row)
+
+    def signed_post(self, service: str, path: str, payload: Any, **headers: str) -> requests.Response:
+        """POST to a participant as the orchestrator would: the body signed with the secret."""
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        headers = {"Content-Type": "application/json",
+                   SIGNATURE_HEADER: sign(self.secret, "POST", path, body), **headers}
+        return requests.post(f"{self.urls[service]}{path}", data=body, headers=headers, timeout=10)
 
     def rows_of(self, service: str, saga_id: str) -> list[dict[str, Any]]:
         """Every row a participant's table holds for the saga (the unique key allows one)."""

@@ -65,3 +65,13 @@ ALTER TABLE sagas ADD COLUMN definition_name VARCHAR(64) NOT NULL DEFAULT 'signu
 ALTER TABLE sagas ADD COLUMN definition_version INTEGER NOT NULL DEFAULT '1';
 
 UPDATE alembic_version SET version_num='0002' WHERE alembic_version.version_num = '0001';
+
+-- Running upgrade 0002 -> 0003
+
+ALTER TABLE sagas ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT '0';
+
+ALTER TABLE sagas MODIFY lease_owner VARCHAR(128) NULL;
+
+ALTER TABLE saga_events MODIFY orchestrator VARCHAR(128) NOT NULL;
+
+UPDATE alembic_version SET version_num='0003' WHERE alembic_version.version_num = '0002';

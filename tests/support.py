@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import threading
 from typing import Any
 
 import requests
@@ -68,14 +71,13 @@ def consistency(stack: Stack, process: str = "orchestrator") -> dict[str, Any]:
 
 
 def invoke(stack: Stack, service: str, saga_id: str, value: str = "v", **headers: str) -> requests.Response:
-    """A participant's /invoke, called directly."""
-    return requests.post(f"{stack.urls[service]}/invoke",
-                         json={"saga_id": saga_id, FIELDS[service]: value}, headers=headers, timeout=10)
+    """A participant's /invoke, called directly (signed, as the orchestrator calls it)."""
+    return stack.signed_post(service, "/invoke", {"saga_id": saga_id, FIELDS[service]: value}, **headers)
 
 
 def compensate(stack: Stack, service: str, saga_id: str, action: str = "compensate") -> requests.Response:
-    """A participant's /compensate (or /cancel), called directly."""
-    return requests.post(f"{stack.urls[service]}/{action}", json={"saga_id": saga_id}, timeout=10)
+    """A participant's /compensate (or /cancel), called directly (signed)."""
+    return stack.signed_post(service, f"/{action}", {"saga_id": saga_id})
 
 
 def assert_json_error(response: requests.Response, status: int) -> dict[str, Any]:
@@ -120,3 +122,90 @@ class ScriptedParticipants:
 
     def numbers(self, participant: str, action: str) -> list[int]:
         return [n for p, a, n in self.calls if (p, a) == (participant, action)]
+
+
+class TcpProxy:
+    """A TCP forwarder in front of a server (a database), which a test can make go silent
+    (connections accepted and bytes taken, nothing ever answered) or closed (every connection
+    cut, new ones refused), and then bring back."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = 0
+        self.mode = "forward"
+        self._listener: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
+        self._guard = threading.Lock()
+        self._open()
+
+    def _open(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            with self._guard:
+                self._sockets.append(client)
+            if self.mode == "silent":
+                threading.Thread(target=self._swallow, args=(client,), daemon=True).start()
+                continue
+            try:
+                server = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._guard:
+                self._sockets.append(server)
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                if self.mode == "forward":
+                    sink.sendall(data)  # silent: taken and dropped
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    @staticmethod
+    def _swallow(client: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while client.recv(65536):
+                pass
+
+    def silent(self) -> None:
+        self.mode = "silent"
+
+    def closed(self) -> None:
+        self.mode = "closed"
+        assert self._listener is not None
+        with contextlib.suppress(OSError):  # wakes the thread blocked in accept()
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        with self._guard:
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self._sockets.clear()
+
+    def forward(self) -> None:
+        if self.mode == "closed":
+            self._open()
+        else:  # the silent connections stay broken, as after a real outage
+            self.closed()
+            self._open()
+        self.mode = "forward"

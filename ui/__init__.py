@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template
+from flask import Blueprint, render_template, send_from_directory
+from werkzeug.wrappers import Response
 
 dashboard = Blueprint("dashboard", __name__, template_folder="templates",
                       static_folder="static", static_url_path="/static")
@@ -12,3 +13,11 @@ dashboard = Blueprint("dashboard", __name__, template_folder="templates",
 def index() -> str:
     """The dashboard page; everything on it comes from the JSON API."""
     return render_template("index.html")
+
+
+@dashboard.get("/favicon.ico")
+def favicon() -> Response:
+    """The icon browsers ask for at this path (the page also links it)."""
+    assert dashboard.static_folder is not None
+    return send_from_directory(dashboard.static_folder, "favicon.svg", mimetype="image/svg+xml",
+                               max_age=86400)

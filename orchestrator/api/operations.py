@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
 
 from common.errors import ApiError, json_object
 from common.faults import FAULT_MODES, parse_fault
@@ -43,6 +44,8 @@ def test_status() -> Any:
     if service not in known:
         raise ApiError(400, "unknown_service", f"service must be one of {', '.join(known)}")
     fault = body.get("fail")
+    if fault is not None and not current_app.config["FAULTS_ENABLED"]:
+        raise ApiError(400, "faults_disabled", "fault injection is off here; FAULTS_ENABLED=1 turns it on")
     if fault is not None:
         try:
             fault = str(parse_fault(fault))
@@ -74,11 +77,12 @@ def definition() -> Any:
     definitions = services().definitions
     return jsonify({**definition_json(definitions.default, *policy),
                     "known": [d.key for d in definitions],
-                    "fault_modes": FAULT_MODES, "call_timeout": config["CALL_TIMEOUT"]})
+                    "fault_modes": FAULT_MODES, "faults_enabled": config["FAULTS_ENABLED"],
+                    "call_timeout": config["CALL_TIMEOUT"]})
 
 
 @operations_api.get("/health")
-def health() -> tuple[Any, int]:
+def health() -> ResponseReturnValue:
     """200 when the orchestrator and its database answer, 503 when the database does not."""
     return database_health(services().store.engine,
                            orchestrator_id=current_app.config["ORCHESTRATOR_ID"])

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 
 from common.errors import ApiError, json_object
 from common.status import SagaStatus
@@ -21,6 +22,7 @@ from orchestrator.validation import StartRequest, parse_start
 sagas_api = Blueprint("sagas", __name__)
 
 MAX_IDEMPOTENCY_KEY = 128
+IDEMPOTENCY_KEY = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY}}}")
 
 
 @sagas_api.post("/start")
@@ -34,12 +36,16 @@ def start() -> tuple[Any, int]:
     """
     definition = services().definitions.default
     request_ = parse_start(json_object(), request.args, definition)
+    if request_.faults and not current_app.config["FAULTS_ENABLED"]:
+        raise ApiError(400, "faults_disabled", "fault injection is off here; FAULTS_ENABLED=1 turns it on")
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
         raise ApiError(400, "invalid_idempotency_key",
-                       f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+                       f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters")
     fingerprint = request_hash(request_)
     engine = services().engine
+    if _prefers_async() and not engine.has_room():
+        raise _queue_full()
     try:
         saga = engine.create(request_.input, request_.faults, key, fingerprint if key else None)
     except DuplicateIdempotencyKey:
@@ -50,9 +56,18 @@ def start() -> tuple[Any, int]:
     return jsonify(body), code
 
 
+def _prefers_async() -> bool:
+    return "respond-async" in request.headers.get("Prefer", "")
+
+
+def _queue_full() -> ApiError:
+    return ApiError(503, "queue_full", "too many sagas are waiting to be driven; try again shortly",
+                    headers={"Retry-After": "1"})
+
+
 def _in_background(saga_id: str, run: Run) -> bool:
     """With Prefer: respond-async, drive the saga on a worker thread and say so."""
-    if "respond-async" not in request.headers.get("Prefer", ""):
+    if not _prefers_async():
         return False
     services().engine.submit(saga_id, run)
     return True
@@ -84,6 +99,8 @@ def retry(saga_id: str) -> tuple[Any, int]:
     """Resume the compensation of a COMPENSATION_FAILED saga, its injected faults cleared."""
     saga = _saga_or_404(saga_id)
     engine = services().engine
+    if _prefers_async() and not engine.has_room():
+        raise _queue_full()
     if not engine.reopen(saga_id):
         raise ApiError(409, "not_retryable",
                        f"saga {saga_id} is {saga.status.value}; only COMPENSATION_FAILED sagas are retried")

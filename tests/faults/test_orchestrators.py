@@ -1,66 +1,137 @@
-"""Two orchestrators on one saga log: one is killed, the other finishes its sagas, never both."""
+"""Several orchestrators on one saga log: each saga is driven by one instance at a time, always.
+
+Instances are told apart by host and process, not by ORCHESTRATOR_ID alone, and every write
+is fenced by owner and lease epoch: killed, frozen or twinned, no two drive one saga.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
 from sqlalchemy import text
 
 from scripts.stack import Stack, free_port
-from tests.support import TEST_DATABASE_URL, wait_for_saga
+from tests.support import TEST_DATABASE_URL, USER, consistency, wait_for_saga
+
+SLOW = {"b": "delay:400", "c": "delay:400"}
 
 
 @pytest.fixture
-def two_orchestrators(tmp_path) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
-    stack = Stack(tmp_path / "stack", TEST_DATABASE_URL).start()
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    running = Stack(tmp_path / "stack", TEST_DATABASE_URL).start()
+    yield running
+    running.stop()
+
+
+def add_orchestrator(stack: Stack, label: str, orchestrator_id: str) -> None:
     port = free_port()
-    stack.start_process("orchestrator", port=port, label="second",
-                        extra_env={"ORCHESTRATOR_ID": "second-orchestrator"})
-    stack.urls["second"] = f"http://127.0.0.1:{port}"
-    stack.wait_healthy("second")
-    yield stack
-    stack.stop()
+    stack.urls[label] = f"http://127.0.0.1:{port}"
+    stack.start_process("orchestrator", port=port, label=label,
+                        extra_env={"ORCHESTRATOR_ID": orchestrator_id})
+    stack.wait_healthy(label)
 
 
 def owners_in_order(stack: Stack, saga_id: str) -> list[str]:
-    """Which orchestrator made each attempt, runs of the same one folded."""
+    """Which instance made each attempt, runs of the same one folded."""
     with stack.engines["orchestrator"].connect() as connection:
         owners = connection.execute(text("SELECT orchestrator FROM saga_events WHERE saga_id = :s "
                                          "ORDER BY id"), {"s": saga_id}).scalars().all()
     return [owner for i, owner in enumerate(owners) if i == 0 or owners[i - 1] != owner]
 
 
-def test_a_dead_orchestrators_sagas_are_taken_over_exactly_once(two_orchestrators: Stack) -> None:
-    stack = two_orchestrators
-    first_id = stack.env("orchestrator")["ORCHESTRATOR_ID"]
-
+def start_many(stack: Stack, targets: list[str], count: int) -> list[str]:
     def start(i: int) -> str:
-        target = stack.urls["orchestrator" if i % 2 == 0 else "second"]
-        answer = requests.post(f"{target}/start", headers={"Prefer": "respond-async"}, timeout=10,
-                               json={"username": f"u{i}", "address": "a", "payment": "p",
-                                     "fail": {"b": "delay:400", "c": "delay:400"}})
+        answer = requests.post(f"{stack.urls[targets[i % len(targets)]]}/start", timeout=10,
+                               headers={"Prefer": "respond-async"}, json={**USER, "fail": SLOW})
         assert answer.status_code == 202, answer.text
         return str(answer.json()["saga_id"])
 
     with ThreadPoolExecutor(8) as pool:
-        saga_ids = list(pool.map(start, range(16)))
-    stack.kill("orchestrator")  # half of the sagas are in flight there
-    for saga_id in saga_ids:
-        wait_for_saga(stack, saga_id, "COMPLETED", seconds=60)
-        assert [stack.row_status(s, saga_id) for s in "abc"] == ["APPLIED"] * 3
-        owners = owners_in_order(stack, saga_id)
-        # Driven by one orchestrator, or by the first and then (after its death) the second:
-        # never handed back and forth, so never by both at once.
-        assert owners in (["second-orchestrator"], [first_id], [first_id, "second-orchestrator"]), owners
-    taken_over = [s for s in saga_ids if owners_in_order(stack, s) == [first_id, "second-orchestrator"]]
-    assert taken_over, "the kill should have left sagas for the second orchestrator to finish"
+        return list(pool.map(start, range(count)))
+
+
+def assert_never_two_drivers(stack: Stack, via: str = "orchestrator") -> None:
     with stack.engines["orchestrator"].connect() as connection:
         duplicates = connection.execute(text(
             "SELECT saga_id, step, action, attempt, COUNT(*) FROM saga_events "
             "GROUP BY saga_id, step, action, attempt HAVING COUNT(*) > 1")).all()
     assert duplicates == [], "an attempt number made twice means two drivers at once"
-    report = requests.get(f"{stack.urls['second']}/consistency", timeout=30).json()
-    assert (report["ok"], report["violations"]) == (True, [])
+    assert consistency(stack, via)["violations"] == []
+
+
+def test_a_dead_orchestrators_sagas_are_taken_over_exactly_once(stack: Stack) -> None:
+    add_orchestrator(stack, "second", "second-orchestrator")
+    saga_ids = start_many(stack, ["orchestrator", "second"], 16)
+    stack.kill("orchestrator")  # half of the sagas are in flight there
+    for saga_id in saga_ids:
+        wait_for_saga(stack, saga_id, "COMPLETED", seconds=60)
+        assert [stack.row_status(s, saga_id) for s in "abc"] == ["APPLIED"] * 3
+        names = [owner.split("@")[0] for owner in owners_in_order(stack, saga_id)]
+        # Driven by one orchestrator, or by the first and then (after its death) the second:
+        # never handed back and forth, so never by both at once.
+        assert names in (["second-orchestrator"], [stack.env("orchestrator")["ORCHESTRATOR_ID"]],
+                         [stack.env("orchestrator")["ORCHESTRATOR_ID"], "second-orchestrator"]), names
+    assert any(len(owners_in_order(stack, s)) == 2 for s in saga_ids), \
+        "the kill should have left sagas for the second orchestrator to finish"
+    assert_never_two_drivers(stack, via="second")
+
+
+def test_two_live_orchestrators_under_one_id_never_share_a_saga(stack: Stack) -> None:
+    """The same ORCHESTRATOR_ID twice (as a second gunicorn worker would have): neither takes
+    the other's live sagas; when one dies, the other finishes its sagas, once."""
+    same = stack.env("orchestrator")["ORCHESTRATOR_ID"]
+    add_orchestrator(stack, "twin", same)
+    saga_ids = start_many(stack, ["orchestrator", "twin"], 16)
+    for saga_id in saga_ids:
+        wait_for_saga(stack, saga_id, "COMPLETED", seconds=60)
+        assert len(owners_in_order(stack, saga_id)) == 1, "both alive: one driver a saga, start to end"
+    instances = {owners_in_order(stack, s)[0] for s in saga_ids}
+    assert len(instances) == 2 and all(i.startswith(f"{same}@") for i in instances), instances
+    saga_ids = start_many(stack, ["orchestrator", "twin"], 16)
+    stack.kill("twin")
+    for saga_id in saga_ids:
+        wait_for_saga(stack, saga_id, "COMPLETED", seconds=60)
+    assert_never_two_drivers(stack)
+
+
+def test_a_restart_under_the_same_id_takes_its_dead_predecessors_sagas_at_once(stack: Stack) -> None:
+    stack.kill("orchestrator")
+    stack.restart("orchestrator", extra_env={"LEASE_SECONDS": "60"})
+    saga_ids = start_many(stack, ["orchestrator"], 6)
+    stack.kill("orchestrator")
+    started = time.monotonic()
+    stack.restart("orchestrator", extra_env={"LEASE_SECONDS": "60"})
+    for saga_id in saga_ids:
+        wait_for_saga(stack, saga_id, "COMPLETED", seconds=30)
+    assert time.monotonic() - started < 30, "not after the 60 s lease: at once"
+    assert "taking back" in stack.log("orchestrator")
+    assert_never_two_drivers(stack)
+
+
+def test_a_frozen_orchestrator_that_wakes_after_its_lease_cannot_write(stack: Stack) -> None:
+    add_orchestrator(stack, "second", "second-orchestrator")
+    answer = requests.post(f"{stack.urls['orchestrator']}/start", timeout=10,
+                           headers={"Prefer": "respond-async"}, json={**USER, "fail": {"b": "delay:800"}})
+    saga_id = answer.json()["saga_id"]
+    wait_for_saga(stack, saga_id, "RUNNING", current_step=1)  # its call to B is in flight
+    frozen = stack.processes["orchestrator"].pid
+    os.killpg(frozen, signal.SIGSTOP)
+    try:
+        wait_for_saga(stack, saga_id, "COMPLETED", seconds=30)  # the second took it over
+    finally:
+        os.killpg(frozen, signal.SIGCONT)
+    time.sleep(2)  # the woken driver's answer from B comes back; it tries to write
+    first, second = owners_in_order(stack, saga_id)[0], owners_in_order(stack, saga_id)[-1]
+    assert first.startswith("test-orchestrator-") and second.startswith("second-orchestrator@")
+    assert owners_in_order(stack, saga_id) == [first, second], "nothing written after it woke"
+    assert f"saga {saga_id}: lease lost" in stack.log("orchestrator")
+    row = stack.saga_row(saga_id)
+    assert row is not None and (row["status"], row["lease_owner"]) == ("COMPLETED", None)
+    assert_never_two_drivers(stack)

@@ -1,15 +1,18 @@
-"""docker-compose.yml runs: its app commands, environments and health checks, run here.
+"""docker-compose.yml runs: its app commands, environments, users and health checks, run here.
 
-No Docker engine runs on this machine, so this test does what compose would: it loads
-sql/ into a fresh database per process (on MySQL/MariaDB with TEST_DATABASE_URL),
-starts each app service's own `command` with its own `environment` (host names and
-ports mapped to free loopback ports), runs its own health check, and drives sagas.
+No Docker engine runs on this machine, so this test does what compose would: it resolves
+the file with `docker-compose config` (its own interpolation of .env), loads sql/ into a
+fresh database per process and creates the users sql/90_users.sh creates (on MySQL/MariaDB
+with TEST_DATABASE_URL), starts each app service's own `command` with its own `environment`
+(host names and ports mapped to free loopback ports), runs its own health check, and drives
+sagas.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import secrets
 import shlex
 import signal
 import subprocess
@@ -23,54 +26,98 @@ import pytest
 import requests
 import yaml
 from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
-from scripts.schema import SQL
+from scripts.schema import SQL, password_variable, users_sql
 from scripts.stack import ROOT, free_port
 from tests.support import TEST_DATABASE_URL
 
-COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 APPS = ("service_a", "service_b", "service_c", "orchestrator")
+PORTS = {"orchestrator": 5000, "service_a": 5001, "service_b": 5002, "service_c": 5003}
 
 
-def test_compose_shape() -> None:
-    services = COMPOSE["services"]
+def resolved(env_file: Path) -> dict[str, Any]:
+    """docker-compose.yml as compose itself reads it with `env_file` as .env."""
+    out = subprocess.run(["docker-compose", "--file", str(ROOT / "docker-compose.yml"),
+                          "--env-file", str(env_file), "config"],
+                         check=True, capture_output=True, text=True, timeout=60).stdout
+    return yaml.safe_load(out)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def env_file(tmp_path: Path) -> Path:
+    """A .env as `make up` writes it: .env.example with a fresh secret for each `change-me`."""
+    path = tmp_path / ".env"
+    lines = [f"{line.partition('=')[0]}={secrets.token_hex(16)}" if line.endswith("=change-me") else line
+             for line in (ROOT / ".env.example").read_text().splitlines()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_compose_shape_and_least_privilege(env_file: Path) -> None:
+    raw = (ROOT / "docker-compose.yml").read_text()
+    assert "change-me" not in raw and not re.search(r"PASSWORD:\s*\w", raw), "no password in the file"
+    services = resolved(env_file)["services"]
     assert set(services) == {"mysql", *APPS}
     assert services["mysql"]["image"].startswith("mysql:8")
-    assert "./sql:/docker-entrypoint-initdb.d:ro" in services["mysql"]["volumes"]
+    assert any(str(v).endswith("/sql:/docker-entrypoint-initdb.d:ro") for v in services["mysql"]["volumes"])
+    assert "--password" not in " ".join(services["mysql"]["healthcheck"]["test"]), \
+        "a password in a health check's command line is visible to anyone who lists processes"
     for name in APPS:
         depends = services[name]["depends_on"]
         assert all(d["condition"] == "service_healthy" for d in depends.values()), name
         assert "healthcheck" in services[name], name
-    assert set(services["orchestrator"]["depends_on"]) == {"mysql", "service_a", "service_b",
-                                                            "service_c"}
+        assert services[name]["environment"]["SERVICE_SECRET"], name
+    assert set(services["orchestrator"]["depends_on"]) == {"mysql", "service_a", "service_b", "service_c"}
+    published = {name: service.get("ports", []) for name, service in services.items()}
+    assert {name for name, ports in published.items() if ports} == {"orchestrator"}, \
+        "only the orchestrator is published; the participants are reached on the compose network"
+    assert [str(p).removesuffix("/tcp") for p in published["orchestrator"]] == ["127.0.0.1:5000:5000"], \
+        "published on the loopback interface only"
+    users = {name: make_url(services[name]["environment"][key]).username
+             for name, key in (("orchestrator", "ORCHESTRATOR_DATABASE_URL"),
+                               ("service_a", "SERVICE_A_DATABASE_URL"),
+                               ("service_b", "SERVICE_B_DATABASE_URL"),
+                               ("service_c", "SERVICE_C_DATABASE_URL"))}
+    assert users == {name: name for name in APPS}, "one database user per process"
 
 
 @pytest.fixture
-def compose_here(tmp_path: Path) -> Iterator[dict[str, Any]]:
+def compose_here(tmp_path: Path, env_file: Path) -> Iterator[dict[str, Any]]:
     """The compose app services as local processes: {name: {"url", "db", "process"}}."""
+    services = resolved(env_file)["services"]
     tag = uuid.uuid4().hex[:8]
     ports = {name: free_port() for name in APPS}
-    hosts = {f"{name}:{port}": f"127.0.0.1:{ports[name]}"
-             for name, port in (("service_a", 5001), ("service_b", 5002), ("service_c", 5003),
-                                ("orchestrator", 5000))}
+    hosts = {f"{name}:{port}": f"127.0.0.1:{ports[name]}" for name, port in PORTS.items()}
     databases: dict[str, str] = {}
     admin = create_engine(TEST_DATABASE_URL, isolation_level="AUTOCOMMIT") if TEST_DATABASE_URL else None
+    if admin is not None:  # as MySQL's entrypoint would: sql/ into an empty server, then the users
+        for name in APPS:
+            load_sql(admin, tag, name)
+        passwords = dict(line.split("=", 1) for line in env_file.read_text().splitlines()
+                         if "=" in line and not line.startswith("#"))
+        sql = users_sql({f"{name}_{tag}": f"saga_compose_{tag}_{name}" for name in APPS},
+                        {f"{name}_{tag}": passwords[password_variable(name)] for name in APPS})
+        with admin.connect() as connection:
+            for statement in sql.strip().splitlines():
+                connection.execute(text(statement))
 
     def database_url(compose_url: str) -> str:
-        database = make_url(compose_url).database
-        assert database
+        url = make_url(compose_url)
+        assert url.database
         if admin is None:
-            databases[database] = f"sqlite:///{tmp_path / database}.db"
-        else:
-            databases[database] = make_url(TEST_DATABASE_URL).set(
-                database=f"saga_compose_{tag}_{database}").render_as_string(hide_password=False)
-        return databases[database]
+            databases[url.database] = f"sqlite:///{tmp_path / url.database}.db"
+        else:  # the compose user and password, on this server, in this test's databases
+            databases[url.database] = make_url(TEST_DATABASE_URL).set(
+                username=f"{url.username}_{tag}", password=url.password,
+                database=f"saga_compose_{tag}_{url.database}").render_as_string(hide_password=False)
+        return databases[url.database]
 
     running: dict[str, Any] = {}
     try:
         for name in APPS:
-            service = COMPOSE["services"][name]
+            service = services[name]
             # The image has gunicorn on its PATH; here it is in this interpreter's environment.
             env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
             for key, value in service["environment"].items():
@@ -80,17 +127,17 @@ def compose_here(tmp_path: Path) -> Iterator[dict[str, Any]]:
                 for compose_host, local in hosts.items():
                     value = value.replace(f"http://{compose_host}", f"http://{local}")
                 env[key] = value
-            if admin is not None:  # as MySQL's entrypoint would: run sql/ into an empty server
-                load_sql(admin, tag, name)
             port = ports[name]
-            command = shlex.split(service["command"].replace(f"0.0.0.0:{port_of(name)}", f"127.0.0.1:{port}"))
+            command = service["command"]
+            command = shlex.split(command if isinstance(command, str) else shlex.join(command))
+            command = [part.replace(f"0.0.0.0:{PORTS[name]}", f"127.0.0.1:{port}") for part in command]
             log = open(tmp_path / f"{name}.log", "ab")  # noqa: SIM115
             with log:
                 process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
                                            stderr=subprocess.STDOUT, start_new_session=True)
             running[name] = {"url": f"http://127.0.0.1:{port}", "process": process,
                              "health": service["healthcheck"]["test"], "port": port}
-        yield {"apps": running, "databases": databases}
+        yield {"apps": running, "databases": databases, "tag": tag}
     finally:
         for app in running.values():
             os.killpg(app["process"].pid, signal.SIGTERM)
@@ -98,13 +145,10 @@ def compose_here(tmp_path: Path) -> Iterator[dict[str, Any]]:
             app["process"].wait(timeout=15)
         if admin is not None:
             with admin.connect() as connection:
-                for url in databases.values():
-                    connection.execute(text(f"DROP DATABASE IF EXISTS `{make_url(url).database}`"))
+                for name in APPS:
+                    connection.execute(text(f"DROP DATABASE IF EXISTS `saga_compose_{tag}_{name}`"))
+                    connection.execute(text(f"DROP USER IF EXISTS '{name}_{tag}'@'%'"))
             admin.dispose()
-
-
-def port_of(name: str) -> int:
-    return {"orchestrator": 5000, "service_a": 5001, "service_b": 5002, "service_c": 5003}[name]
 
 
 def load_sql(admin: Any, tag: str, name: str) -> None:
@@ -120,7 +164,7 @@ def load_sql(admin: Any, tag: str, name: str) -> None:
 def test_compose_services_start_pass_their_health_checks_and_run_sagas(compose_here: dict[str, Any]) -> None:
     apps = compose_here["apps"]
     for name, app in apps.items():
-        check = [part.replace(f"127.0.0.1:{port_of(name)}", f"127.0.0.1:{app['port']}")
+        check = [part.replace(f"127.0.0.1:{PORTS[name]}", f"127.0.0.1:{app['port']}")
                  for part in app["health"][1:]]  # drop "CMD"
         check[0] = sys.executable
         for attempt in Retrying(stop=stop_after_delay(30), wait=wait_fixed(0.2), reraise=True):
@@ -142,3 +186,23 @@ def test_compose_services_start_pass_their_health_checks_and_run_sagas(compose_h
         engine.dispose()
         assert rows[done.json()["saga_id"]] == "APPLIED", database
         assert rows[failed.json()["saga_id"]] == status, database
+
+
+@pytest.mark.skipif(not TEST_DATABASE_URL, reason="database users: MySQL/MariaDB only")
+def test_each_process_user_reaches_its_own_database_only(compose_here: dict[str, Any]) -> None:
+    tag, databases = compose_here["tag"], compose_here["databases"]
+    orchestrator = create_engine(databases["orchestrator"])
+    try:
+        with orchestrator.connect() as connection:
+            assert connection.execute(text("SELECT COUNT(*) FROM sagas")).scalar_one() >= 0
+            with pytest.raises((OperationalError, ProgrammingError), match="denied"):
+                connection.execute(text(f"SELECT * FROM `saga_compose_{tag}_service_a`.table_a"))
+    finally:
+        orchestrator.dispose()
+    service_a = create_engine(databases["service_a"])
+    try:
+        with service_a.connect() as connection, pytest.raises((OperationalError, ProgrammingError),
+                                                               match="denied"):
+            connection.execute(text(f"UPDATE `saga_compose_{tag}_orchestrator`.sagas SET status = 'X'"))
+    finally:
+        service_a.dispose()

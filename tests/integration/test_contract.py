@@ -118,8 +118,7 @@ BAD_INVOKES = [
 def test_bad_invoke_is_rejected_and_writes_nothing(stack: Stack, case: str, payload: bytes,
                                                    status: int) -> None:
     before = stack.count("a", "table_a")
-    answer = requests.post(f"{stack.urls['a']}/invoke", data=payload,
-                           headers={"Content-Type": "application/json"}, timeout=10)
+    answer = stack.signed_post("a", "/invoke", payload)
     assert_json_error(answer, status)
     assert stack.count("a", "table_a") == before
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -104,20 +105,54 @@ def run_check(stack: Stack) -> subprocess.CompletedProcess[str]:
 def test_consistency_finds_every_kind_of_violation(fresh_stack: Stack) -> None:
     stack = fresh_stack
     done = start(stack, USER).json()["saga_id"]
+    other = start(stack, USER).json()["saga_id"]
     undone = start(stack, {**USER, "fail": {"c": "before_commit"}}).json()["saga_id"]
     report = requests.get(f"{stack.urls['orchestrator']}/consistency", timeout=30).json()
-    assert (report["ok"], report["checked"], report["violations"]) == (True, 2, [])
+    assert (report["ok"], report["checked"], report["violations"]) == (True, 3, [])
     assert run_check(stack).returncode == 0
     with stack.engines["a"].begin() as connection:  # break each guarantee by hand
         connection.execute(text("UPDATE table_a SET status = 'COMPENSATED' WHERE saga_id = :s"), {"s": done})
     with stack.engines["b"].begin() as connection:
         connection.execute(text("UPDATE table_b SET status = 'APPLIED' WHERE saga_id = :s"), {"s": undone})
+    with stack.engines["b"].begin() as connection:  # the intruder's address, on a COMPLETED saga
+        connection.execute(text("UPDATE table_b SET address = 'elsewhere' WHERE saga_id = :s"), {"s": other})
     orphan = uuid.uuid4().hex
-    requests.post(f"{stack.urls['c']}/invoke", json={"saga_id": orphan, "payment": "x"}, timeout=5)
+    stack.signed_post("c", "/invoke", {"saga_id": orphan, "payment": "x"})
     report = requests.get(f"{stack.urls['orchestrator']}/consistency", timeout=30).json()
     found = {(v["saga_id"], v["kind"]) for v in report["violations"]}
     assert found == {(done, "completed_without_row"), (undone, "compensated_with_applied_row"),
-                     (orphan, "applied_row_without_saga")}
+                     (other, "value_mismatch"), (orphan, "applied_row_without_saga")}
     assert report["ok"] is False
     check = run_check(stack)
-    assert check.returncode == 1 and "3 violation(s)" in check.stderr, check.stderr
+    assert check.returncode == 1 and "4 violation(s)" in check.stderr, check.stderr
+
+
+def test_the_check_reports_nothing_false_under_load(fresh_stack: Stack) -> None:
+    """16 clients start sagas (some failing) while the check runs again and again."""
+    stack = fresh_stack
+    stop = threading.Event()
+    started: list[int] = []
+
+    def client(number: int) -> None:
+        while not stop.is_set():
+            fail = {"c": "before_commit"} if number % 4 == 0 else {}
+            assert start(stack, {**USER, "fail": fail}).status_code in (200, 500)
+            started.append(1)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    reports = []
+    try:
+        until = time.monotonic() + 6
+        while time.monotonic() < until or len(reports) < 8:
+            reports.append(requests.get(f"{stack.urls['orchestrator']}/consistency", timeout=60).json())
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert len(started) > 100, "the load ran"
+    assert all(r["complete"] for r in reports)
+    assert [v for r in reports for v in r["violations"]] == [], "no violation while sagas run"
+    assert any(r["in_progress"] for r in reports), "the check ran while sagas were in flight"

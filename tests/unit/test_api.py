@@ -49,7 +49,8 @@ class FakeGateway:
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[OrchestratorFlask]:
     app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'log.db'}", "RECOVERY_ENABLED": False,
-                      "RETRY_BACKOFF": 0.0, "RETRY_JITTER": 0.0})
+                      "RETRY_BACKOFF": 0.0, "RETRY_JITTER": 0.0, "SERVICE_SECRET": "s" * 32,
+                      "FAULTS_ENABLED": True})
     assert isinstance(app, OrchestratorFlask)
     app.services = replace(app.services, gateway=FakeGateway())  # type: ignore[arg-type]
     yield app

@@ -59,7 +59,7 @@ def engine_against(url: str, tmp_path: Path) -> SagaEngine:
     upgrade(database)
     defaults = Defaults(timeout=2, retries=2, compensation_retries=2, backoff=0, backoff_max=0, jitter=0)
     return SagaEngine(Definitions.of((SIGNUP_V1,), "signup@1"), {s: f"{url}/{s}" for s in "abc"},
-                      SagaStore(database, 30), ParticipantClient(), owner="me", defaults=defaults)
+                      SagaStore(database, 30), ParticipantClient("s" * 32), owner="me", defaults=defaults)
 
 
 @pytest.mark.parametrize("status", [400, 409, 422])

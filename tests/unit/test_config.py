@@ -10,19 +10,21 @@ from orchestrator.config import orchestrator_config
 from participant.config import participant_config
 from service_b import SPEC as B
 
+SECRET = {"SERVICE_SECRET": "s" * 32}
+
 
 def test_defaults_run_locally() -> None:
-    config = orchestrator_config(env={})
+    config = orchestrator_config(env=SECRET)
     assert config["SERVICE_URLS"] == {"a": "http://127.0.0.1:5001", "b": "http://127.0.0.1:5002",
                                       "c": "http://127.0.0.1:5003"}
     assert (config["CALL_TIMEOUT"], config["CALL_RETRIES"], config["RETRY_JITTER"]) == (5.0, 2, 0.1)
     assert config["DEFINITIONS"].default.key == "signup@1"
     assert config["DATABASE_URL"] == "sqlite:///var/orchestrator.db"
-    assert participant_config(B, env={})["DATABASE_URL"] == "sqlite:///var/service_b.db"
+    assert participant_config(B, env=SECRET)["DATABASE_URL"] == "sqlite:///var/service_b.db"
 
 
 def test_the_environment_is_read() -> None:
-    config = orchestrator_config(env={"CALL_RETRIES": "4", "SAGA_DEFINITION": "signup@2",
+    config = orchestrator_config(env={**SECRET, "CALL_RETRIES": "4", "SAGA_DEFINITION": "signup@2",
                                       "SERVICE_B_URL": "http://b:9"})
     assert config["CALL_RETRIES"] == 4
     assert config["DEFINITIONS"].default.key == "signup@2"
@@ -39,20 +41,33 @@ def test_dotenv_lies_under_the_environment(tmp_path: Path, monkeypatch: pytest.M
 
 def test_lease_must_outlast_one_attempt_and_backoff() -> None:
     with pytest.raises(ValueError, match="LEASE_SECONDS"):
-        orchestrator_config({"CALL_TIMEOUT": 10.0, "LEASE_SECONDS": 15.0}, env={})
+        orchestrator_config({"CALL_TIMEOUT": 10.0, "LEASE_SECONDS": 15.0}, env=SECRET)
 
 
 @pytest.mark.parametrize("timeout", [0.0, 61.0])
 def test_timeout_must_be_positive_and_at_most_a_minute(timeout: float) -> None:
     with pytest.raises(ValueError, match="CALL_TIMEOUT"):
-        orchestrator_config({"CALL_TIMEOUT": timeout}, env={})
+        orchestrator_config({"CALL_TIMEOUT": timeout}, env=SECRET)
 
 
 def test_an_unknown_definition_is_refused() -> None:
     with pytest.raises(ValueError, match="signup@7"):
-        orchestrator_config(env={"SAGA_DEFINITION": "signup@7"})
+        orchestrator_config(env={**SECRET, "SAGA_DEFINITION": "signup@7"})
 
 
 def test_a_bad_flag_is_refused() -> None:
     with pytest.raises(ValueError, match="RECOVERY_ENABLED"):
-        orchestrator_config(env={"RECOVERY_ENABLED": "maybe"})
+        orchestrator_config(env={**SECRET, "RECOVERY_ENABLED": "maybe"})
+
+
+@pytest.mark.parametrize("secret", ["", "short"])
+def test_every_process_refuses_to_start_without_a_secret(secret: str) -> None:
+    with pytest.raises(ValueError, match="SERVICE_SECRET"):
+        orchestrator_config(env={"SERVICE_SECRET": secret})
+    with pytest.raises(ValueError, match="SERVICE_SECRET"):
+        participant_config(B, env={"SERVICE_SECRET": secret})
+
+
+def test_faults_are_off_unless_turned_on() -> None:
+    assert orchestrator_config(env=SECRET)["FAULTS_ENABLED"] is False
+    assert participant_config(B, env={**SECRET, "FAULTS_ENABLED": "1"})["FAULTS_ENABLED"] is True

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import update
@@ -17,7 +18,7 @@ from common.status import SagaStatus
 from orchestrator.definition import Definitions, SagaDefinition, Step, StepKind
 from orchestrator.engine import Defaults, SagaEngine
 from orchestrator.migrate import upgrade
-from orchestrator.model import Event, LeaseLost, Run, Transition
+from orchestrator.model import Event, Lease, LeaseLost, Run, Transition
 from orchestrator.recovery import Recovery
 from orchestrator.saga import SIGNUP_V1, SIGNUP_V2
 from orchestrator.store import SagaStore, sagas
@@ -95,16 +96,44 @@ def test_a_failing_compensation_stops_in_order(tmp_path: Path) -> None:
     assert saga.compensation_error == "compensation of step b failed at attempt 3: error"
 
 
-def test_a_driver_that_lost_its_lease_stops(tmp_path: Path) -> None:
+def test_a_driver_that_lost_its_lease_stops_at_its_next_write(tmp_path: Path) -> None:
     engine, participants = make(tmp_path, {})
     saga = engine.create(USER, {})
-    with engine.store.engine.begin() as connection:  # as if another orchestrator had taken it
-        connection.execute(update(sagas).where(sagas.c.id == saga.id).values(lease_owner="other"))
-    with pytest.raises(LeaseLost):
-        engine.store.record_attempt(saga.id, "me", Event("a", "invoke", 1, 200, "ok", 1),
-                                    Transition(SagaStatus.RUNNING, 1))
+    real_attempt = participants.attempt
+
+    def taken_during_the_call(*args: Any, **kwargs: Any) -> Any:
+        with engine.store.engine.begin() as connection:  # another orchestrator takes it meanwhile
+            connection.execute(update(sagas).where(sagas.c.id == saga.id)
+                               .values(lease_owner="other", lease_epoch=2))
+        return real_attempt(*args, **kwargs)
+
+    participants.attempt = taken_during_the_call  # type: ignore[method-assign]
     assert engine.drive(saga.id).status is SagaStatus.RUNNING
     assert participants.actions("invoke") == ["a"], "it stops at the first write it cannot make"
+    assert engine.store.events(saga.id) == [], "and that write left nothing behind"
+
+
+def test_a_stale_epoch_cannot_write_even_under_the_same_owner(tmp_path: Path) -> None:
+    engine, _ = make(tmp_path, {})
+    saga = engine.create(USER, {})
+    assert saga.lease == Lease("me", 1)
+    with engine.store.engine.begin() as connection:  # its lease ran out; it was claimed again
+        connection.execute(update(sagas).where(sagas.c.id == saga.id).values(lease_expires_at=None))
+    assert engine.store.claim(saga.id, "me")
+    with pytest.raises(LeaseLost):
+        engine.store.record_attempt(saga.id, Lease("me", 1), Event("a", "invoke", 1, 200, "ok", 1),
+                                    Transition(SagaStatus.RUNNING, 1))
+    engine.store.record_attempt(saga.id, Lease("me", 2), Event("a", "invoke", 1, 200, "ok", 1))
+    assert len(engine.store.events(saga.id)) == 1
+
+
+def test_a_saga_leased_to_another_is_not_driven(tmp_path: Path) -> None:
+    engine, participants = make(tmp_path, {})
+    saga = engine.create(USER, {})
+    with engine.store.engine.begin() as connection:
+        connection.execute(update(sagas).where(sagas.c.id == saga.id).values(lease_owner="other"))
+    assert engine.drive(saga.id, Run.RESUMED).status is SagaStatus.RUNNING
+    assert participants.calls == []
 
 
 @pytest.mark.parametrize(("made", "numbers"), [(0, [1, 2, 3]), (1, [2, 3]), (3, [4]), (7, [8])])
@@ -113,7 +142,7 @@ def test_a_resumed_step_counts_the_attempts_already_logged(tmp_path: Path, made:
     engine, participants = make(tmp_path, {("a", "invoke"): ["error"]})
     saga = engine.create(USER, {})
     for number in range(1, made + 1):
-        engine.store.record_attempt(saga.id, "me", Event("a", "invoke", number, 500, "error", 1))
+        engine.store.record_attempt(saga.id, Lease("me", 1), Event("a", "invoke", number, 500, "error", 1))
     assert engine.drive(saga.id, Run.RESUMED).status is SagaStatus.COMPENSATED
     assert participants.numbers("a", "invoke") == numbers, \
         "retries left = retries - attempts made, but always one attempt"
@@ -127,7 +156,8 @@ def test_a_reopened_compensation_gets_a_full_set_of_retries(tmp_path: Path) -> N
         connection.execute(update(sagas).where(sagas.c.id == saga.id)
                            .values(status="COMPENSATION_FAILED", current_step=0))
     for number in range(1, 7):
-        engine.store.record_attempt(saga.id, "me", Event("a", "compensate", number, 500, "error", 1))
+        engine.store.record_attempt(saga.id, Lease("me", 1),
+                                    Event("a", "compensate", number, 500, "error", 1))
     assert engine.store.reopen_failed_compensation(saga.id, "me")
     assert engine.drive(saga.id, Run.REOPENED).status is SagaStatus.COMPENSATED
     assert participants.numbers("a", "compensate") == [7, 8, 9], "numbering goes on; retries start over"

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, create_engine, event, insert, make_url, text
 
 from common.db import make_engine, utcnow
 from common.status import SagaStatus
-from orchestrator.model import Event, Transition
+from orchestrator.model import Event, Lease, Transition
 from orchestrator.store import SagaStore, metadata, saga_events, sagas
 from tests.support import TEST_DATABASE_URL
 
@@ -82,7 +82,7 @@ def test_the_log_queries_use_indexes(engine: Engine) -> None:
             captured.append((statement, parameters))
 
     saga = store.create(uuid.uuid4().hex, ("signup", 1), {"username": "u"}, {}, "me", "key-1", "hash")
-    store.record_attempt(saga.id, "me", Event("a", "invoke", 1, 200, "ok", 1),
+    store.record_attempt(saga.id, Lease("me", 1), Event("a", "invoke", 1, 200, "ok", 1),
                          Transition(SagaStatus.RUNNING, 1))
     store.get(saga.id)
     store.events(saga.id)
@@ -92,7 +92,8 @@ def test_the_log_queries_use_indexes(engine: Engine) -> None:
     store.recent(50, SagaStatus.COMPENSATED)
     store.claimable()
     store.claim(saga.id, "other")
-    store.expire_leases_of("other")
+    store.lease_owners("other@")
+    store.expire_leases_of(["other"])
     store.failed_compensations(utcnow(), 10)
     store.reopen_failed_compensation(saga.id, "me", utcnow(), 10)
     event.remove(engine, "before_cursor_execute", capture)

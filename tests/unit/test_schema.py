@@ -8,7 +8,7 @@ import uuid
 import pytest
 from sqlalchemy import create_engine, inspect, make_url, text
 
-from scripts.schema import SQL, databases, expected_files
+from scripts.schema import PRIVILEGES, SQL, databases, expected_files
 from tests.support import TEST_DATABASE_URL
 
 
@@ -17,7 +17,18 @@ def test_sql_files_match_the_models() -> None:
         path = SQL / name
         assert path.exists(), f"sql/{name} is missing; run `make sql`"
         assert path.read_text() == content, f"sql/{name} disagrees with the models; run `make sql`"
-    assert sorted(p.name for p in SQL.glob("*.sql")) == sorted(expected_files())
+    assert sorted(p.name for p in SQL.iterdir()) == sorted(expected_files())
+    assert (SQL / "90_users.sh").stat().st_mode & 0o111, "MySQL's entrypoint runs it: executable"
+
+
+def test_the_users_script_grants_each_user_its_own_database_only() -> None:
+    script = expected_files()["90_users.sh"]
+    for user in ("orchestrator", "service_a", "service_b", "service_c"):
+        grants = [line for line in script.splitlines() if line.startswith("GRANT") and f"'{user}'" in line]
+        assert grants == [f"GRANT {PRIVILEGES} ON {user}.* TO '{user}'@'%';"], grants
+    code = [line for line in script.splitlines() if not line.startswith("#")]
+    assert not any("ALL PRIVILEGES" in line or "`" in line for line in code), \
+        "no backticks outside comments: the shell would run them"
 
 
 @pytest.mark.skipif(not TEST_DATABASE_URL, reason="loads the DDL into MySQL: runs with TEST_DATABASE_URL")

@@ -1,0 +1,91 @@
+"""`make run`: the four processes under supervisord, on SQLite unless told otherwise.
+
+supervisord restarts any process that dies (kill -9 included) within about a second while
+the others keep serving, and stops them all on Ctrl-C. This script only prepares its run:
+the settings (the environment over `.env`), a random SERVICE_SECRET when none is set (all
+four processes get the same one), fault injection on unless FAULTS_ENABLED says otherwise,
+and the supervisord configuration in RUN_DIR (var/ by default); then it becomes supervisord.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import sys
+from pathlib import Path
+
+from common.settings import environment
+
+ROOT = Path(__file__).resolve().parent.parent
+PROGRAMS = {"orchestrator": ("ORCHESTRATOR_PORT", 5000), "service_a": ("SERVICE_A_PORT", 5001),
+            "service_b": ("SERVICE_B_PORT", 5002), "service_c": ("SERVICE_C_PORT", 5003)}
+
+SUPERVISORD = """\
+[supervisord]
+nodaemon=true
+logfile=/dev/null
+logfile_maxbytes=0
+pidfile={run_dir}/supervisord.pid
+
+[unix_http_server]
+file={run_dir}/supervisor.sock
+
+[supervisorctl]
+serverurl=unix://{run_dir}/supervisor.sock
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+"""
+
+PROGRAM = """
+[program:{name}]
+command={gunicorn} --config gunicorn.conf.py --bind 127.0.0.1:{port} {name}.wsgi:app
+directory={root}
+autorestart=true
+; Up for a second counts as started; one that keeps failing at start-up (its database not
+; there yet, say) is tried again, with growing pauses, a hundred times.
+startsecs=1
+startretries=100
+stopasgroup=true
+killasgroup=true
+stopwaitsecs=15
+stdout_logfile=/dev/stdout
+stdout_logfile_maxbytes=0
+redirect_stderr=true
+"""
+
+
+def settings() -> dict[str, str]:
+    """The environment the four processes get."""
+    env = environment(ROOT / ".env")
+    env.setdefault("SERVICE_SECRET", secrets.token_hex(32))
+    env.setdefault("FAULTS_ENABLED", "1")
+    for program, (variable, default) in PROGRAMS.items():
+        port = env.setdefault(variable, str(default))
+        if program != "orchestrator":
+            env.setdefault(f"{program.upper()}_URL", f"http://127.0.0.1:{port}")
+    env.setdefault("RUN_DIR", str(ROOT / "var"))
+    return env
+
+
+def config(env: dict[str, str]) -> str:
+    gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or "gunicorn"
+    return SUPERVISORD.format(run_dir=env["RUN_DIR"]) + "".join(
+        PROGRAM.format(name=name, gunicorn=gunicorn, port=env[variable], root=ROOT)
+        for name, (variable, _) in PROGRAMS.items())
+
+
+def main() -> None:
+    env = settings()
+    run_dir = Path(env["RUN_DIR"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "supervisord.conf"
+    path.write_text(config(env))
+    supervisord = shutil.which("supervisord", path=str(Path(sys.executable).parent)) or "supervisord"
+    os.chdir(ROOT)
+    os.execve(supervisord, [supervisord, "--configuration", str(path)], env)
+
+
+if __name__ == "__main__":
+    main()
