@@ -48,6 +48,30 @@ def shared_settings(env: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
+def retry_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """How often a step (orchestrator) or an event's handler (choreography) is tried, and the
+    pauses in between: one policy for both models."""
+    return {
+        "CALL_RETRIES": int(env.get("CALL_RETRIES", "2")),
+        "COMPENSATION_RETRIES": int(env.get("COMPENSATION_RETRIES", "5")),
+        "RETRY_BACKOFF": float(env.get("RETRY_BACKOFF", "0.2")),
+        "RETRY_BACKOFF_MAX": float(env.get("RETRY_BACKOFF_MAX", "2")),
+        "RETRY_JITTER": float(env.get("RETRY_JITTER", "0.1")),
+    }
+
+
+def choreography_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """The choreographed saga's settings, read by the participants and the observer alike."""
+    return {
+        "CHOREOGRAPHY_DEADLINE": float(env.get("CHOREOGRAPHY_DEADLINE", "15")),
+        "BROKER_URL": env.get("BROKER_URL") or None,  # unset: the embedded transport (HTTP)
+        "BROKER_NAMESPACE": env.get("BROKER_NAMESPACE", "saga"),  # prefix of exchanges and queues
+        "OBSERVER_URL": env.get("OBSERVER_URL", "http://127.0.0.1:5000"),
+        "RELAY_MAX_ATTEMPTS": int(env.get("RELAY_MAX_ATTEMPTS", "50")),
+        "CHOREOGRAPHY_POLL": float(env.get("CHOREOGRAPHY_POLL", "0.5")),
+    }
+
+
 def check_shared(config: Mapping[str, Any]) -> None:
     """Refuse to start without what every process needs."""
     if len(config["SERVICE_SECRET"]) < MIN_SECRET_LENGTH:

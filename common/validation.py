@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from common.errors import ApiError
+from common.faults import parse_fault
 
 SAGA_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 # Control characters (C0, DEL, C1, the line and paragraph separators) and lone surrogates,
@@ -67,3 +69,43 @@ def whole_number_arg(args: Mapping[str, str], name: str, default: int,
 def limit_arg(args: Mapping[str, str], default: int = 50, maximum: int = 500) -> int:
     """The `?limit=` query argument, 1 to `maximum`."""
     return whole_number_arg(args, "limit", default, minimum=1, maximum=maximum)
+
+
+@dataclass(frozen=True)
+class SagaRequest:
+    """A valid request to start a saga: its input, and the fault to inject per step."""
+
+    input: dict[str, str]
+    faults: dict[str, str]  # step name -> canonical fault mode
+
+
+def parse_saga_request(body: Mapping[str, Any], args: Mapping[str, str], fields: Sequence[str],
+                       steps: Sequence[str]) -> SagaRequest:
+    """Check a body of `fields` (strings) with an optional `fail` object, and `?fail_<step>=MODE`
+    query flags, as /start and /signups take them; ApiError(400) says what is wrong."""
+    reject_unknown(body, (*fields, "fail"))
+    reject_unknown(args, tuple(f"fail_{step}" for step in steps), what="query_flag")
+    saga_input = {name: text_field(body, name) for name in fields}
+    requested = body.get("fail")
+    if requested is None:
+        requested = {}
+    if not isinstance(requested, dict):
+        raise ApiError(400, "invalid_field", "'fail' must be an object such as {\"b\": \"after_commit\"}")
+    reject_unknown(requested, steps, what="service")
+    requested = dict(requested)
+    for flag, value in args.items():
+        step = flag.removeprefix("fail_")
+        if step in requested:
+            raise ApiError(400, "conflicting_fault", f"the fault for {step} is given twice")
+        requested[step] = value
+    faults = {}
+    for step, mode in requested.items():
+        if mode is None or mode == "":  # the dashboard sends "no fault" as empty
+            continue
+        if not isinstance(mode, str):
+            raise ApiError(400, "invalid_fault", f"the fault for {step} must be a string")
+        try:
+            faults[step] = str(parse_fault(mode))
+        except ValueError as error:
+            raise ApiError(400, "invalid_fault", f"{step}: {error}") from None
+    return SagaRequest({k: v for k, v in saga_input.items() if v is not None}, faults)

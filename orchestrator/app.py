@@ -7,7 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from flask import Flask
+from sqlalchemy import Engine
 
+from choreography.flow import ENTRY
+from choreography.observer import ChoreographedSagas, Observer
+from choreography.observer import metadata as observer_metadata
+from choreography.observer_api import ObserverSettings, observer_blueprint
 from common.db import make_engine, wait_for_database
 from common.web import base_app
 from orchestrator.api import BLUEPRINTS
@@ -22,6 +27,7 @@ from orchestrator.logbuffer import LogBuffer
 from orchestrator.migrate import upgrade
 from orchestrator.recovery import Recovery
 from orchestrator.services import OrchestratorFlask, Services
+from orchestrator.sources import OrchestratedSagas
 from orchestrator.store import SagaStore
 from ui import dashboard
 
@@ -52,12 +58,36 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     fields = {step.participant: step.receives for step in definitions.default.steps}
     recovery = Recovery(engine, config["RECOVERY_INTERVAL"], config["COMPENSATION_RETRY_AFTER"],
                         config["COMPENSATION_RETRY_ROUNDS"])
-    app.services = Services(definitions=definitions, store=store, engine=engine,
-                            gateway=ParticipantGateway(client, config["SERVICE_URLS"], fields),
-                            recovery=recovery, logs=logs)
+    gateway = ParticipantGateway(client, config["SERVICE_URLS"], fields)
+    observer = start_observer(app, database, gateway)
+    app.services = Services(definitions=definitions, store=store, engine=engine, gateway=gateway,
+                            recovery=recovery, logs=logs, observer=observer,
+                            sagas=(OrchestratedSagas(store, definitions),
+                                   ChoreographedSagas(observer, gateway.knows_signup)))
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     app.register_blueprint(dashboard)
     if config["RECOVERY_ENABLED"]:
         recovery.start()
     return app
+
+
+def start_observer(app: Flask, database: Engine, gateway: ParticipantGateway) -> Observer:
+    """The choreography's observer, in this process beside the dashboard (it takes no part in
+    the saga): its tables, its API, and over RabbitMQ its consumers."""
+    config = app.config
+    observer_metadata.create_all(database)
+    observer = Observer(database)
+    settings = ObserverSettings(secret=config["SERVICE_SECRET"], entry_url=config["SERVICE_URLS"][ENTRY],
+                                service_urls=config["SERVICE_URLS"])
+    app.register_blueprint(observer_blueprint(observer, gateway, settings))
+    if config["BROKER_URL"]:
+        from choreography.rabbitmq import OBSERVER_QUEUE, BrokerConsumer, DeadLetter
+
+        def dead(letter: DeadLetter) -> None:
+            observer.record_dead_letter(letter.queue, letter.reason, letter.body)
+
+        url, namespace = config["BROKER_URL"], config["BROKER_NAMESPACE"]
+        BrokerConsumer(url, namespace, OBSERVER_QUEUE, observer.receive).start()
+        BrokerConsumer(url, namespace, "dead", dead, dead_letters=True).start()
+    return observer

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import sys
 
+from common.consistency import check_consistency
 from common.db import make_engine
 from common.settings import MIN_SECRET_LENGTH
 from orchestrator.client import ParticipantClient
 from orchestrator.config import orchestrator_config
-from orchestrator.consistency import OrchestratedSagas, check_consistency
 from orchestrator.definition import Definitions
 from orchestrator.gateway import ParticipantGateway
+from orchestrator.sources import OrchestratedSagas
 from orchestrator.store import SagaStore
 
 

@@ -7,7 +7,14 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-from common.settings import check_shared, environment, flag, shared_settings
+from common.settings import (
+    check_shared,
+    choreography_settings,
+    environment,
+    flag,
+    retry_settings,
+    shared_settings,
+)
 from orchestrator.definition import Definitions
 from orchestrator.saga import DEFAULT_DEFINITION, DEFINITIONS
 
@@ -26,11 +33,8 @@ def orchestrator_config(overrides: dict[str, Any] | None = None,
             for i, name in enumerate(definitions.participants)
         },
         "CALL_TIMEOUT": float(env.get("CALL_TIMEOUT", "5")),
-        "CALL_RETRIES": int(env.get("CALL_RETRIES", "2")),
-        "COMPENSATION_RETRIES": int(env.get("COMPENSATION_RETRIES", "5")),
-        "RETRY_BACKOFF": float(env.get("RETRY_BACKOFF", "0.2")),
-        "RETRY_BACKOFF_MAX": float(env.get("RETRY_BACKOFF_MAX", "2")),
-        "RETRY_JITTER": float(env.get("RETRY_JITTER", "0.1")),
+        **retry_settings(env),
+        **choreography_settings(env),
         "LEASE_SECONDS": float(env.get("LEASE_SECONDS", "30")),
         "RECOVERY_INTERVAL": float(env.get("RECOVERY_INTERVAL", "2")),
         "RECOVERY_ENABLED": flag(env, "RECOVERY_ENABLED", True),

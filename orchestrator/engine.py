@@ -17,11 +17,12 @@ from typing import Any
 
 from tenacity import Retrying, retry_if_result, stop_never, wait_exponential_jitter
 
+from common.ids import new_saga_id
 from common.status import RecordStatus, SagaStatus
 from orchestrator.client import Attempt, ParticipantClient
 from orchestrator.definition import Definitions, SagaDefinition, Step, StepKind
 from orchestrator.failpoints import Failpoints
-from orchestrator.model import Event, Lease, LeaseLost, Run, Saga, Transition, new_saga_id
+from orchestrator.model import Event, Lease, LeaseLost, Run, Saga, Transition
 from orchestrator.store import SagaStore
 
 log = logging.getLogger("orchestrator.saga")

@@ -9,11 +9,9 @@ from typing import Any
 
 from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_fixed
 
+from choreography.flow import ENTRY
+from common.consistency import Unreachable
 from orchestrator.client import Attempt, ParticipantClient
-
-
-class Unreachable(Exception):
-    """The participant did not answer (or answered something unreadable)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +57,14 @@ class ParticipantGateway:
         if response.status_code != 200:
             raise Unreachable(f"{service}: HTTP {response.status_code}")
         return response.json()  # type: ignore[no-any-return]
+
+    def knows_signup(self, saga_id: str) -> bool:
+        """Did the choreography's entry service take in this sign-up? (It records each one first.)"""
+        try:
+            response = self.client.get(f"{self.urls[ENTRY]}/signups/{saga_id}")
+        except Exception as error:  # noqa: BLE001
+            raise Unreachable(f"{ENTRY}: {type(error).__name__}") from error
+        return response.status_code == 200
 
     def records(self, service: str, page_size: int = 1000) -> Iterator[dict[str, Any]]:
         """Every row the service holds, oldest first, read in pages."""

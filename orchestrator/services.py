@@ -7,6 +7,8 @@ from typing import cast
 
 from flask import Flask, current_app
 
+from choreography.observer import Observer
+from common.consistency import SagaSource
 from orchestrator.definition import Definitions
 from orchestrator.engine import SagaEngine
 from orchestrator.gateway import ParticipantGateway
@@ -25,6 +27,8 @@ class Services:
     gateway: ParticipantGateway
     recovery: Recovery
     logs: LogBuffer
+    observer: Observer  # the choreographed saga's, hosted here beside the dashboard
+    sagas: tuple[SagaSource, ...]  # where sagas of each model are recorded (for /consistency)
 
 
 class OrchestratorFlask(Flask):

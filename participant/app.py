@@ -10,6 +10,8 @@ from sqlalchemy import MetaData
 
 from common.db import init_database, make_engine
 from common.web import base_app
+from participant.choreography import ParticipantChoreography, choreography_tables
+from participant.choreography_api import choreography_routes
 from participant.config import participant_config
 from participant.records import RecordStore, records_table
 from participant.routes import ParticipantFlask, routes
@@ -24,9 +26,13 @@ def create_participant_app(spec: ServiceSpec, overrides: dict[str, Any] | None =
     engine = make_engine(app.config["DATABASE_URL"], app.config["DB_POOL_SIZE"], app.config["DB_TIMEOUT"])
     metadata = MetaData()
     table = records_table(metadata, spec.table, spec.column)
+    choreography_tables(metadata)
     init_database(engine, metadata)
     app.spec = spec
     app.records = RecordStore(engine, table, spec.column)
     app.fault_sleeps = threading.BoundedSemaphore(app.config["FAULT_SLEEP_SLOTS"])
+    app.choreography = ParticipantChoreography(spec, app.config, app.records, metadata, app.fault_sleeps)
     app.register_blueprint(routes)
+    app.register_blueprint(choreography_routes)
+    app.choreography.start()
     return app

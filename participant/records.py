@@ -123,6 +123,11 @@ class RecordStore:
     def cancel_in(self, connection: Connection, saga_id: str) -> RecordStatus:
         return self._insert_unless_present(connection, saga_id, None, RecordStatus.CANCELLED)
 
+    def status_in(self, connection: Connection, saga_id: str) -> RecordStatus | None:
+        """The saga's row status here, within the caller's transaction; None if there is no row."""
+        status = connection.execute(self._status, {"key": saga_id}).scalar_one_or_none()
+        return None if status is None else RecordStatus(status)
+
     def get(self, saga_id: str) -> Record | None:
         """The saga's row, if any."""
         with reading(self.engine) as connection:

@@ -17,6 +17,7 @@ from common.faults import ATTEMPT_HEADER, FAULT_HEADER, TIMEOUT_HEADER, Fault, p
 from common.status import RecordStatus
 from common.validation import limit_arg, reject_unknown, saga_id_field, text_field, whole_number_arg
 from common.web import database_health, require_signature
+from participant.choreography import ParticipantChoreography
 from participant.records import Record, RecordStore
 from participant.spec import ServiceSpec
 
@@ -34,6 +35,7 @@ class ParticipantFlask(Flask):
     spec: ServiceSpec
     records: RecordStore
     fault_sleeps: threading.BoundedSemaphore
+    choreography: ParticipantChoreography
 
 
 SIGNED = frozenset({"participant.invoke", "participant.compensate", "participant.cancel"})

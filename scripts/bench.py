@@ -28,7 +28,7 @@ import requests
 from sqlalchemy import Engine, insert, make_url, text
 
 from common.db import utcnow
-from orchestrator.model import new_saga_id
+from common.ids import new_saga_id
 from orchestrator.store import saga_events, sagas
 from scripts.stack import Stack
 

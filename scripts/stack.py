@@ -37,6 +37,9 @@ FAST_SETTINGS = {
     "LEASE_SECONDS": "3",
     "RECOVERY_INTERVAL": "0.2",
     "FAULT_LATE_MARGIN": "1.0",
+    # The choreographed saga's deadline, and how often its loops look without being woken.
+    "CHOREOGRAPHY_DEADLINE": "4",
+    "CHOREOGRAPHY_POLL": "0.2",
     # The recovery loop leaves COMPENSATION_FAILED sagas alone unless a test asks
     # (RECOVERS_FAILED_COMPENSATIONS), so that they stay as the test left them.
     "COMPENSATION_RETRY_AFTER": "3600",
@@ -110,7 +113,8 @@ class Stack:
         """The environment of process `name`: the test settings, then the stack's, then `extra`."""
         env = {**os.environ, **FAST_SETTINGS, "SERVICE_SECRET": self.secret,
                "ORCHESTRATOR_ID": f"test-orchestrator-{self.tag}", "GUNICORN_THREADS": "16",
-               "ORCHESTRATOR_DATABASE_URL": self.db_urls["orchestrator"]}
+               "ORCHESTRATOR_DATABASE_URL": self.db_urls["orchestrator"],
+               "OBSERVER_URL": self.urls["orchestrator"], "BROKER_NAMESPACE": f"saga-test-{self.tag}"}
         for service in PROCESSES[1:]:
             env[f"SERVICE_{service.upper()}_URL"] = self.urls[service]
             env[f"SERVICE_{service.upper()}_DATABASE_URL"] = self.db_urls[service]
@@ -162,6 +166,11 @@ class Stack:
         for engine in self.engines.values():
             engine.dispose()
         drop_databases(self.base_db_url, self.db_urls)
+        broker = self.settings.get("BROKER_URL")
+        if broker:  # this run's exchanges and queues
+            from choreography.rabbitmq import purge
+
+            purge(broker, f"saga-test-{self.tag}")
 
     # Reading the real tables -------------------------------------------------------
 

@@ -3,6 +3,50 @@
 CREATE DATABASE IF NOT EXISTS `service_c`;
 USE `service_c`;
 
+CREATE TABLE inbox (
+	event_id VARCHAR(32) NOT NULL,
+	event_type VARCHAR(64) NOT NULL,
+	saga_id VARCHAR(64) NOT NULL,
+	envelope TEXT NOT NULL,
+	status VARCHAR(8) NOT NULL,
+	attempts INTEGER NOT NULL,
+	next_attempt_at DATETIME(6) NOT NULL,
+	last_error TEXT,
+	received_at DATETIME(6) NOT NULL,
+	handled_at DATETIME(6),
+	PRIMARY KEY (event_id)
+)ENGINE=InnoDB CHARSET=utf8mb4;
+
+CREATE INDEX ix_inbox_due ON inbox (status, next_attempt_at);
+
+CREATE TABLE outbox (
+	id BIGINT NOT NULL AUTO_INCREMENT,
+	event_id VARCHAR(32) NOT NULL,
+	destination VARCHAR(32) NOT NULL,
+	event_type VARCHAR(64) NOT NULL,
+	saga_id VARCHAR(64) NOT NULL,
+	envelope TEXT NOT NULL,
+	status VARCHAR(8) NOT NULL,
+	attempts INTEGER NOT NULL,
+	next_attempt_at DATETIME(6) NOT NULL,
+	last_error TEXT,
+	created_at DATETIME(6) NOT NULL,
+	sent_at DATETIME(6),
+	PRIMARY KEY (id),
+	CONSTRAINT uq_outbox_event_destination UNIQUE (event_id, destination)
+)ENGINE=InnoDB CHARSET=utf8mb4;
+
+CREATE INDEX ix_outbox_due ON outbox (destination, status, next_attempt_at);
+
+CREATE TABLE saga_deadlines (
+	saga_id VARCHAR(64) NOT NULL,
+	deadline DATETIME(6) NOT NULL,
+	closed_at DATETIME(6),
+	PRIMARY KEY (saga_id)
+)ENGINE=InnoDB CHARSET=utf8mb4;
+
+CREATE INDEX ix_saga_deadlines_open ON saga_deadlines (closed_at, deadline);
+
 CREATE TABLE table_c (
 	id INTEGER NOT NULL AUTO_INCREMENT,
 	saga_id VARCHAR(64) NOT NULL,

@@ -7,12 +7,12 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from common.consistency import check_consistency
 from common.errors import ApiError, json_object
 from common.faults import FAULT_MODES, parse_fault
 from common.validation import limit_arg, reject_unknown, whole_number_arg
 from common.web import database_health
 from orchestrator.api.views import definition_json
-from orchestrator.consistency import OrchestratedSagas, check_consistency
 from orchestrator.services import services
 
 operations_api = Blueprint("operations", __name__)
@@ -20,9 +20,8 @@ operations_api = Blueprint("operations", __name__)
 
 @operations_api.get("/consistency")
 def consistency() -> tuple[Any, int]:
-    """Check every finished saga against the rows its participants hold; list each violation."""
-    report = check_consistency([OrchestratedSagas(services().store, services().definitions)],
-                               services().gateway)
+    """Check every finished saga of both models against the rows its participants hold."""
+    report = check_consistency(services().sagas, services().gateway)
     return jsonify(report), 200
 
 

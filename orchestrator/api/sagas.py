@@ -9,15 +9,14 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
+from common.consistency import Unreachable, verdict
 from common.errors import ApiError, json_object
 from common.status import SagaStatus
-from common.validation import limit_arg, reject_unknown
+from common.validation import SagaRequest, limit_arg, reject_unknown
 from orchestrator.api.views import event_json, saga_json, start_answer
-from orchestrator.consistency import verdict
-from orchestrator.gateway import Unreachable
 from orchestrator.model import DuplicateIdempotencyKey, Run, Saga
 from orchestrator.services import services
-from orchestrator.validation import StartRequest, parse_start
+from orchestrator.validation import parse_start
 
 sagas_api = Blueprint("sagas", __name__)
 
@@ -73,7 +72,7 @@ def _in_background(saga_id: str, run: Run) -> bool:
     return True
 
 
-def request_hash(start_request: StartRequest) -> str:
+def request_hash(start_request: SagaRequest) -> str:
     """A fingerprint of what a /start asks for, to tell a true repeat from a reused key."""
     canonical = json.dumps({"input": start_request.input, "fail": start_request.faults},
                            sort_keys=True, separators=(",", ":"))

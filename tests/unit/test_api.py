@@ -12,9 +12,10 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine
 
+from common.consistency import Unreachable
 from orchestrator.app import create_app
 from orchestrator.client import Attempt
-from orchestrator.gateway import Probe, Unreachable
+from orchestrator.gateway import Probe
 from orchestrator.services import OrchestratorFlask
 from tests.support import ScriptedParticipants
 

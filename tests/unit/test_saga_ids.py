@@ -6,7 +6,7 @@ import re
 import uuid
 from datetime import datetime, timedelta
 
-from orchestrator.model import new_saga_id
+from common.ids import new_saga_id
 
 
 def test_a_saga_id_is_a_uuid7_in_32_hex_digits() -> None:

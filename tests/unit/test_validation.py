@@ -4,9 +4,9 @@ from typing import Any
 
 import pytest
 
+from common.consistency import verdict
 from common.errors import ApiError
 from common.status import SagaStatus
-from orchestrator.consistency import verdict
 from orchestrator.saga import SIGNUP_V1
 from orchestrator.validation import parse_start
 

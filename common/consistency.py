@@ -1,4 +1,5 @@
-"""Does what the participants hold agree with how each saga ended? (GET /consistency, make check)
+"""Does what the participants hold agree with how each saga ended? Both models, one check.
+(GET /consistency, make check)
 
 Race-free under load: the sagas are read first and the rows after, so a saga that was
 finished when it was read already has its final rows; and every suspect is read again
@@ -13,9 +14,21 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from common.status import RecordStatus, SagaStatus
-from orchestrator.definition import Definitions
-from orchestrator.gateway import ParticipantGateway, Unreachable
-from orchestrator.store import SagaStore
+
+
+class Unreachable(Exception):
+    """A participant did not answer (or answered something unreadable)."""
+
+
+class RowReader(Protocol):
+    """Reads the participants' rows (the orchestrator's gateway is one)."""
+
+    @property
+    def services(self) -> tuple[str, ...]: ...
+
+    def records(self, service: str) -> Iterator[dict[str, Any]]: ...
+
+    def record(self, service: str, saga_id: str) -> dict[str, Any] | None: ...
 
 
 @dataclass(frozen=True)
@@ -38,40 +51,14 @@ class SagaSnapshot:
 
 
 class SagaSource(Protocol):
-    """Where sagas of one model are recorded: the orchestrator's log, the choreography observer."""
+    """Where sagas of one model are recorded: the orchestrator's log, the choreography observer.
+    `snapshot` is every saga as recorded now; `exists` asks again about one saga id."""
 
     model: str
 
     def snapshot(self) -> Iterator[SagaSnapshot]: ...
 
-    def fresh(self, saga_id: str) -> SagaSnapshot | None: ...
-
-
-class OrchestratedSagas:
-    """The saga log as a source for the check."""
-
-    model = "orchestration"
-
-    def __init__(self, store: SagaStore, definitions: Definitions) -> None:
-        self.store = store
-        self.definitions = definitions
-
-    def _parts(self, name: str, version: int) -> tuple[Part, ...]:
-        definition = self.definitions.get(name, version)
-        if definition is None:
-            return ()
-        return tuple(Part(s.name, s.participant, s.receives[0]) for s in definition.steps)
-
-    def snapshot(self) -> Iterator[SagaSnapshot]:
-        for saga_id, status, saga_input, name, version in self.store.every_saga():
-            yield SagaSnapshot(saga_id, status, saga_input, self._parts(name, version))
-
-    def fresh(self, saga_id: str) -> SagaSnapshot | None:
-        saga = self.store.get(saga_id)
-        if saga is None:
-            return None
-        return SagaSnapshot(saga.id, saga.status, saga.input,
-                            self._parts(saga.definition_name, saga.definition_version))
+    def exists(self, saga_id: str) -> bool: ...
 
 
 def verdict(status: SagaStatus, rows: Mapping[str, str | None]) -> tuple[str, list[str]]:
@@ -111,7 +98,7 @@ def _violations(saga: SagaSnapshot, rows: Mapping[str, Mapping[str, Any] | None]
     return found
 
 
-def check_consistency(sources: Iterable[SagaSource], gateway: ParticipantGateway) -> dict[str, Any]:
+def check_consistency(sources: Iterable[SagaSource], gateway: RowReader) -> dict[str, Any]:
     """Every finished saga of every source against its rows, and every applied row against the sagas."""
     sources = list(sources)
     finished: dict[str, tuple[SagaSource, SagaSnapshot]] = {}
@@ -148,7 +135,7 @@ def check_consistency(sources: Iterable[SagaSource], gateway: ParticipantGateway
         for saga_id, row in held.items():
             if row["status"] != RecordStatus.APPLIED or saga_id in known:
                 continue
-            if any(source.fresh(saga_id) is not None for source in sources):
+            if any(source.exists(saga_id) for source in sources):
                 continue  # started after the snapshot
             try:
                 again = gateway.record(service, saga_id)

@@ -1,0 +1,129 @@
+"""The idempotent inbox: every event a service receives, once, keyed by its event id.
+
+Receiving only records the event (the transport acknowledges after that commit); handling
+it marks it handled in the handler's own transaction, so an event's effect happens once
+however often it is delivered. A handler that fails is tried again later, as the row says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
+
+from choreography.events import Envelope
+from common.db import MYSQL_TABLE, Timestamp, iso, reading, utcnow, writing
+
+PENDING, HANDLED, DEAD = "PENDING", "HANDLED", "DEAD"
+
+
+def inbox_table(metadata: MetaData) -> Table:
+    return Table(
+        "inbox", metadata,
+        Column("event_id", String(32), primary_key=True),
+        Column("event_type", String(64), nullable=False),
+        Column("saga_id", String(64), nullable=False),
+        Column("envelope", Text, nullable=False),
+        Column("status", String(8), nullable=False),  # PENDING, HANDLED, DEAD
+        Column("attempts", Integer, nullable=False),  # handler attempts made so far
+        Column("next_attempt_at", Timestamp, nullable=False),
+        Column("last_error", Text, nullable=True),
+        Column("received_at", Timestamp, nullable=False),
+        Column("handled_at", Timestamp, nullable=True),
+        Index("ix_inbox_due", "status", "next_attempt_at"),
+        **MYSQL_TABLE,
+    )
+
+
+@dataclass(frozen=True)
+class InboxRow:
+    event_id: str
+    envelope: str
+    attempts: int
+    last_error: str | None
+
+
+class Inbox:
+    def __init__(self, engine: Engine, table: Table) -> None:
+        self.engine = engine
+        self.table = table
+        self._insert = (insert(table).prefix_with("OR IGNORE", dialect="sqlite")
+                        .prefix_with("IGNORE", dialect="mysql").prefix_with("IGNORE", dialect="mariadb"))
+        self._handled = update(table).where(table.c.event_id == bindparam("key"),
+                                            table.c.status == PENDING)
+        self._mark = update(table).where(table.c.event_id == bindparam("key"))
+
+    def receive(self, envelope: Envelope) -> bool:
+        """Record an event that arrived; False if it had arrived before (a redelivery)."""
+        with writing(self.engine) as connection:
+            return self.add(connection, envelope)
+
+    def add(self, connection: Connection, envelope: Envelope) -> bool:
+        now = utcnow()
+        return bool(connection.execute(self._insert, {
+            "event_id": envelope.event_id, "event_type": envelope.type, "saga_id": envelope.saga_id,
+            "envelope": envelope.dumps(), "status": PENDING, "attempts": 0, "next_attempt_at": now,
+            "received_at": now}).rowcount)
+
+    def due(self, limit: int = 64) -> list[InboxRow]:
+        """Events to handle now, oldest first."""
+        t = self.table
+        query = (select(t.c.event_id, t.c.envelope, t.c.attempts, t.c.last_error)
+                 .where(t.c.status == PENDING, t.c.next_attempt_at <= utcnow())
+                 .order_by(t.c.next_attempt_at).limit(limit))
+        with reading(self.engine) as connection:
+            return [InboxRow(*row) for row in connection.execute(query)]
+
+    def get(self, event_id: str) -> InboxRow | None:
+        t = self.table
+        query = (select(t.c.event_id, t.c.envelope, t.c.attempts, t.c.last_error)
+                 .where(t.c.event_id == event_id, t.c.status == PENDING))
+        with reading(self.engine) as connection:
+            row = connection.execute(query).first()
+        return None if row is None else InboxRow(*row)
+
+    def handled(self, connection: Connection, event_id: str, attempts: int) -> bool:
+        """Mark the event handled, in the handler's transaction; False if something else did first."""
+        return connection.execute(self._handled, {"key": event_id, "status": HANDLED, "attempts": attempts,
+                                                  "handled_at": utcnow()}).rowcount == 1
+
+    def retry_later(self, event_id: str, attempts: int, error: str, delay: float) -> None:
+        with writing(self.engine) as connection:
+            connection.execute(self._mark, {"key": event_id, "attempts": attempts, "last_error": error[:2000],
+                                            "next_attempt_at": utcnow() + timedelta(seconds=delay)})
+
+    def dead(self, event_id: str, attempts: int, error: str) -> None:
+        with writing(self.engine) as connection:
+            connection.execute(self._mark, {"key": event_id, "status": DEAD, "attempts": attempts,
+                                            "last_error": error[:2000]})
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, object]]:
+        t = self.table
+        query = (select(t.c.event_id, t.c.event_type, t.c.saga_id, t.c.attempts, t.c.last_error,
+                        t.c.received_at).where(t.c.status == DEAD)
+                 .order_by(t.c.received_at.desc()).limit(limit))
+        with reading(self.engine) as connection:
+            return [{"where": "inbox", "event_id": r.event_id, "type": r.event_type, "saga_id": r.saga_id,
+                     "attempts": r.attempts, "error": r.last_error, "at": iso(r.received_at)}
+                    for r in connection.execute(query)]
+
+    def waiting(self) -> int:
+        with reading(self.engine) as connection:
+            return int(connection.execute(select(func.count()).select_from(self.table)
+                                          .where(self.table.c.status == PENDING)).scalar_one())

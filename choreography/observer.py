@@ -1,0 +1,218 @@
+"""The observer: follows every event of the choreographed saga and keeps each saga's story.
+
+It takes no part in the saga (it publishes nothing, and no service waits for it); it
+exists because in this model the saga's state is nowhere in one place. Its status for a
+saga is derived from the events it has seen (flow.derive), in whatever order they came,
+so a late or repeated event never confuses it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
+
+from choreography.events import Envelope
+from choreography.flow import FIELDS, REQUESTED, STEPS, derive
+from common.consistency import Part, SagaSnapshot
+from common.db import MYSQL_TABLE, Timestamp, iso, reading, utcnow, writing
+from common.status import SagaStatus
+
+metadata = MetaData()
+
+choreo_sagas = Table(
+    "choreo_sagas", metadata,
+    Column("saga_id", String(64), primary_key=True),
+    Column("status", String(24), nullable=False),
+    Column("failed_step", String(8), nullable=True),
+    Column("reason", String(16), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("input", Text, nullable=True),  # JSON, from SignupRequested
+    Column("deadline", Timestamp, nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    Column("finished_at", Timestamp, nullable=True),
+    Index("ix_choreo_sagas_created_at", "created_at"),
+    Index("ix_choreo_sagas_status_created_at", "status", "created_at"),
+    **MYSQL_TABLE,
+)
+
+choreo_events = Table(
+    "choreo_events", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("event_id", String(32), nullable=False, unique=True),
+    Column("saga_id", String(64), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("occurred_at", String(32), nullable=False),
+    Column("received_at", Timestamp, nullable=False),
+    Column("payload", Text, nullable=False),
+    Index("ix_choreo_events_saga_id", "saga_id", "id"),
+    **MYSQL_TABLE,
+)
+
+choreo_dead_letters = Table(
+    "choreo_dead_letters", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("queue", String(128), nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("at", Timestamp, nullable=False),
+    **MYSQL_TABLE,
+)
+
+_IGNORE = {"sqlite": "OR IGNORE", "mysql": "IGNORE", "mariadb": "IGNORE"}
+
+
+def _insert_ignore(table: Table) -> Any:
+    statement = insert(table)
+    for dialect, prefix in _IGNORE.items():
+        statement = statement.prefix_with(prefix, dialect=dialect)
+    return statement
+
+
+class Observer:
+    """Records every event once and keeps each saga's status current; readers can wait for a change."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._new_saga = _insert_ignore(choreo_sagas)
+        self._new_event = _insert_ignore(choreo_events)
+        self._lock_saga = select(choreo_sagas.c.saga_id).where(
+            choreo_sagas.c.saga_id == bindparam("key")).with_for_update()
+        self._events_of = (select(choreo_events.c.type, choreo_events.c.payload)
+                           .where(choreo_events.c.saga_id == bindparam("key")).order_by(choreo_events.c.id))
+        self._update = update(choreo_sagas).where(choreo_sagas.c.saga_id == bindparam("key"))
+        self.changed = threading.Condition()
+
+    def receive(self, envelope: Envelope) -> bool:
+        """Record an event (False if it was seen before) and bring its saga's status up to date."""
+        now = utcnow()
+        with writing(self.engine) as connection:
+            key = envelope.saga_id
+            connection.execute(self._new_saga, {"saga_id": key, "status": SagaStatus.RUNNING.value,
+                                                "created_at": now, "updated_at": now})
+            connection.execute(self._lock_saga, {"key": key})  # one event of a saga at a time
+            new = connection.execute(self._new_event, {
+                "event_id": envelope.event_id, "saga_id": envelope.saga_id, "type": envelope.type,
+                "source": envelope.source, "occurred_at": envelope.occurred_at or iso(now),
+                "received_at": now, "payload": json.dumps(envelope.payload)}).rowcount
+            if not new:
+                return False
+            seen = [(t, json.loads(p)) for t, p in connection.execute(self._events_of, {"key": key})]
+            status, failed_step, reason, error = derive(seen)
+            values: dict[str, Any] = {"status": status.value, "failed_step": failed_step, "reason": reason,
+                                      "error": error, "updated_at": now,
+                                      "finished_at": now if status.finished else None}
+            if envelope.type == REQUESTED:
+                values["input"] = json.dumps(envelope.payload.get("input", {}))
+                values["deadline"] = _moment(envelope.payload.get("deadline"))
+            connection.execute(self._update, {"key": key, **values})
+        with self.changed:
+            self.changed.notify_all()
+        return True
+
+    def record_dead_letter(self, queue: str, reason: str, body: str) -> None:
+        with writing(self.engine) as connection:
+            connection.execute(insert(choreo_dead_letters).values(queue=queue, reason=reason, body=body,
+                                                                  at=utcnow()))
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        query = select(choreo_dead_letters).order_by(choreo_dead_letters.c.id.desc()).limit(limit)
+        with reading(self.engine) as connection:
+            return [{"where": "broker", "queue": r.queue, "reason": r.reason, "body": r.body, "at": iso(r.at)}
+                    for r in connection.execute(query)]
+
+    def get(self, saga_id: str) -> dict[str, Any] | None:
+        """A saga with its events in the order they happened."""
+        with reading(self.engine) as connection:
+            row = connection.execute(select(choreo_sagas).where(choreo_sagas.c.saga_id == saga_id)).first()
+            if row is None:
+                return None
+            events = connection.execute(select(choreo_events).where(choreo_events.c.saga_id == saga_id)
+                                        .order_by(choreo_events.c.occurred_at, choreo_events.c.id)).all()
+        return {**saga_json(row), "events": [
+            {"type": e.type, "service": e.source, "event_id": e.event_id, "at": e.occurred_at,
+             "received_at": iso(e.received_at), **json.loads(e.payload)} for e in events]}
+
+    def wait(self, saga_id: str, seconds: float) -> dict[str, Any] | None:
+        """The saga once it has finished, or as it stands after `seconds`."""
+        deadline = utcnow().timestamp() + seconds
+        while True:
+            saga = self.get(saga_id)
+            left = deadline - utcnow().timestamp()
+            if saga is not None and SagaStatus(saga["status"]).finished or left <= 0:
+                return saga
+            with self.changed:
+                self.changed.wait(min(left, 0.5))
+
+    def recent(self, limit: int, status: SagaStatus | None = None) -> list[dict[str, Any]]:
+        """The newest sagas first (created up to now: a range of the index, never all of it)."""
+        query = (select(choreo_sagas).where(choreo_sagas.c.created_at <= utcnow())
+                 .order_by(choreo_sagas.c.created_at.desc()).limit(limit))
+        if status is not None:
+            query = query.where(choreo_sagas.c.status == status.value)
+        with reading(self.engine) as connection:
+            return [saga_json(row) for row in connection.execute(query)]
+
+    def counts(self) -> dict[str, int]:
+        """How many sagas the observer holds in each status."""
+        query = select(choreo_sagas.c.status, func.count()).group_by(choreo_sagas.c.status)
+        with reading(self.engine) as connection:
+            return {status: int(count) for status, count in connection.execute(query)}
+
+
+def _moment(text: object) -> datetime | None:
+    return datetime.fromisoformat(text.removesuffix("Z")) if isinstance(text, str) else None
+
+
+def saga_json(row: Any) -> dict[str, Any]:
+    return {"saga_id": row.saga_id, "model": "choreography", "status": row.status,
+            "failed_step": row.failed_step, "reason": row.reason, "error": row.error,
+            "input": json.loads(row.input) if row.input else None, "deadline": iso(row.deadline),
+            "created_at": iso(row.created_at), "updated_at": iso(row.updated_at),
+            "finished_at": iso(row.finished_at)}
+
+
+PARTS = tuple(Part(step, step, FIELDS[step]) for step in STEPS)
+
+
+class ChoreographedSagas:
+    """The observer as a source for the consistency check. The observer learns of a saga a
+    moment after its sign-up is taken in, so `exists` also asks the entry service, which
+    records every sign-up before anything applies (`entry_knows`)."""
+
+    model = "choreography"
+
+    def __init__(self, observer: Observer, entry_knows: Callable[[str], bool]) -> None:
+        self.observer = observer
+        self.entry_knows = entry_knows
+
+    def snapshot(self) -> Iterator[SagaSnapshot]:
+        query = select(choreo_sagas.c.saga_id, choreo_sagas.c.status, choreo_sagas.c.input)
+        with reading(self.observer.engine) as connection:
+            result = connection.execution_options(yield_per=5000).execute(query)
+            for saga_id, status, saga_input in result:
+                yield SagaSnapshot(saga_id, SagaStatus(status), json.loads(saga_input or "{}"), PARTS)
+
+    def exists(self, saga_id: str) -> bool:
+        return self.observer.get(saga_id) is not None or self.entry_knows(saga_id)

@@ -1,0 +1,121 @@
+"""The transactional outbox: an event is written in the same commit as the change it reports,
+and a relay publishes it afterwards, marking what its destination confirmed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
+
+from choreography.events import Envelope
+from common.db import MYSQL_TABLE, Timestamp, iso, reading, utcnow, writing
+
+PENDING, SENT, DEAD = "PENDING", "SENT", "DEAD"
+
+
+def outbox_table(metadata: MetaData) -> Table:
+    """One row per event and destination, so each destination's delivery stands alone."""
+    return Table(
+        "outbox", metadata,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+        Column("event_id", String(32), nullable=False),
+        Column("destination", String(32), nullable=False),  # a service, "observer", or "broker"
+        Column("event_type", String(64), nullable=False),
+        Column("saga_id", String(64), nullable=False),
+        Column("envelope", Text, nullable=False),
+        Column("status", String(8), nullable=False),  # PENDING, SENT, DEAD
+        Column("attempts", Integer, nullable=False),
+        Column("next_attempt_at", Timestamp, nullable=False),
+        Column("last_error", Text, nullable=True),
+        Column("created_at", Timestamp, nullable=False),
+        Column("sent_at", Timestamp, nullable=True),
+        UniqueConstraint("event_id", "destination", name="uq_outbox_event_destination"),
+        Index("ix_outbox_due", "destination", "status", "next_attempt_at"),
+        **MYSQL_TABLE,
+    )
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    destination: str
+    envelope: str
+    attempts: int
+
+
+class Outbox:
+    """Writes events inside a caller's transaction; the relay reads and marks them."""
+
+    def __init__(self, engine: Engine, table: Table) -> None:
+        self.engine = engine
+        self.table = table
+        self._mark = update(table).where(table.c.id == bindparam("row_id"))
+
+    def add(self, connection: Connection, envelope: Envelope, destinations: Iterable[str]) -> None:
+        """Queue `envelope` for each destination, in the caller's transaction."""
+        now, text = utcnow(), envelope.dumps()
+        rows = [{"event_id": envelope.event_id, "destination": destination, "event_type": envelope.type,
+                 "saga_id": envelope.saga_id, "envelope": text, "status": PENDING, "attempts": 0,
+                 "next_attempt_at": now, "created_at": now} for destination in destinations]
+        if rows:
+            connection.execute(insert(self.table), rows)
+
+    def due(self, destination: str, limit: int = 100) -> list[OutboxRow]:
+        """Events waiting to be published to `destination` now, oldest first."""
+        t = self.table
+        query = (select(t.c.id, t.c.destination, t.c.envelope, t.c.attempts)
+                 .where(t.c.destination == destination, t.c.status == PENDING,
+                        t.c.next_attempt_at <= utcnow())
+                 .order_by(t.c.next_attempt_at).limit(limit))
+        with reading(self.engine) as connection:
+            return [OutboxRow(*row) for row in connection.execute(query)]
+
+    def sent(self, row_id: int) -> None:
+        self._set(row_id, status=SENT, sent_at=utcnow(), last_error=None)
+
+    def retry_later(self, row_id: int, attempts: int, error: str, delay: float) -> None:
+        self._set(row_id, attempts=attempts, last_error=error[:2000],
+                  next_attempt_at=utcnow() + timedelta(seconds=delay))
+
+    def dead(self, row_id: int, attempts: int, error: str) -> None:
+        self._set(row_id, status=DEAD, attempts=attempts, last_error=error[:2000])
+
+    def _set(self, row_id: int, **values: object) -> None:
+        with writing(self.engine) as connection:
+            connection.execute(self._mark, {"row_id": row_id, **values})
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, object]]:
+        """Events that could not be delivered, newest first."""
+        t = self.table
+        query = (select(t.c.event_id, t.c.event_type, t.c.saga_id, t.c.destination, t.c.attempts,
+                        t.c.last_error, t.c.created_at).where(t.c.status == DEAD)
+                 .order_by(t.c.id.desc()).limit(limit))
+        with reading(self.engine) as connection:
+            return [{"where": "outbox", "event_id": r.event_id, "type": r.event_type, "saga_id": r.saga_id,
+                     "destination": r.destination, "attempts": r.attempts, "error": r.last_error,
+                     "at": iso(r.created_at)} for r in connection.execute(query)]
+
+    def waiting(self) -> int:
+        """How many events wait to be published (for metrics)."""
+        with reading(self.engine) as connection:
+            return int(connection.execute(select(func.count()).select_from(self.table)
+                                          .where(self.table.c.status == PENDING)).scalar_one())

@@ -1,0 +1,75 @@
+"""The relay: publishes what a service's outbox holds, and marks what its destination confirmed.
+
+It never publishes inside a transaction: the outbox row was committed with the change it
+reports; the relay reads it afterwards. An event is published at least once: a relay killed
+after the destination took it and before the row was marked sends it again, and the
+receiver's inbox drops the repeat. Each destination has a thread of its own, so one that
+is down or slow holds up only the events bound for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from choreography.outbox import Outbox, OutboxRow
+from choreography.pacing import Pacing
+from choreography.transport import Transport
+
+log = logging.getLogger(__name__)
+
+
+class Relay:
+    """One thread per destination, each draining its rows of the outbox through `transport`,
+    woken as soon as a commit adds to the outbox (and every `poll` seconds regardless)."""
+
+    def __init__(self, outbox: Outbox, transport: Transport, destinations: list[str], pacing: Pacing,
+                 max_attempts: int, poll: float = 0.5) -> None:
+        self.outbox = outbox
+        self.transport = transport
+        self.destinations = destinations
+        self.pacing = pacing
+        self.max_attempts = max_attempts
+        self.poll = poll
+        self._wakes = {destination: threading.Event() for destination in destinations}
+
+    def start(self) -> None:
+        for destination in self.destinations:
+            threading.Thread(target=self._run, args=(destination,), name=f"relay-{destination}",
+                             daemon=True).start()
+
+    def wake(self) -> None:
+        for wake in self._wakes.values():
+            wake.set()
+
+    def _run(self, destination: str) -> None:
+        wake = self._wakes[destination]
+        while True:
+            wake.wait(self.poll)
+            wake.clear()
+            try:
+                while self.relay_once(destination):
+                    pass
+            except Exception:  # noqa: BLE001 - the relay must outlive a database hiccup
+                log.exception("outbox relay to %s failed; trying again in %s s", destination, self.poll)
+
+    def relay_once(self, destination: str) -> int:
+        """Publish what is due now for `destination`; how many rows were published."""
+        return sum(self._publish(row) for row in self.outbox.due(destination))
+
+    def _publish(self, row: OutboxRow) -> int:
+        delivery = self.transport.deliver(row.destination, row.envelope)
+        if delivery.ok:
+            self.outbox.sent(row.id)
+            return 1
+        attempts = row.attempts + 1
+        error = delivery.error or "not delivered"
+        if delivery.permanent or attempts >= self.max_attempts:
+            self.outbox.dead(row.id, attempts, error)
+            log.error("outbox row %d to %s dead-lettered after %d attempt(s): %s", row.id,
+                      row.destination, attempts, error)
+        else:
+            self.outbox.retry_later(row.id, attempts, error, self.pacing.after(attempts))
+            log.info("outbox row %d to %s not delivered (attempt %d): %s", row.id, row.destination,
+                     attempts, error)
+        return 0

@@ -1,0 +1,323 @@
+"""A participant's part in the choreographed saga: what it does with each event the flow gives
+it, the sign-up's entry point (at A), and the events it takes in and publishes.
+
+Every reaction is one local transaction: the row, the event it publishes (outbox), and the
+event it handled (inbox) commit together. The service compensates only itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, MetaData
+
+from choreography.deadlines import Deadlines, DeadlineWatcher, deadlines_table
+from choreography.events import BadEnvelope, Envelope
+from choreography.flow import (
+    ENTRY,
+    EVENT_TYPES,
+    FIELDS,
+    REQUESTED,
+    STEPS,
+    TIMED_OUT,
+    Reaction,
+    When,
+    reactions_of,
+    subscribers,
+)
+from choreography.inbox import Inbox, inbox_table
+from choreography.outbox import Outbox, outbox_table
+from choreography.pacing import Pacing
+from choreography.relay import Relay
+from choreography.transport import HttpTransport, Transport
+from choreography.worker import InboxWorker
+from common.db import iso, utcnow, writing
+from common.faults import Fault, parse_fault
+from common.status import RecordStatus
+from participant.records import RecordStore
+from participant.spec import ServiceSpec
+
+log = logging.getLogger(__name__)
+
+
+class InjectedFault(Exception):
+    """A fault the sign-up asked this step to act out."""
+
+
+class AlreadyHandled(Exception):
+    """Another handler marked the event handled first; this one's transaction is rolled back."""
+
+
+def choreography_tables(metadata: MetaData) -> None:
+    """The tables a participant keeps for the choreographed saga, beside its own rows."""
+    outbox_table(metadata)
+    inbox_table(metadata)
+    deadlines_table(metadata)
+
+
+def _when(text: str) -> datetime:
+    return datetime.fromisoformat(text.removesuffix("Z"))
+
+
+class Reactions:
+    """What this service does with each event it reacts to (flow.py says which)."""
+
+    known_types = EVENT_TYPES
+
+    def __init__(self, spec: ServiceSpec, config: dict[str, Any], records: RecordStore, inbox: Inbox,
+                 outbox: Outbox, deadlines: Deadlines, transport: Transport,
+                 sleeps: threading.BoundedSemaphore) -> None:
+        self.me = spec.name
+        self.field = FIELDS[self.me]
+        self.config = config
+        self.records = records
+        self.inbox = inbox
+        self.outbox = outbox
+        self.deadlines = deadlines
+        self.transport = transport
+        self.sleeps = sleeps
+        self.reactions = reactions_of(self.me)
+        self.after_commit: list[Callable[[], None]] = []  # wake the relay and the inbox worker
+
+    # What the worker asks ---------------------------------------------------------------------
+
+    def attempts_allowed(self, envelope: Envelope) -> int:
+        when = self._when(envelope)
+        retries = (self.config["CALL_RETRIES"] if when.reaction is Reaction.APPLY
+                   else self.config["COMPENSATION_RETRIES"])
+        return 1 + int(retries)
+
+    def handle(self, envelope: Envelope, attempt: int) -> None:
+        when = self._when(envelope)
+        fault = self._fault(envelope)
+        if when.reaction is Reaction.APPLY:
+            self._apply(envelope, when, fault, attempt)
+        elif when.reaction is Reaction.COMPENSATE:
+            if fault is not None and fault.fails_compensation(attempt):
+                raise InjectedFault(f"injected fault {fault}: compensation failed (attempt {attempt})")
+            self._settle(envelope, attempt, lambda c: self._compensate(c, envelope, when))
+        elif when.reaction is Reaction.CANCEL:
+            self._settle(envelope, attempt, lambda c: self._cancel(c, envelope, when))
+        else:
+            self._settle(envelope, attempt, lambda c: self._close_clock(c, envelope.saga_id))
+        self._woken()
+
+    def give_up(self, envelope: Envelope, attempt: int, error: str) -> None:
+        """The attempts ran out: undo what may have committed, and say this step failed."""
+        when = self._when(envelope)
+
+        def failed(connection: Connection) -> None:
+            if when.reaction is Reaction.APPLY:
+                before = self.records.status_in(connection, envelope.saga_id)
+                self.records.compensate_in(connection, envelope.saga_id)
+                if before in (None, RecordStatus.APPLIED) and when.otherwise:
+                    self._emit(connection, when.otherwise, envelope, {"reason": "error", "error": error})
+                log.warning("saga %s: %s gave up after %d attempt(s): %s", envelope.saga_id, envelope.type,
+                            attempt, error)
+            elif when.otherwise:  # a compensation that keeps failing: the saga needs attention
+                self._emit(connection, when.otherwise, envelope, {"error": error})
+                log.error("saga %s: compensation of %s failed for good: %s", envelope.saga_id, self.me, error)
+            self._close_clock(connection, envelope.saga_id)
+
+        self._settle(envelope, attempt, failed)
+        self._woken()
+
+    # The reactions ----------------------------------------------------------------------------
+
+    def _apply(self, envelope: Envelope, when: When, fault: Fault | None, attempt: int) -> None:
+        saga_id, payload = envelope.saga_id, envelope.payload
+        deadline = _when(str(payload["deadline"]))
+        value = str(payload["input"][self.field])
+        if fault is not None:
+            pause = fault.sleep_before_commit(0, 0)
+            if fault.kind == "timeout":  # outlast the saga's deadline, then try to commit late
+                pause = max(0.0, (deadline - utcnow()).total_seconds()) + self.config["FAULT_LATE_MARGIN"]
+            if pause:
+                self._sleep(saga_id, fault, pause, attempt)
+            if fault.fails_before_commit(attempt):
+                raise InjectedFault(f"injected fault {fault}: failed before commit, nothing written "
+                                    f"(attempt {attempt})")
+            if fault.fails_after_commit():
+                self.records.apply(saga_id, value)  # the row commits; the handler then fails
+                raise InjectedFault(f"injected fault {fault}: committed, then failed (attempt {attempt})")
+
+        def apply(connection: Connection) -> None:
+            if utcnow() > deadline:  # too late: nothing applies after the deadline, anywhere
+                before = self.records.status_in(connection, saga_id)
+                self.records.compensate_in(connection, saga_id)
+                if before in (None, RecordStatus.APPLIED) and when.otherwise:
+                    self._emit(connection, when.otherwise, envelope,
+                               {"reason": "timeout", "error": f"step {self.me}: the deadline passed"})
+                    self._close_clock(connection, saga_id)
+                log.warning("saga %s: apply refused, the saga's deadline passed", saga_id)
+                return
+            status = self.records.apply_in(connection, saga_id, value)
+            if status is not RecordStatus.APPLIED:  # closed here already (a late apply)
+                log.info("saga %s: apply refused, the row is %s", saga_id, status.value)
+                return
+            onward = {k: v for k, v in payload["input"].items() if k != self.field}
+            if when.then:
+                self._emit(connection, when.then, envelope, {**payload, "input": onward})
+            log.info("saga %s: applied", saga_id)
+
+        self._settle(envelope, attempt, apply)
+
+    def _compensate(self, connection: Connection, envelope: Envelope, when: When) -> None:
+        before = self.records.status_in(connection, envelope.saga_id)
+        status = self.records.compensate_in(connection, envelope.saga_id)
+        if before in (None, RecordStatus.APPLIED) and when.then:  # undone (or tombstoned) now
+            self._emit(connection, when.then, envelope, {})
+        self._close_clock(connection, envelope.saga_id)
+        log.info("saga %s: compensated, the row is %s", envelope.saga_id, status.value)
+
+    def _cancel(self, connection: Connection, envelope: Envelope, when: When) -> None:
+        """The deadline passed. If this (last) step never applied, it never will: the saga fails."""
+        if self.records.status_in(connection, envelope.saga_id) is not None:
+            return  # applied (the saga completed in time) or closed already
+        self.records.cancel_in(connection, envelope.saga_id)
+        if when.then:
+            self._emit(connection, when.then, envelope,
+                       {"reason": "timeout", "error": f"step {self.me}: not applied before the deadline"})
+        log.warning("saga %s: timed out before %s applied; cancelled", envelope.saga_id, self.me)
+
+    # One transaction per reaction -----------------------------------------------------------
+
+    def _settle(self, envelope: Envelope, attempt: int, work: Callable[[Connection], None]) -> None:
+        """Run `work` and mark the event handled, in one transaction."""
+        with writing(self.records.engine) as connection:
+            work(connection)
+            if not self.inbox.handled(connection, envelope.event_id, attempt):
+                raise AlreadyHandled(envelope.event_id)
+
+    def _emit(self, connection: Connection, event_type: str, cause: Envelope,
+              payload: dict[str, Any]) -> None:
+        """Publish an event of ours, in the caller's transaction (the transactional outbox). The
+        saga's context (its faults and deadline) goes along with every event."""
+        context: dict[str, Any] = {key: cause.payload[key] for key in ("fail", "deadline")
+                                   if key in cause.payload}
+        envelope = Envelope(event_type, cause.saga_id, self.me, {**context, **payload},
+                            traceparent=cause.traceparent)
+        self.publish(connection, envelope)
+
+    def publish(self, connection: Connection, envelope: Envelope) -> None:
+        reacting = subscribers(envelope.type)
+        if self.me in reacting:  # our own event, for ourselves: straight into our inbox
+            self.inbox.add(connection, envelope)
+        others = tuple(service for service in reacting if service != self.me)
+        self.outbox.add(connection, envelope, self.transport.destinations(others))
+
+    def time_out(self, connection: Connection, saga_id: str) -> None:
+        """For the deadline watcher: publish SignupTimedOut, in the transaction that closes the clock."""
+        self.publish(connection, Envelope(TIMED_OUT, saga_id, self.me, {}))
+        self._woken()
+
+    def _close_clock(self, connection: Connection, saga_id: str) -> None:
+        if self.me == ENTRY:
+            self.deadlines.close(connection, saga_id)
+
+    # Helpers ----------------------------------------------------------------------------------
+
+    def _when(self, envelope: Envelope) -> When:
+        when = self.reactions.get(envelope.type)
+        if when is None:
+            raise BadEnvelope(f"service {self.me} does not react to {envelope.type}")
+        return when
+
+    def _fault(self, envelope: Envelope) -> Fault | None:
+        raw = (envelope.payload.get("fail") or {}).get(self.me)
+        if not raw or not self.config["FAULTS_ENABLED"]:
+            return None
+        return parse_fault(str(raw))
+
+    def _sleep(self, saga_id: str, fault: Fault, seconds: float, attempt: int) -> None:
+        if not self.sleeps.acquire(blocking=False):
+            raise InjectedFault(f"injected fault {fault}: every slot for injected sleeps is taken")
+        try:
+            log.info("saga %s: %s sleeps %.1f s before its commit (attempt %d)", saga_id, fault, seconds,
+                     attempt)
+            time.sleep(seconds)
+        finally:
+            self.sleeps.release()
+
+    def _woken(self) -> None:
+        for wake in self.after_commit:
+            wake()
+
+
+class ParticipantChoreography:
+    """Everything a participant runs for the choreographed saga, built from its settings."""
+
+    def __init__(self, spec: ServiceSpec, config: dict[str, Any], records: RecordStore, metadata: MetaData,
+                 sleeps: threading.BoundedSemaphore) -> None:
+        engine = records.engine
+        self.spec = spec
+        self.config = config
+        self.inbox = Inbox(engine, metadata.tables["inbox"])
+        self.outbox = Outbox(engine, metadata.tables["outbox"])
+        self.deadlines = Deadlines(engine, metadata.tables["saga_deadlines"])
+        self.transport, destinations = self._transport(config)
+        pacing = Pacing(config["RETRY_BACKOFF"], config["RETRY_BACKOFF_MAX"], config["RETRY_JITTER"])
+        self.reactions = Reactions(spec, config, records, self.inbox, self.outbox, self.deadlines,
+                                   self.transport, sleeps)
+        self.worker = InboxWorker(self.inbox, self.reactions, pacing, threads=config["INBOX_THREADS"],
+                                  poll=config["CHOREOGRAPHY_POLL"])
+        self.relay = Relay(self.outbox, self.transport, destinations, Pacing(0.2, 10.0, 0.2),
+                           max_attempts=config["RELAY_MAX_ATTEMPTS"], poll=config["CHOREOGRAPHY_POLL"])
+        self.reactions.after_commit += [self.relay.wake, self.worker.wake]
+        self.watcher = (DeadlineWatcher(self.deadlines, self.reactions.time_out, interval=0.2)
+                        if spec.name == ENTRY else None)
+        self.consumer: Any = None
+
+    def _transport(self, config: dict[str, Any]) -> tuple[Transport, list[str]]:
+        if config["BROKER_URL"]:
+            from choreography.rabbitmq import BrokerTransport
+
+            broker = BrokerTransport(config["BROKER_URL"], config["BROKER_NAMESPACE"])
+            return broker, ["broker"]
+        urls = {**config["PEER_URLS"], "observer": config["OBSERVER_URL"]}
+        http = HttpTransport(urls, config["SERVICE_SECRET"])
+        return http, [step for step in STEPS if step != self.spec.name] + ["observer"]
+
+    def start(self) -> None:
+        """Start the relay, the inbox worker, the deadline watcher (at A) and the broker consumer."""
+        self.relay.start()
+        self.worker.start()
+        if self.watcher is not None:
+            self.watcher.start()
+        if self.config["BROKER_URL"]:
+            from choreography.rabbitmq import BrokerConsumer
+
+            self.consumer = BrokerConsumer(self.config["BROKER_URL"], self.config["BROKER_NAMESPACE"],
+                                           queue=f"service_{self.spec.name}", receive=self.receive)
+            self.consumer.start()
+
+    def receive(self, envelope: Envelope) -> bool:
+        """An event from another service (HTTP or broker): into the inbox, once; False if a repeat."""
+        self.reactions._when(envelope)  # BadEnvelope unless we react to it
+        new = self.inbox.receive(envelope)
+        self.worker.wake()
+        return new
+
+    def sign_up(self, saga_input: dict[str, str], faults: dict[str, str], saga_id: str) -> Envelope:
+        """The entry: start the clock and take the sign-up in as our own event, in one commit;
+        then apply it right away (in the caller's thread) unless a fault asks for it to be slow."""
+        deadline = utcnow() + timedelta(seconds=self.config["CHOREOGRAPHY_DEADLINE"])
+        envelope = Envelope(REQUESTED, saga_id, self.spec.name,
+                            {"input": saga_input, "fail": faults, "deadline": iso(deadline)})
+        with writing(self.inbox.engine) as connection:
+            self.deadlines.start(connection, saga_id, deadline)
+            self.reactions.publish(connection, envelope)
+        self.relay.wake()
+        if self.spec.name not in faults:
+            self.worker.run_now(envelope.event_id)
+        else:
+            self.worker.wake()
+        return envelope
+
+    def dead_letters(self) -> list[dict[str, object]]:
+        return [*self.outbox.dead_letters(), *self.inbox.dead_letters()]

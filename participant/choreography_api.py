@@ -1,0 +1,67 @@
+"""A participant's HTTP endpoints for the choreographed saga: the sign-up (at A), events in, dead letters."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from flask import Blueprint, current_app, jsonify, request
+
+from choreography.events import BadEnvelope, Envelope
+from choreography.flow import ENTRY, EVENT_TYPES, FIELDS, STEPS
+from common.errors import ApiError, json_object
+from common.ids import new_saga_id
+from common.validation import parse_saga_request
+from common.web import require_signature
+from participant.choreography import ParticipantChoreography
+from participant.routes import ParticipantFlask
+
+choreography_routes = Blueprint("choreography", __name__)
+
+
+def _choreography() -> ParticipantChoreography:
+    return cast(ParticipantFlask, current_app).choreography
+
+
+@choreography_routes.post("/signups")
+def sign_up() -> tuple[Any, int]:
+    """Start a choreographed sign-up here, at the service it enters at: 202 {"saga_id", "status"}.
+
+    Takes the body /start takes (and its ?fail_<step>= flags); bad input is 400 and nothing is
+    written. The rest happens by events; follow it at the observer, GET :5000/choreography/sagas/<id>.
+    """
+    choreography = _choreography()
+    if choreography.spec.name != ENTRY:
+        raise ApiError(404, "not_found", f"sign-ups enter at service {ENTRY}")
+    signup = parse_saga_request(json_object(), request.args, tuple(FIELDS[s] for s in STEPS), STEPS)
+    if signup.faults and not current_app.config["FAULTS_ENABLED"]:
+        raise ApiError(400, "faults_disabled", "fault injection is off here; FAULTS_ENABLED=1 turns it on")
+    envelope = choreography.sign_up(signup.input, signup.faults, new_saga_id())
+    return jsonify({"saga_id": envelope.saga_id, "status": "RUNNING"}), 202
+
+
+@choreography_routes.get("/signups/<saga_id>")
+def signed_up(saga_id: str) -> Any:
+    """Whether a sign-up was taken in here (its deadline, and when its clock stopped), or 404."""
+    record = _choreography().deadlines.get(saga_id)
+    if record is None:
+        raise ApiError(404, "not_found", f"no sign-up {saga_id} here")
+    return jsonify(record)
+
+
+@choreography_routes.post("/events")
+def receive_event() -> tuple[Any, int]:
+    """Take in an event from another service's relay (signed, like every call between services):
+    recorded once in the inbox, then handled; a repeat is acknowledged and changes nothing."""
+    require_signature(current_app.config["SERVICE_SECRET"])
+    try:
+        envelope = Envelope.from_json(json_object(), EVENT_TYPES)
+        new = _choreography().receive(envelope)
+    except BadEnvelope as error:
+        raise ApiError(400, "bad_event", str(error)) from None
+    return jsonify({"event_id": envelope.event_id, "status": "received" if new else "duplicate"}), 200
+
+
+@choreography_routes.get("/dead-letters")
+def dead_letters() -> Any:
+    """Events this service could not deliver or could never handle, newest first."""
+    return jsonify({"service": _choreography().spec.name, "dead_letters": _choreography().dead_letters()})
