@@ -212,7 +212,9 @@ class ChoreographedSagas:
         with reading(self.observer.engine) as connection:
             result = connection.execution_options(yield_per=5000).execute(query)
             for saga_id, status, saga_input in result:
-                yield SagaSnapshot(saga_id, SagaStatus(status), json.loads(saga_input or "{}"), PARTS)
+                # Until the observer has seen the sign-up itself, it cannot judge the saga's rows.
+                known = SagaStatus(status) if saga_input else SagaStatus.RUNNING
+                yield SagaSnapshot(saga_id, known, json.loads(saga_input or "{}"), PARTS)
 
     def exists(self, saga_id: str) -> bool:
         return self.observer.get(saga_id) is not None or self.entry_knows(saga_id)

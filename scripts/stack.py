@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +110,11 @@ class Stack:
                         for name, url in self.db_urls.items()}
         return self
 
+    @property
+    def transport(self) -> str:
+        """How the choreographed saga's events travel here."""
+        return "rabbitmq" if self.settings.get("BROKER_URL") else "embedded"
+
     def env(self, name: str, extra: dict[str, str] | None = None) -> dict[str, str]:
         """The environment of process `name`: the test settings, then the stack's, then `extra`."""
         env = {**os.environ, **FAST_SETTINGS, "SERVICE_SECRET": self.secret,
@@ -153,12 +159,15 @@ class Stack:
     def log(self, label: str) -> str:
         return (self.workdir / f"{label}.log").read_text(errors="replace")
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 0.3) -> None:
+        """Stop every process: SIGTERM, and after `grace` seconds SIGKILL (a process still busy
+        with a saga's sleep would otherwise finish it first; nothing here needs that)."""
         for process in self.processes.values():  # all at once: each may wait on keep-alives
             os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
         for process in self.processes.values():
             try:
-                process.wait(timeout=10)
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()

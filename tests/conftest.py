@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.stack import Stack
+from scripts.stack import PROCESSES, Stack
 from tests.support import TEST_DATABASE_URL
 
 
@@ -46,3 +46,27 @@ def user() -> dict[str, str]:
     """A sign-up with values unique to the test."""
     tag = uuid.uuid4().hex[:10]
     return {"username": f"user-{tag}", "address": f"{tag} Main Street", "payment": f"card-{tag}"}
+
+
+@pytest.fixture(scope="session")
+def crash_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A system for the tests that kill and restart its processes; its orchestrator reads a
+    crash point from a file (none armed unless a test writes one)."""
+    workdir = tmp_path_factory.mktemp("crash")
+    stack = Stack(workdir, TEST_DATABASE_URL,
+                  settings={"FAILPOINTS_FILE": str(workdir / "failpoint")}).start()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def crash_stack(crash_system: Stack) -> Stack:
+    """The shared system with all four processes alive and nothing armed, whatever the last
+    test left (a test that starts extra processes stops them itself)."""
+    Path(crash_system.settings["FAILPOINTS_FILE"]).unlink(missing_ok=True)
+    for name in PROCESSES:
+        process = crash_system.processes.get(name)
+        if process is None or process.poll() is not None:
+            crash_system.processes.pop(name, None)
+            crash_system.restart(name)
+    return crash_system

@@ -209,3 +209,36 @@ class TcpProxy:
             self.closed()
             self._open()
         self.mode = "forward"
+
+
+# The choreographed saga --------------------------------------------------------------------------
+
+BROKER_URL = os.environ.get("TEST_BROKER_URL") or "amqp://guest:guest@127.0.0.1:5672/%2F"
+TRANSPORTS = {"embedded": {}, "rabbitmq": {"BROKER_URL": BROKER_URL}}
+FINISHED = ("COMPLETED", "COMPENSATED", "COMPENSATION_FAILED")
+
+
+def sign_up(stack: Stack, user: dict[str, str] | None = None, **fail: str) -> str:
+    """POST /signups at A (202 at once); the saga's id."""
+    body: dict[str, Any] = {**(user or USER), **({"fail": fail} if fail else {})}
+    answer = requests.post(f"{stack.urls['a']}/signups", json=body, timeout=30)
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["status"] == "RUNNING"
+    return str(answer.json()["saga_id"])
+
+
+def choreographed(stack: Stack, saga_id: str, seconds: float = 30,
+                  statuses: tuple[str, ...] = FINISHED) -> dict[str, Any]:
+    """The saga as the observer tells it, once its status is one of `statuses`."""
+    for attempt in Retrying(stop=stop_after_delay(seconds), wait=wait_fixed(0.05), reraise=True):
+        with attempt:
+            answer = requests.get(f"{stack.urls['orchestrator']}/choreography/sagas/{saga_id}",
+                                  params={"wait": 2} if statuses == FINISHED else {}, timeout=10)
+            assert answer.status_code == 200, answer.text
+            saga = answer.json()
+            assert saga["status"] in statuses, saga
+    return saga  # type: ignore[no-any-return]
+
+
+def event_types(saga: dict[str, Any]) -> list[str]:
+    return [event["type"] for event in saga["events"]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,28 +13,7 @@ from sqlalchemy import text
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from scripts.stack import RECOVERS_FAILED_COMPENSATIONS, Stack
-from tests.support import TEST_DATABASE_URL, USER, consistency, start_async, wait_for_saga
-
-
-@pytest.fixture(scope="module")
-def crash_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A system whose orchestrator reads its crash point from a file."""
-    workdir = tmp_path_factory.mktemp("crash")
-    stack = Stack(workdir, TEST_DATABASE_URL,
-                  settings={"FAILPOINTS_FILE": str(workdir / "failpoint")}).start()
-    yield stack
-    stack.stop()
-
-
-@pytest.fixture
-def crash_stack(crash_system: Stack) -> Stack:
-    """The shared system with a live orchestrator and nothing armed, whatever the last test left."""
-    Path(crash_system.settings["FAILPOINTS_FILE"]).unlink(missing_ok=True)
-    process = crash_system.processes.get("orchestrator")
-    if process is None or process.poll() is not None:
-        crash_system.processes.pop("orchestrator", None)
-        crash_system.restart("orchestrator")
-    return crash_system
+from tests.support import USER, consistency, start_async, wait_for_saga
 
 
 def crash_at(stack: Stack, point: str) -> None:

@@ -12,7 +12,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, inspect, make_url, text
 
 from common.db import make_engine
-from orchestrator.migrate import upgrade
+from orchestrator.migrate import HEAD, migrate, upgrade
 from orchestrator.store import metadata
 from tests.support import TEST_DATABASE_URL
 
@@ -43,10 +43,17 @@ def differences(engine: Engine) -> list[object]:
 
 
 def test_the_migrations_build_the_tables_the_code_uses(empty: Engine) -> None:
+    migrate(empty)  # revision after revision, as an old log goes
+    assert differences(empty) == []
+    upgrade(empty)  # and at the head nothing more happens
+    assert differences(empty) == []
+
+
+def test_a_new_log_is_built_at_once_and_stamped_head(empty: Engine) -> None:
     upgrade(empty)
     assert differences(empty) == []
-    upgrade(empty)  # and running them again changes nothing
-    assert differences(empty) == []
+    with empty.connect() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == HEAD
 
 
 def test_a_log_made_before_migrations_is_taken_up_and_its_sagas_ran_signup_1(empty: Engine) -> None:
@@ -68,3 +75,11 @@ def test_a_log_made_before_migrations_is_taken_up_and_its_sagas_ran_signup_1(emp
     with empty.connect() as connection:
         assert connection.execute(text(
             "SELECT definition_name, definition_version FROM sagas WHERE id = 'old'")).one() == ("signup", 1)
+
+
+def test_head_is_alembics_head() -> None:
+    from alembic.script import ScriptDirectory
+
+    from orchestrator.migrate import HEAD, alembic_config
+
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == HEAD

@@ -1,0 +1,120 @@
+"""At-least-once delivery made safe: a repeated event changes nothing, an unsigned one is refused,
+and one that can never be handled ends in the dead letters the dashboard shows."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pika
+import requests
+from sqlalchemy import text
+from tenacity import Retrying, stop_after_delay, wait_fixed
+
+from choreography.events import Envelope
+from choreography.rabbitmq import Topology
+from common.db import utcnow
+from scripts.stack import Stack
+from tests.support import BROKER_URL, assert_json_error, choreographed, event_types, sign_up
+
+
+def handled_event(stack: Stack, service: str, saga_id: str, event_type: str) -> str:
+    """The envelope of an event `service` handled for the saga, as its inbox keeps it."""
+    query = text("SELECT envelope FROM inbox WHERE saga_id = :s AND event_type = :t")
+    with stack.engines[service].connect() as connection:
+        return str(connection.execute(query, {"s": saga_id, "t": event_type}).scalar_one())
+
+
+def outbox_rows(stack: Stack, service: str, saga_id: str) -> int:
+    with stack.engines[service].connect() as connection:
+        return int(connection.execute(text("SELECT COUNT(*) FROM outbox WHERE saga_id = :s"),
+                                      {"s": saga_id}).scalar_one())
+
+
+def deliver_again(stack: Stack, service: str, envelope: str) -> None:
+    """Hand an event to `service` once more, the way its transport brought it the first time."""
+    if stack.transport == "embedded":
+        answer = stack.signed_post(service, "/events", envelope.encode())
+        assert (answer.status_code, answer.json()["status"]) == (200, "duplicate"), answer.text
+        return
+    body = json.loads(envelope)
+    connection = pika.BlockingConnection(pika.URLParameters(BROKER_URL))
+    try:
+        connection.channel().basic_publish(Topology(f"saga-test-{stack.tag}").exchange, body["type"],
+                                           envelope.encode(), pika.BasicProperties(delivery_mode=2))
+    finally:
+        connection.close()
+
+
+def test_a_repeated_event_changes_nothing(choreo: Stack) -> None:
+    saga_id = sign_up(choreo)
+    saga = choreographed(choreo, saga_id)
+    assert saga["status"] == "COMPLETED"
+    before = (outbox_rows(choreo, "b", saga_id), choreo.count("b", "table_b"))
+    deliver_again(choreo, "b", handled_event(choreo, "b", saga_id, "AccountCreated"))
+    for attempt in Retrying(stop=stop_after_delay(3), wait=wait_fixed(0.5), reraise=True):
+        with attempt:  # give a (wrong) second handling the time to show
+            assert (outbox_rows(choreo, "b", saga_id), choreo.count("b", "table_b")) == before
+    assert event_types(choreographed(choreo, saga_id)) == event_types(saga), "the observer too saw it once"
+
+
+def test_the_observer_counts_an_event_once(choreo: Stack) -> None:
+    saga_id = sign_up(choreo)
+    saga = choreographed(choreo, saga_id)
+    envelope = handled_event(choreo, "b", saga_id, "AccountCreated")
+    if choreo.transport == "embedded":
+        answer = choreo.signed_post("orchestrator", "/choreography/events", envelope.encode())
+        assert answer.json()["status"] == "duplicate"
+    else:
+        deliver_again(choreo, "b", envelope)  # the observer's queue gets it too
+    assert event_types(choreographed(choreo, saga_id)) == event_types(saga)
+
+
+def test_events_must_be_signed(choreo: Stack) -> None:
+    envelope = Envelope("AccountCreated", uuid.uuid4().hex, "a", {"input": {}, "deadline": "x"}).dumps()
+    for url in (f"{choreo.urls['b']}/events", f"{choreo.urls['orchestrator']}/choreography/events"):
+        answer = requests.post(url, data=envelope, headers={"Content-Type": "application/json"}, timeout=5)
+        assert_json_error(answer, 401)
+
+
+def test_an_event_a_service_does_not_take_is_refused(choreo: Stack) -> None:
+    for body in (b"{}", b'{"event_id": "x"}',
+                 Envelope("PaymentRegistered", uuid.uuid4().hex, "c", {}).dumps().encode(),  # not B's
+                 Envelope("Nonsense", uuid.uuid4().hex, "c", {}).dumps().encode()):
+        assert_json_error(choreo.signed_post("b", "/events", body), 400)
+
+
+def dead_letters(stack: Stack) -> list[dict[str, object]]:
+    answer = requests.get(f"{stack.urls['orchestrator']}/choreography/dead-letters", timeout=10).json()
+    assert answer["unreachable"] == []
+    return answer["dead_letters"]  # type: ignore[no-any-return]
+
+
+def test_an_event_that_can_never_be_handled_is_dead_lettered_and_shown(choreo: Stack) -> None:
+    poison = Envelope("PaymentRegistered", uuid.uuid4().hex, "c", {})  # B never takes this
+    if choreo.transport == "embedded":  # A's relay will hand it to B, which refuses it for good
+        now = utcnow()
+        with choreo.engines["a"].begin() as connection:
+            connection.execute(text(
+                "INSERT INTO outbox (event_id, destination, event_type, saga_id, envelope, status, attempts, "
+                "next_attempt_at, created_at) VALUES (:e, 'b', :t, :s, :v, 'PENDING', 0, :n, :n)"),
+                {"e": poison.event_id, "t": poison.type, "s": poison.saga_id, "v": poison.dumps(), "n": now})
+        sign_up(choreo)  # a commit at A wakes its relay
+    else:  # straight onto B's queue, as a broken publisher might
+        connection = pika.BlockingConnection(pika.URLParameters(BROKER_URL))
+        try:
+            connection.channel().basic_publish("", Topology(f"saga-test-{choreo.tag}").queue("service_b"),
+                                               b"not an event at all", pika.BasicProperties(delivery_mode=2))
+        finally:
+            connection.close()
+    for attempt in Retrying(stop=stop_after_delay(15), wait=wait_fixed(0.2), reraise=True):
+        with attempt:
+            letters = dead_letters(choreo)
+            if choreo.transport == "embedded":
+                assert any(letter.get("event_id") == poison.event_id and letter["where"] == "outbox"
+                           for letter in letters), letters
+            else:
+                assert any(letter["where"] == "broker" and "not an event" in str(letter["body"])
+                           for letter in letters), letters
+    healthy = sign_up(choreo)
+    assert choreographed(choreo, healthy)["status"] == "COMPLETED", "and the rest goes on"

@@ -1,0 +1,166 @@
+"""Every scenario of the orchestrated saga, choreographed: same input, same final rows,
+on the embedded transport and on RabbitMQ, checked against the real tables."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import text
+from tenacity import Retrying, stop_after_delay, wait_fixed
+
+from scripts.stack import Stack
+from tests.support import assert_json_error, assert_rows, choreographed, consistency, event_types, sign_up
+
+REQUESTED, CREATED, STORED = "SignupRequested", "AccountCreated", "AddressStored"
+REGISTERED = "PaymentRegistered"
+B_FAILED = [REQUESTED, CREATED, "AddressFailed", "AccountRemoved"]
+C_FAILED = [REQUESTED, CREATED, STORED, "PaymentFailed", "AddressRemoved", "AccountRemoved"]
+APPLIED_ALL = {"a": "APPLIED", "b": "APPLIED", "c": "APPLIED"}
+
+SCENARIOS: list[tuple[str, dict[str, str], str, str | None, dict[str, str | None], list[str]]] = [
+    ("success", {}, "COMPLETED", None, APPLIED_ALL, [REQUESTED, CREATED, STORED, REGISTERED]),
+    ("failure at A", {"a": "before_commit"}, "COMPENSATED", "a",
+     {"a": "CANCELLED", "b": None, "c": None}, [REQUESTED, "AccountFailed"]),
+    ("failure at B", {"b": "before_commit"}, "COMPENSATED", "b",
+     {"a": "COMPENSATED", "b": "CANCELLED", "c": None}, B_FAILED),
+    ("failure at C", {"c": "before_commit"}, "COMPENSATED", "c",
+     {"a": "COMPENSATED", "b": "COMPENSATED", "c": "CANCELLED"}, C_FAILED),
+    ("B fails after commit", {"b": "after_commit"}, "COMPENSATED", "b",
+     {"a": "COMPENSATED", "b": "COMPENSATED", "c": None}, B_FAILED),
+    ("transient failures absorbed", {"b": "transient:2"}, "COMPLETED", None, APPLIED_ALL,
+     [REQUESTED, CREATED, STORED, REGISTERED]),
+    ("too many transient failures", {"c": "transient:3"}, "COMPENSATED", "c",
+     {"a": "COMPENSATED", "b": "COMPENSATED", "c": "CANCELLED"}, C_FAILED),
+    ("a compensation retried", {"a": "compensate_transient:2", "b": "before_commit"}, "COMPENSATED", "b",
+     {"a": "COMPENSATED", "b": "CANCELLED", "c": None}, B_FAILED),
+    ("a failed compensation", {"b": "compensate_fail", "c": "before_commit"}, "COMPENSATION_FAILED", "c",
+     {"a": "APPLIED", "b": "APPLIED", "c": "CANCELLED"},
+     [REQUESTED, CREATED, STORED, "PaymentFailed", "AddressRemovalFailed"]),
+    ("a slow step", {"b": "delay:300"}, "COMPLETED", None, APPLIED_ALL,
+     [REQUESTED, CREATED, STORED, REGISTERED]),
+]
+
+
+def user() -> dict[str, str]:
+    tag = uuid.uuid4().hex[:10]
+    return {"username": f"user-{tag}", "address": f"{tag} Main Street", "payment": f"card-{tag}"}
+
+
+@pytest.mark.parametrize(("name", "fail", "status", "failed_step", "rows", "events"), SCENARIOS,
+                         ids=[s[0] for s in SCENARIOS])
+def test_every_scenario_ends_with_the_rows_orchestration_leaves(
+        choreo: Stack, name: str, fail: dict[str, str], status: str, failed_step: str | None,
+        rows: dict[str, str | None], events: list[str]) -> None:
+    signup = user()
+    saga_id = sign_up(choreo, signup, **fail)
+    saga = choreographed(choreo, saga_id)
+    assert (saga["status"], saga["failed_step"]) == (status, failed_step), saga
+    assert saga["reason"] == (None if failed_step is None else "error")
+    assert event_types(saga) == events, "in the order they happened"
+    owners = {"SignupRequested": "a", "AccountCreated": "a", "AccountFailed": "a", "AccountRemoved": "a",
+              "AddressStored": "b", "AddressFailed": "b", "AddressRemoved": "b", "AddressRemovalFailed": "b",
+              "PaymentRegistered": "c", "PaymentFailed": "c"}
+    assert all(e["service"] == owners[e["type"]] for e in saga["events"]), "each event is its owner's fact"
+    assert saga["input"] == signup
+    assert_rows(choreo, saga_id, signup, rows)
+    verdict = requests.get(f"{choreo.urls['orchestrator']}/choreography/sagas/{saga_id}/records", timeout=10)
+    expected = "inconsistent" if status == "COMPENSATION_FAILED" else "consistent"  # needs attention
+    assert verdict.json()["verdict"] == expected, verdict.text
+
+
+def test_a_timeout_compensates_and_the_late_commit_is_refused(choreo: Stack) -> None:
+    """B outlasts the saga's deadline (4 s in the tests): A's watcher cancels the saga by event,
+    C and B leave tombstones, A undoes itself; B's late commit then finds its tombstone."""
+    signup = user()
+    saga_id = sign_up(choreo, signup, b="timeout")
+    saga = choreographed(choreo, saga_id, seconds=20)
+    assert (saga["status"], saga["failed_step"], saga["reason"]) == ("COMPENSATED", "b", "timeout")
+    assert event_types(saga) == [REQUESTED, CREATED, "SignupTimedOut", *C_FAILED[-3:]]
+    for attempt in Retrying(stop=stop_after_delay(10), wait=wait_fixed(0.1), reraise=True):
+        with attempt:  # B wakes after the deadline and tries to apply
+            assert f"saga {saga_id}: apply refused" in choreo.log("b")
+    assert_rows(choreo, saga_id, signup, {"a": "COMPENSATED", "b": "CANCELLED", "c": "CANCELLED"})
+
+
+def test_a_timeout_at_the_entry_itself(choreo: Stack) -> None:
+    signup = user()
+    saga_id = sign_up(choreo, signup, a="timeout")
+    saga = choreographed(choreo, saga_id, seconds=20)
+    assert (saga["status"], saga["failed_step"], saga["reason"]) == ("COMPENSATED", "a", "timeout")
+    for attempt in Retrying(stop=stop_after_delay(10), wait=wait_fixed(0.1), reraise=True):
+        with attempt:
+            assert f"saga {saga_id}: apply refused" in choreo.log("a")
+    assert_rows(choreo, saga_id, signup, {"a": "CANCELLED", "b": "CANCELLED", "c": "CANCELLED"})
+
+
+def test_query_flags_work_as_the_body_does(choreo: Stack) -> None:
+    signup = user()
+    answer = requests.post(f"{choreo.urls['a']}/signups?fail_c=before_commit", json=signup, timeout=10)
+    assert answer.status_code == 202
+    saga = choreographed(choreo, answer.json()["saga_id"])
+    assert (saga["status"], saga["failed_step"]) == ("COMPENSATED", "c")
+
+
+def test_the_dashboard_starts_one_through_the_orchestrators_origin(choreo: Stack) -> None:
+    answer = requests.post(f"{choreo.urls['orchestrator']}/choreography/signups?fail_b=before_commit",
+                           json=user(), timeout=10)
+    assert answer.status_code == 202, answer.text
+    assert choreographed(choreo, answer.json()["saga_id"])["status"] == "COMPENSATED"
+
+
+def counts(stack: Stack) -> dict[str, int]:
+    return {"table_a": stack.count("a", "table_a"), "inbox_a": stack.count("a", "inbox"),
+            "outbox_a": stack.count("a", "outbox"), "deadlines": stack.count("a", "saga_deadlines"),
+            "observed": stack.count("orchestrator", "choreo_sagas")}
+
+
+@pytest.mark.parametrize("body", [
+    {"username": "ada", "address": "x"},
+    {"username": "ada", "address": "x", "payment": "y", "fail": {"b": "explode"}},
+    {"username": "ada", "address": "x", "payment": "y", "fail": {"d": "before_commit"}},
+    {"username": "ada\nforged", "address": "x", "payment": "y"},
+    {"username": "", "address": "x", "payment": "y"},
+    {"username": "ada", "address": "x", "payment": "y", "fail": []},
+])
+def test_bad_input_is_400_and_writes_no_row_and_no_event(choreo: Stack, body: dict[str, Any]) -> None:
+    before = counts(choreo)
+    assert_json_error(requests.post(f"{choreo.urls['a']}/signups", json=body, timeout=10), 400)
+    assert counts(choreo) == before
+
+
+def test_sign_ups_enter_at_a_only(choreo: Stack) -> None:
+    assert_json_error(requests.post(f"{choreo.urls['b']}/signups", json=user(), timeout=10), 404)
+
+
+def test_the_observer_lists_newest_first_filters_and_404s(choreo: Stack) -> None:
+    first = sign_up(choreo, user())
+    second = sign_up(choreo, user(), a="before_commit")
+    choreographed(choreo, first)
+    choreographed(choreo, second)
+    base = f"{choreo.urls['orchestrator']}/choreography/sagas"
+    listed = requests.get(f"{base}?limit=2", timeout=5).json()["sagas"]
+    assert [s["saga_id"] for s in listed] == [second, first]
+    completed = requests.get(f"{base}?status=COMPLETED&limit=500", timeout=5).json()["sagas"]
+    assert first in [s["saga_id"] for s in completed] and second not in [s["saga_id"] for s in completed]
+    assert_json_error(requests.get(f"{base}/{uuid.uuid4().hex}", timeout=5), 404)
+    assert_json_error(requests.get(f"{base}?status=HAPPY", timeout=5), 400)
+    flow = requests.get(f"{choreo.urls['orchestrator']}/choreography/flow", timeout=5).json()
+    assert flow["steps"] == ["a", "b", "c"] and flow["reactions"][0]["on"] == REQUESTED
+
+
+def test_the_consistency_check_covers_choreographed_sagas(choreo: Stack) -> None:
+    signup = user()
+    done = sign_up(choreo, signup)
+    choreographed(choreo, done)
+    assert consistency(choreo)["violations"] == []
+    change = text("UPDATE table_c SET payment_method = :p WHERE saga_id = :s")
+    with choreo.engines["c"].begin() as connection:  # the payment changed by hand
+        connection.execute(change, {"s": done, "p": "stolen"})
+    found = [(v["saga_id"], v["kind"], v["model"]) for v in consistency(choreo)["violations"]]
+    assert found == [(done, "value_mismatch", "choreography")]
+    with choreo.engines["c"].begin() as connection:
+        connection.execute(change, {"s": done, "p": signup["payment"]})
+    assert consistency(choreo)["violations"] == []

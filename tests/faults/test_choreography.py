@@ -1,0 +1,153 @@
+"""The choreographed saga under SIGKILL, broken broker connections and a randomised soak:
+every saga ends COMPLETED or COMPENSATED, nothing is applied twice, nothing is lost."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import text
+
+from scripts.stack import Stack
+from tests.support import TEST_DATABASE_URL, TRANSPORTS, USER, choreographed, consistency, event_types
+
+SETTINGS = {"CHOREOGRAPHY_DEADLINE": "20"}  # long enough to live through a kill and a restart
+
+
+@pytest.fixture(scope="module", params=sorted(TRANSPORTS))
+def system(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = Stack(tmp_path_factory.mktemp(f"choreo-faults-{request.param}"), TEST_DATABASE_URL,
+                    settings={**SETTINGS, **TRANSPORTS[request.param]}).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def stack(system: Stack) -> Stack:
+    """The module's system with all four processes alive, whatever the last test left."""
+    for name in ("orchestrator", "a", "b", "c"):
+        process = system.processes.get(name)
+        if process is None or process.poll() is not None:
+            system.processes.pop(name, None)
+            system.restart(name)
+    return system
+
+
+def try_sign_up(stack: Stack, fail: dict[str, str]) -> str | None:
+    """A sign-up, or None if A did not take it (it may be dead just now)."""
+    try:
+        answer = requests.post(f"{stack.urls['a']}/signups", json={**USER, "fail": fail}, timeout=10)
+    except requests.RequestException:
+        return None
+    return str(answer.json()["saga_id"]) if answer.status_code == 202 else None
+
+
+def assert_all_or_nothing(stack: Stack, saga_ids: list[str], seconds: float = 60) -> list[str]:
+    """Every saga ended, each event happened once, each table holds at most one row a saga, and
+    the consistency check finds nothing. The final statuses."""
+    statuses = []
+    for saga_id in saga_ids:
+        saga = choreographed(stack, saga_id, seconds=seconds, statuses=("COMPLETED", "COMPENSATED"))
+        types = event_types(saga)
+        assert len(types) == len(set(types)), f"an event happened twice: {types}"
+        statuses.append(saga["status"])
+    for service, table in (("a", "table_a"), ("b", "table_b"), ("c", "table_c")):
+        with stack.engines[service].connect() as connection:
+            twice = connection.execute(text(f"SELECT saga_id FROM {table} GROUP BY saga_id "
+                                            "HAVING COUNT(*) > 1")).all()
+        assert twice == []
+    report = consistency(stack)
+    assert report["violations"] == [], report["violations"][:5]
+    return statuses
+
+
+@pytest.mark.parametrize("victim", ["a", "b", "c", "orchestrator"])
+def test_a_killed_process_loses_nothing_and_applies_nothing_twice(stack: Stack, victim: str) -> None:
+    """SIGKILL one process (its relay, inbox worker and consumer with it) with sagas in flight."""
+    faults: list[dict[str, str]] = [{"b": "delay:400"}, {"c": "delay:400", "b": "delay:200"},
+                                    {"c": "before_commit"}, {"b": "after_commit"}, {"a": "delay:300"}]
+    saga_ids = [saga_id for fail in faults * 2 if (saga_id := try_sign_up(stack, fail))]
+    time.sleep(0.3)  # mid-saga: sleeping before commits, events in outboxes and on the wire
+    stack.kill(victim)
+    time.sleep(0.5)
+    stack.restart(victim)
+    statuses = assert_all_or_nothing(stack, saga_ids)
+    assert "COMPLETED" in statuses
+
+
+@pytest.mark.parametrize("system", ["rabbitmq"], indirect=True)
+def test_broker_connections_cut_mid_saga(stack: Stack) -> None:
+    """(The embedded transport's counterpart is the kill above: its connections are HTTP calls.)"""
+    saga_ids = [saga_id for _ in range(8) if (saga_id := try_sign_up(stack, {"b": "delay:300"}))]
+    time.sleep(0.2)
+    closed = subprocess.run(["rabbitmqctl", "close_all_connections", "cut by a test"],
+                            capture_output=True, text=True, timeout=60)
+    assert closed.returncode == 0, closed.stderr
+    assert assert_all_or_nothing(stack, saga_ids) == ["COMPLETED"] * len(saga_ids)
+    logs = "".join(stack.log(name) for name in ("a", "b", "c", "orchestrator"))
+    assert "reconnecting" in logs, "the consumers noticed and came back"
+
+
+SOAK_SAGAS = int(os.environ.get("CHOREOGRAPHY_SOAK_SAGAS", "300"))
+SOAK_CLIENTS = 16
+KILL_EVERY = 2.0
+
+
+def random_faults(rng: random.Random) -> dict[str, str]:
+    """A fault that ends in COMPLETED or COMPENSATED (never COMPENSATION_FAILED) at a random step."""
+    step = rng.choice("abc")
+    return rng.choice([{}, {}, {step: "before_commit"}, {step: "after_commit"},
+                       {step: f"transient:{rng.randint(1, 3)}"}, {step: f"delay:{rng.randint(20, 300)}"},
+                       {"a": "compensate_transient:2", "c": "before_commit"}])
+
+
+# Each leg of CI soaks one transport: the embedded one on SQLite, RabbitMQ on MariaDB.
+SOAK_TRANSPORT = "rabbitmq" if TEST_DATABASE_URL else "embedded"
+
+
+@pytest.mark.parametrize("system", [SOAK_TRANSPORT], indirect=True)
+def test_soak(stack: Stack) -> None:
+    rng = random.Random(os.environ.get("SOAK_SEED", "7"))
+    started: list[str] = []
+    guard = threading.Lock()
+    done = threading.Event()
+
+    def client(seed: int) -> None:
+        mine = random.Random(seed)
+        while True:
+            with guard:
+                if len(started) >= SOAK_SAGAS:
+                    return
+            saga_id = try_sign_up(stack, random_faults(mine))
+            if saga_id is None:
+                time.sleep(0.2)
+                continue
+            with guard:
+                started.append(saga_id)
+
+    def killer() -> None:
+        while not done.wait(KILL_EVERY):
+            victim = rng.choice(["a", "b", "c", "orchestrator"])
+            stack.kill(victim)
+            stack.restart(victim)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(SOAK_CLIENTS)]
+    chaos = threading.Thread(target=killer)
+    for thread in [*threads, chaos]:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    done.set()
+    chaos.join()
+    statuses = assert_all_or_nothing(stack, started, seconds=120)
+    counts: dict[str, Any] = {status: statuses.count(status) for status in set(statuses)}
+    print(f"\nchoreography soak ({stack.transport}): {len(started)} sagas, {SOAK_CLIENTS} clients, "
+          f"a kill every {KILL_EVERY:g} s, {counts}, 0 violations")
+
