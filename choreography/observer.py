@@ -47,12 +47,14 @@ choreo_sagas = Table(
     Column("reason", String(16), nullable=True),
     Column("error", Text, nullable=True),
     Column("input", Text, nullable=True),  # JSON, from SignupRequested
+    Column("faults", Text, nullable=True),  # JSON, from SignupRequested
     Column("deadline", Timestamp, nullable=True),
     Column("created_at", Timestamp, nullable=False),
     Column("updated_at", Timestamp, nullable=False),
     Column("finished_at", Timestamp, nullable=True),
     Index("ix_choreo_sagas_created_at", "created_at"),
     Index("ix_choreo_sagas_status_created_at", "status", "created_at"),
+    Index("ix_choreo_sagas_status_finished_at", "status", "finished_at"),
     **MYSQL_TABLE,
 )
 
@@ -125,6 +127,7 @@ class Observer:
                                       "finished_at": now if status.finished else None}
             if envelope.type == REQUESTED:
                 values["input"] = json.dumps(envelope.payload.get("input", {}))
+                values["faults"] = json.dumps(envelope.payload.get("fail", {}))
                 values["deadline"] = _moment(envelope.payload.get("deadline"))
             connection.execute(self._update, {"key": key, **values})
         with self.changed:
@@ -174,6 +177,15 @@ class Observer:
         with reading(self.engine) as connection:
             return [saga_json(row) for row in connection.execute(query)]
 
+    def finished_since(self, since: datetime) -> list[tuple[str, datetime, datetime]]:
+        """(status, created_at, finished_at) of every saga that finished since `since`."""
+        t = choreo_sagas
+        finished = [status.value for status in SagaStatus if status.finished]
+        query = (select(t.c.status, t.c.created_at, t.c.finished_at)
+                 .where(t.c.status.in_(finished), t.c.finished_at >= since))
+        with reading(self.engine) as connection:
+            return [(status, created, finished) for status, created, finished in connection.execute(query)]
+
     def counts(self) -> dict[str, int]:
         """How many sagas the observer holds in each status."""
         query = select(choreo_sagas.c.status, func.count()).group_by(choreo_sagas.c.status)
@@ -188,7 +200,8 @@ def _moment(text: object) -> datetime | None:
 def saga_json(row: Any) -> dict[str, Any]:
     return {"saga_id": row.saga_id, "model": "choreography", "status": row.status,
             "failed_step": row.failed_step, "reason": row.reason, "error": row.error,
-            "input": json.loads(row.input) if row.input else None, "deadline": iso(row.deadline),
+            "input": json.loads(row.input) if row.input else None,
+            "fail": json.loads(row.faults) if row.faults else {}, "deadline": iso(row.deadline),
             "created_at": iso(row.created_at), "updated_at": iso(row.updated_at),
             "finished_at": iso(row.finished_at)}
 

@@ -282,6 +282,15 @@ class SagaStore:
         with reading(self.engine) as connection:
             return [_saga(row) for row in connection.execute(query)]
 
+    def finished_since(self, since: datetime) -> list[tuple[str, datetime, datetime]]:
+        """(status, created_at, finished at) of every saga that finished since `since` (a saga's
+        last write is the one that finished it)."""
+        query = (select(sagas.c.status, sagas.c.created_at, sagas.c.updated_at)
+                 .where(sagas.c.status.in_([s.value for s in SagaStatus if s.finished]),
+                        sagas.c.updated_at >= since))
+        with reading(self.engine) as connection:
+            return [(status, created, finished) for status, created, finished in connection.execute(query)]
+
     def every_saga(self) -> Iterator[tuple[str, SagaStatus, dict[str, str], str, int]]:
         """(id, status, input, definition name, definition version) of every saga, streamed."""
         query = select(sagas.c.id, sagas.c.status, sagas.c.input, sagas.c.definition_name,

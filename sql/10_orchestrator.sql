@@ -107,6 +107,7 @@ CREATE TABLE choreo_sagas (
 	reason VARCHAR(16),
 	error TEXT,
 	input TEXT,
+	faults TEXT,
 	deadline DATETIME(6),
 	created_at DATETIME(6) NOT NULL,
 	updated_at DATETIME(6) NOT NULL,
@@ -117,3 +118,5 @@ CREATE TABLE choreo_sagas (
 CREATE INDEX ix_choreo_sagas_created_at ON choreo_sagas (created_at);
 
 CREATE INDEX ix_choreo_sagas_status_created_at ON choreo_sagas (status, created_at);
+
+CREATE INDEX ix_choreo_sagas_status_finished_at ON choreo_sagas (status, finished_at);

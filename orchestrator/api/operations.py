@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from common.consistency import check_consistency
+from common.db import utcnow
 from common.errors import ApiError, json_object
 from common.faults import FAULT_MODES, parse_fault
+from common.stats import buckets
 from common.validation import limit_arg, reject_unknown, whole_number_arg
 from common.web import database_health
 from orchestrator.api.views import definition_json
@@ -78,6 +81,23 @@ def definition() -> Any:
                     "known": [d.key for d in definitions],
                     "fault_modes": FAULT_MODES, "faults_enabled": config["FAULTS_ENABLED"],
                     "call_timeout": config["CALL_TIMEOUT"]})
+
+
+@operations_api.get("/stats")
+def stats() -> Any:
+    """For the dashboard's charts: sagas finished per second by outcome and their p50/p99
+    duration, in buckets over the last `?minutes=` (1-30, default 5), of one `?model=`."""
+    reject_unknown(request.args, ("minutes", "model", "bucket"), what="query_argument")
+    minutes = whole_number_arg(request.args, "minutes", default=5, minimum=1, maximum=30)
+    bucket = whole_number_arg(request.args, "bucket", default=10, minimum=1, maximum=300)
+    model = request.args.get("model", "orchestration")
+    if model not in ("orchestration", "choreography"):
+        raise ApiError(400, "invalid_model", "model must be orchestration or choreography")
+    now = utcnow()
+    since = now - timedelta(minutes=minutes)
+    source = services().store if model == "orchestration" else services().observer
+    return jsonify({"model": model, "minutes": minutes, "bucket_seconds": bucket,
+                    "buckets": buckets(source.finished_since(since), now, minutes, bucket)})
 
 
 @operations_api.get("/health")

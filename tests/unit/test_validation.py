@@ -54,3 +54,21 @@ def test_verdict(status: SagaStatus, rows: dict[str, str | None], expected: str)
     outcome, problems = verdict(status, rows)
     assert outcome == expected
     assert bool(problems) == (expected == "inconsistent")
+
+
+def test_chart_buckets_count_per_second_by_outcome_with_p50_and_p99() -> None:
+    from datetime import datetime, timedelta
+
+    from common.stats import buckets
+
+    until = datetime(2026, 1, 1, 12, 0, 0)
+    finished = [("COMPLETED", until - timedelta(seconds=15, milliseconds=ms), until - timedelta(seconds=15))
+                for ms in range(1, 101)]  # 100 sagas in the second bucket, 1 to 100 ms long
+    finished.append(("COMPENSATED", until - timedelta(seconds=5, milliseconds=500),
+                     until - timedelta(seconds=5)))
+    finished.append(("COMPLETED", until - timedelta(minutes=9), until - timedelta(minutes=8)))  # too old
+    result = buckets(finished, until, minutes=1, bucket_seconds=10)
+    assert len(result) == 6 and result[0]["start"] == "2026-01-01T11:59:00.000Z"
+    assert (result[4]["completed"], result[4]["p50_ms"], result[4]["p99_ms"]) == (10.0, 50.0, 99.0)
+    assert (result[5]["compensated"], result[5]["completed"], result[5]["p50_ms"]) == (0.1, 0.0, 500.0)
+    assert result[0]["p50_ms"] is None
