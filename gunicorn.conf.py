@@ -2,6 +2,7 @@
 
 import json
 import os
+import tempfile
 
 import gunicorn.util
 
@@ -17,6 +18,31 @@ keepalive = 30
 accesslog = "-" if os.environ.get("GUNICORN_ACCESS_LOG") == "1" else None
 # gunicorn 24+ opens one control socket at a fixed path; four servers on one host would clash.
 control_socket_disable = True
+
+if os.environ.get("LOG_FORMAT") == "json":  # gunicorn's own lines in the apps' JSON shape too
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "common.logs.JsonFormatter"}},
+        "filters": {"context": {"()": "common.logs.ContextFilter", "process": "gunicorn"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json",
+                                "filters": ["context"], "stream": "ext://sys.stderr"}},
+        "root": {"level": "INFO", "handlers": []},  # the apps add their own handler
+        "loggers": {"gunicorn.error": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+                    "gunicorn.access": {"handlers": ["stderr"], "level": "INFO", "propagate": False}},
+    }
+
+# Several workers: each keeps its Prometheus values in files of one directory, added up at
+# each scrape (prometheus-client's multiprocess mode); a dead worker's are folded in.
+if workers > 1:
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="saga-metrics-"))
+
+
+def child_exit(server: object, worker: object) -> None:
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
 
 
 def _json_error(sock: object, status_int: int, reason: str, mesg: str) -> None:

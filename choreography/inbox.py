@@ -7,6 +7,7 @@ however often it is delivered. A handler that fails is tried again later, as the
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -47,6 +48,7 @@ def inbox_table(metadata: MetaData) -> Table:
         Column("received_at", Timestamp, nullable=False),
         Column("handled_at", Timestamp, nullable=True),
         Index("ix_inbox_due", "status", "next_attempt_at"),
+        Index("ix_inbox_saga_id", "saga_id", "event_type"),
         **MYSQL_TABLE,
     )
 
@@ -97,6 +99,18 @@ class Inbox:
         with reading(self.engine) as connection:
             row = connection.execute(query).first()
         return None if row is None else InboxRow(*row)
+
+    def first_of(self, connection: Connection, saga_id: str, event_type: str) -> Envelope | None:
+        """The first event of `event_type` this inbox took for the saga, if any."""
+        t = self.table
+        query = (select(t.c.envelope).where(t.c.saga_id == saga_id, t.c.event_type == event_type)
+                 .order_by(t.c.received_at).limit(1))
+        text = connection.execute(query).scalar()
+        if text is None:
+            return None
+        body = json.loads(text)
+        return Envelope(body["type"], body["saga_id"], body["source"], body["payload"], body["event_id"],
+                        body.get("occurred_at", ""), body.get("traceparent"))
 
     def handled(self, connection: Connection, event_id: str, attempts: int) -> bool:
         """Mark the event handled, in the handler's transaction; False if something else did first."""

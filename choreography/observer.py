@@ -35,7 +35,19 @@ from choreography.events import Envelope
 from choreography.flow import FIELDS, REQUESTED, STEPS, derive
 from common.consistency import Part, SagaSnapshot
 from common.db import MYSQL_TABLE, Timestamp, iso, reading, utcnow, writing
+from common.metrics import (
+    COMPENSATIONS,
+    COMPENSATIONS_FAILED,
+    EVENTS_RECEIVED,
+    SAGA_DURATION,
+    SAGAS_FINISHED,
+    SAGAS_STARTED,
+)
 from common.status import SagaStatus
+
+MODEL = "choreography"
+UNDONE = ("AddressRemoved", "AccountRemoved")  # a step's compensation, as its service says it
+UNDO_FAILED = ("AddressRemovalFailed", "AccountRemovalFailed")
 
 metadata = MetaData()
 
@@ -99,7 +111,7 @@ class Observer:
         self.engine = engine
         self._new_saga = _insert_ignore(choreo_sagas)
         self._new_event = _insert_ignore(choreo_events)
-        self._lock_saga = select(choreo_sagas.c.saga_id).where(
+        self._lock_saga = select(choreo_sagas.c.status, choreo_sagas.c.created_at).where(
             choreo_sagas.c.saga_id == bindparam("key")).with_for_update()
         self._events_of = (select(choreo_events.c.type, choreo_events.c.payload)
                            .where(choreo_events.c.saga_id == bindparam("key")).order_by(choreo_events.c.id))
@@ -113,11 +125,12 @@ class Observer:
             key = envelope.saga_id
             connection.execute(self._new_saga, {"saga_id": key, "status": SagaStatus.RUNNING.value,
                                                 "created_at": now, "updated_at": now})
-            connection.execute(self._lock_saga, {"key": key})  # one event of a saga at a time
+            before, created = connection.execute(self._lock_saga, {"key": key}).one()  # one at a time
             new = connection.execute(self._new_event, {
                 "event_id": envelope.event_id, "saga_id": envelope.saga_id, "type": envelope.type,
                 "source": envelope.source, "occurred_at": envelope.occurred_at or iso(now),
                 "received_at": now, "payload": json.dumps(envelope.payload)}).rowcount
+            EVENTS_RECEIVED.labels("observer", envelope.type, "new" if new else "duplicate").inc()
             if not new:
                 return False
             seen = [(t, json.loads(p)) for t, p in connection.execute(self._events_of, {"key": key})]
@@ -130,9 +143,24 @@ class Observer:
                 values["faults"] = json.dumps(envelope.payload.get("fail", {}))
                 values["deadline"] = _moment(envelope.payload.get("deadline"))
             connection.execute(self._update, {"key": key, **values})
+        self._count(envelope, SagaStatus(before), status, created, now)
         with self.changed:
             self.changed.notify_all()
         return True
+
+    @staticmethod
+    def _count(envelope: Envelope, before: SagaStatus, status: SagaStatus, created: datetime,
+               now: datetime) -> None:
+        """The choreographed saga's metrics, as the events tell its story."""
+        if envelope.type == REQUESTED:
+            SAGAS_STARTED.labels(MODEL).inc()
+        elif envelope.type in UNDONE:
+            COMPENSATIONS.labels(MODEL, envelope.source).inc()
+        elif envelope.type in UNDO_FAILED:
+            COMPENSATIONS_FAILED.labels(MODEL, envelope.source).inc()
+        if status.finished and not before.finished:
+            SAGAS_FINISHED.labels(MODEL, status.value).inc()
+            SAGA_DURATION.labels(MODEL, status.value).observe((now - created).total_seconds())
 
     def record_dead_letter(self, queue: str, reason: str, body: str) -> None:
         with writing(self.engine) as connection:
@@ -185,6 +213,13 @@ class Observer:
                  .where(t.c.status.in_(finished), t.c.finished_at >= since))
         with reading(self.engine) as connection:
             return [(status, created, finished) for status, created, finished in connection.execute(query)]
+
+    def in_flight(self) -> int:
+        """Sagas the observer holds as RUNNING or COMPENSATING."""
+        unfinished = [SagaStatus.RUNNING.value, SagaStatus.COMPENSATING.value]
+        query = select(func.count()).select_from(choreo_sagas).where(choreo_sagas.c.status.in_(unfinished))
+        with reading(self.engine) as connection:
+            return int(connection.execute(query).scalar_one())
 
     def counts(self) -> dict[str, int]:
         """How many sagas the observer holds in each status."""

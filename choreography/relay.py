@@ -15,6 +15,7 @@ import threading
 from choreography.outbox import Outbox, OutboxRow
 from choreography.pacing import Pacing
 from choreography.transport import Transport
+from common.metrics import DEAD_LETTERS, EVENTS_PUBLISHED
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +24,9 @@ class Relay:
     """One thread per destination, each draining its rows of the outbox through `transport`,
     woken as soon as a commit adds to the outbox (and every `poll` seconds regardless)."""
 
-    def __init__(self, outbox: Outbox, transport: Transport, destinations: list[str], pacing: Pacing,
-                 max_attempts: int, poll: float = 0.5) -> None:
+    def __init__(self, service: str, outbox: Outbox, transport: Transport, destinations: list[str],
+                 pacing: Pacing, max_attempts: int, poll: float = 0.5) -> None:
+        self.service = service
         self.outbox = outbox
         self.transport = transport
         self.destinations = destinations
@@ -61,11 +63,13 @@ class Relay:
         delivery = self.transport.deliver(row.destination, row.envelope)
         if delivery.ok:
             self.outbox.sent(row.id)
+            EVENTS_PUBLISHED.labels(self.service, row.destination).inc()
             return 1
         attempts = row.attempts + 1
         error = delivery.error or "not delivered"
         if delivery.permanent or attempts >= self.max_attempts:
             self.outbox.dead(row.id, attempts, error)
+            DEAD_LETTERS.labels(self.service, "outbox").inc()
             log.error("outbox row %d to %s dead-lettered after %d attempt(s): %s", row.id,
                       row.destination, attempts, error)
         else:

@@ -11,6 +11,7 @@ from typing import Protocol
 from choreography.events import BadEnvelope, Envelope
 from choreography.inbox import Inbox, InboxRow
 from choreography.pacing import Pacing
+from common.metrics import DEAD_LETTERS, EVENTS_HANDLED
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,9 @@ class Handler(Protocol):
 class InboxWorker:
     """A poll loop (woken early when an event arrives) feeding a pool of handler threads."""
 
-    def __init__(self, inbox: Inbox, handler: Handler, pacing: Pacing, threads: int = 16,
+    def __init__(self, service: str, inbox: Inbox, handler: Handler, pacing: Pacing, threads: int = 16,
                  poll: float = 0.5) -> None:
+        self.service = service
         self.inbox = inbox
         self.handler = handler
         self.pacing = pacing
@@ -90,6 +92,7 @@ class InboxWorker:
             envelope = Envelope.loads(row.envelope, self.handler.known_types)
         except BadEnvelope as error:
             self.inbox.dead(row.event_id, attempt, f"not an event this service handles: {error}")
+            DEAD_LETTERS.labels(self.service, "inbox").inc()
             return
         allowed = self.handler.attempts_allowed(envelope)
         error_text = row.last_error or "the attempts ran out"
@@ -97,21 +100,25 @@ class InboxWorker:
             if attempt <= allowed:
                 try:
                     self.handler.handle(envelope, attempt)
+                    EVENTS_HANDLED.labels(self.service, envelope.type, "ok").inc()
                     return
                 except Exception as error:  # noqa: BLE001 - a failed attempt, to be tried again
                     error_text = str(error) or type(error).__name__
                     log.info("saga %s: %s attempt %d failed: %s", envelope.saga_id, envelope.type,
-                             attempt, error_text)
+                             attempt, error_text, extra={"saga_id": envelope.saga_id, "attempt": attempt})
                     if attempt < allowed:
+                        EVENTS_HANDLED.labels(self.service, envelope.type, "retry").inc()
                         self.inbox.retry_later(row.event_id, attempt, error_text, self.pacing.after(attempt))
                         self.wake_at(self.pacing.after(attempt))
                         return
             self.handler.give_up(envelope, attempt, error_text)
+            EVENTS_HANDLED.labels(self.service, envelope.type, "gave_up").inc()
         except Exception as error:  # noqa: BLE001 - the failure path itself failed (a database down)
             log.warning("saga %s: %s could not be settled (attempt %d): %s", envelope.saga_id,
                         envelope.type, attempt, error)
             if attempt >= allowed + GIVE_UP_ATTEMPTS:
                 self.inbox.dead(row.event_id, attempt, f"could not be settled: {error}")
+                DEAD_LETTERS.labels(self.service, "inbox").inc()
                 log.error("saga %s: %s dead-lettered", envelope.saga_id, envelope.type)
             else:
                 self.inbox.retry_later(row.event_id, attempt, str(error), self.pacing.after(attempt))

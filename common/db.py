@@ -219,7 +219,29 @@ def wait_for_database(engine: Engine, wait_seconds: float = 60) -> None:
             ping(engine)
 
 
+@contextmanager
+def schema_lock(connection: Connection) -> Iterator[None]:
+    """Changing a schema, one process at a time (two gunicorn workers, or two orchestrators,
+    starting at once). On MySQL a named lock of the server, per database (it outlives the
+    commits DDL makes); on SQLite the transaction's own write lock does it."""
+    if connection.dialect.name not in ("mysql", "mariadb"):
+        yield
+        return
+    name = f"saga_schema_{connection.engine.url.database}"[:64]
+    connection.execute(text("SELECT GET_LOCK(:name, 60)"), {"name": name})
+    try:
+        yield
+    finally:
+        connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
+
+
+def create_tables(engine: Engine, metadata: MetaData) -> None:
+    """Create the tables of `metadata` the database lacks."""
+    with writing(engine) as connection, schema_lock(connection):
+        metadata.create_all(connection)
+
+
 def init_database(engine: Engine, metadata: MetaData, wait_seconds: float = 60) -> None:
     """Wait until the database answers, then create the tables it lacks."""
     wait_for_database(engine, wait_seconds)
-    metadata.create_all(engine)
+    create_tables(engine, metadata)

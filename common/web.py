@@ -15,7 +15,9 @@ from werkzeug.wrappers import Response
 from common.db import database_state
 from common.errors import ApiError, register_error_handlers
 from common.logs import configure_logging
+from common.metrics import exposition
 from common.signing import SIGNATURE_HEADER, BadSignature, verify
+from common.tracing import setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +42,19 @@ def base_app(name: str, config: dict[str, Any], app_class: type[Flask] = Flask,
     app.config.update(config)
     app.json.sort_keys = False  # type: ignore[attr-defined]  # answers read in the order written
     configure_logging(app.config["LOG_LEVEL"], process=name, json_lines=app.config.get("LOG_JSON", False))
+    setup_tracing(name)
     register_error_handlers(app)
     app.before_request(refuse_cross_site_writes)
     app.after_request(add_security_headers)
+    app.add_url_rule("/metrics", "metrics", metrics)
     return app
+
+
+def metrics() -> Response:
+    """This process's metrics in Prometheus' text exposition format (for a scraper: no auth,
+    like /health, and nothing in it names a saga)."""
+    body, content_type = exposition()
+    return Response(body, content_type=content_type)
 
 
 def refuse_cross_site_writes() -> None:

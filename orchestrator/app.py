@@ -13,7 +13,8 @@ from choreography.flow import ENTRY
 from choreography.observer import ChoreographedSagas, Observer
 from choreography.observer import metadata as observer_metadata
 from choreography.observer_api import ObserverSettings, observer_blueprint
-from common.db import make_engine, wait_for_database
+from common.db import create_tables, make_engine, wait_for_database
+from common.metrics import count_in_flight
 from common.web import base_app
 from orchestrator.api import BLUEPRINTS
 from orchestrator.client import ParticipantClient
@@ -64,6 +65,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
                             recovery=recovery, logs=logs, observer=observer,
                             sagas=(OrchestratedSagas(store, definitions),
                                    ChoreographedSagas(observer, gateway.knows_signup)))
+    count_in_flight("sagas", lambda: {"orchestration": store.in_flight(),
+                                      "choreography": observer.in_flight()})
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     app.register_blueprint(dashboard)
@@ -76,7 +79,7 @@ def start_observer(app: Flask, database: Engine, gateway: ParticipantGateway) ->
     """The choreography's observer, in this process beside the dashboard (it takes no part in
     the saga): its tables, its API, and over RabbitMQ its consumers."""
     config = app.config
-    observer_metadata.create_all(database)
+    create_tables(database, observer_metadata)
     observer = Observer(database)
     settings = ObserverSettings(secret=config["SERVICE_SECRET"], entry_url=config["SERVICE_URLS"][ENTRY],
                                 service_urls=config["SERVICE_URLS"])

@@ -18,6 +18,7 @@ from requests.adapters import HTTPAdapter
 
 from common.faults import ATTEMPT_HEADER, FAULT_HEADER, TIMEOUT_HEADER
 from common.signing import SIGNATURE_HEADER, sign
+from common.tracing import inject
 
 RETRYABLE = frozenset({"error", "timeout", "unreachable"})
 
@@ -73,6 +74,7 @@ class ParticipantClient:
                    SIGNATURE_HEADER: sign(self.secret, "POST", urlsplit(url).path, body)}
         if fault:
             headers[FAULT_HEADER] = fault
+        inject(headers)  # the trace context: the participant's span is a child of this attempt's
         started = time.perf_counter()
 
         def elapsed_ms() -> int:

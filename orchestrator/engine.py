@@ -15,10 +15,23 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.trace import SpanKind, StatusCode
 from tenacity import Retrying, retry_if_result, stop_never, wait_exponential_jitter
 
+from common.db import utcnow
 from common.ids import new_saga_id
+from common.metrics import (
+    CALL_DURATION,
+    COMPENSATIONS,
+    COMPENSATIONS_FAILED,
+    LEASES_LOST,
+    SAGA_DURATION,
+    SAGAS_FINISHED,
+    SAGAS_STARTED,
+    STEP_ATTEMPTS,
+)
 from common.status import RecordStatus, SagaStatus
+from common.tracing import parent, span_in, start_saga_trace, trace_id
 from orchestrator.client import Attempt, ParticipantClient
 from orchestrator.definition import Definitions, SagaDefinition, Step, StepKind
 from orchestrator.failpoints import Failpoints
@@ -26,6 +39,7 @@ from orchestrator.model import Event, Lease, LeaseLost, Run, Saga, Transition
 from orchestrator.store import SagaStore
 
 log = logging.getLogger("orchestrator.saga")
+MODEL = "orchestration"
 
 
 @dataclass(frozen=True)
@@ -94,9 +108,13 @@ class SagaEngine:
                idempotency_key: str | None = None, request_hash: str | None = None) -> Saga:
         """Log a new saga under the default definition, leased to us, before any step runs."""
         definition = self.definitions.default
-        saga = self.store.create(new_saga_id(), (definition.name, definition.version), saga_input,
-                                 faults, self.owner, idempotency_key, request_hash)
-        log.info("saga %s: started under %s, fail=%s", saga.id, definition.key, faults)
+        saga_id = new_saga_id()
+        traceparent = start_saga_trace(f"saga {definition.key}", saga_id, {"saga.definition": definition.key})
+        saga = self.store.create(saga_id, (definition.name, definition.version), saga_input,
+                                 faults, self.owner, idempotency_key, request_hash, traceparent)
+        SAGAS_STARTED.labels(MODEL).inc()
+        log.info("saga %s: started under %s, fail=%s, trace %s", saga.id, definition.key, faults,
+                 trace_id(traceparent), extra={"saga_id": saga.id})
         return saga
 
     def definition_of(self, saga: Saga) -> SagaDefinition:
@@ -124,21 +142,35 @@ class SagaEngine:
                 log.warning("saga %s: not ours to drive (leased to %s)", saga_id, saga.lease_owner)
                 return saga
             definition = self.definition_of(saga)
-            try:
-                while not saga.status.finished:
-                    step = definition.steps[saga.current_step]
-                    if saga.status is SagaStatus.RUNNING:
-                        saga = self._forward(saga, lease, definition, step, run)
-                    else:
-                        saga = self._backward(saga, lease, definition, step, run)
-                    run = Run.NEW  # only the step a drive starts at can have attempts logged
-            except LeaseLost:
-                log.warning("saga %s: lease lost; another orchestrator drives it now", saga_id)
-                saga = self.store.get(saga_id) or saga
+            was_finished = saga.status.finished
+            with span_in(f"drive {definition.key}", parent(saga.trace_parent),
+                         attributes={"saga.id": saga.id, "saga.run": run.value}):
+                try:
+                    while not saga.status.finished:
+                        step = definition.steps[saga.current_step]
+                        if saga.status is SagaStatus.RUNNING:
+                            saga = self._forward(saga, lease, definition, step, run)
+                        else:
+                            saga = self._backward(saga, lease, definition, step, run)
+                        run = Run.NEW  # only the step a drive starts at can have attempts logged
+                except LeaseLost:
+                    LEASES_LOST.inc()
+                    log.warning("saga %s: lease lost; another orchestrator drives it now", saga_id)
+                    saga = self.store.get(saga_id) or saga
+                else:
+                    if not was_finished:
+                        self._count_finished(saga)
             return saga
         finally:
             with self._busy_guard:
                 self._busy.discard(saga_id)
+
+    @staticmethod
+    def _count_finished(saga: Saga) -> None:
+        SAGAS_FINISHED.labels(MODEL, saga.status.value).inc()
+        if saga.created_at is not None:
+            SAGA_DURATION.labels(MODEL, saga.status.value).observe(
+                (utcnow() - saga.created_at).total_seconds())
 
     def reopen(self, saga_id: str) -> bool:
         """Take a COMPENSATION_FAILED saga back to COMPENSATING, its faults cleared; False if it is not."""
@@ -211,10 +243,13 @@ class SagaEngine:
         retries = (step.compensation_retries if step.compensation_retries is not None
                    else self.defaults.compensation_retries)
         new = self._call(saga, lease, step, action, {"saga_id": saga.id}, retries, run, succeeded, failed)
+        if new.status is SagaStatus.COMPENSATION_FAILED:
+            COMPENSATIONS_FAILED.labels(MODEL, step.name).inc()
+            log.error("saga %s: COMPENSATION_FAILED: %s", saga.id, new.compensation_error)
+        else:
+            COMPENSATIONS.labels(MODEL, step.name).inc()
         if new.status is SagaStatus.COMPENSATED:
             log.info("saga %s: COMPENSATED", saga.id)
-        elif new.status is SagaStatus.COMPENSATION_FAILED:
-            log.error("saga %s: COMPENSATION_FAILED: %s", saga.id, new.compensation_error)
         elif new.status is not SagaStatus.COMPENSATING:
             log.warning("saga %s: pivot %s had committed after all; going on", saga.id, step.name)
         return new
@@ -250,9 +285,20 @@ class SagaEngine:
         numbers = iter(range(budget.first, 1 << 62))
 
         def attempt_once() -> Transition | None:
-            attempt = self.client.attempt(f"{self.urls[step.participant]}/{action}", payload,
-                                          number=next(numbers), timeout=timeout,
-                                          fault=saga.faults.get(step.name))
+            number = next(numbers)
+            with span_in(f"{action} {step.name}", kind=SpanKind.CLIENT,
+                         attributes={"saga.id": saga.id, "saga.step": step.name, "saga.action": action,
+                                     "saga.attempt": number}) as span:
+                attempt = self.client.attempt(f"{self.urls[step.participant]}/{action}", payload,
+                                              number=number, timeout=timeout,
+                                              fault=saga.faults.get(step.name))
+                span.set_attribute("saga.outcome", attempt.outcome)
+                if attempt.http_status is not None:
+                    span.set_attribute("http.response.status_code", attempt.http_status)
+                if attempt.outcome != "ok":
+                    span.set_status(StatusCode.ERROR, attempt.error or attempt.outcome)
+            STEP_ATTEMPTS.labels(step.name, action, attempt.outcome).inc()
+            CALL_DURATION.labels(step.name, action).observe(attempt.latency_ms / 1000)
             decided: Transition | None = None
             if attempt.outcome == "ok":  # the participant committed; the log does not know yet
                 self.failpoints.hit(f"after_{action}", step.name)
@@ -264,7 +310,8 @@ class SagaEngine:
                 attempt.latency_ms, attempt.error), decided)
             log.info("saga %s: %s %s attempt %d -> %s%s (%d ms)", saga.id, action, step.name,
                      attempt.number, attempt.outcome,
-                     f" {attempt.http_status}" if attempt.http_status else "", attempt.latency_ms)
+                     f" {attempt.http_status}" if attempt.http_status else "", attempt.latency_ms,
+                     extra={"saga_id": saga.id, "step": step.name, "attempt": attempt.number})
             return decided
 
         self.failpoints.hit(f"before_{action}", step.name)

@@ -8,12 +8,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, inspect, text
 
-from common.db import writing
+from common.db import schema_lock, writing
 from orchestrator.store import metadata
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 BASELINE = "0001"  # the schema of logs created before migrations, by create_all
-HEAD = "0003"  # the latest revision (a test checks it is Alembic's head)
+HEAD = "0004"  # the latest revision (a test checks it is Alembic's head)
 
 
 def alembic_config(connection: Connection | None = None, output: io.StringIO | None = None) -> Any:
@@ -25,12 +25,10 @@ def alembic_config(connection: Connection | None = None, output: io.StringIO | N
     return config
 
 
-def current(engine: Engine) -> str | None:
-    """The revision the database is at, None if it has none."""
-    with writing(engine) as connection:
-        if "alembic_version" not in inspect(connection).get_table_names():
-            return None
-        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+def _version(connection: Connection) -> str | None:
+    if "alembic_version" not in inspect(connection).get_table_names():
+        return None
+    return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def upgrade(engine: Engine) -> None:
@@ -38,35 +36,30 @@ def upgrade(engine: Engine) -> None:
     and is stamped head (Alembic's way to build one from scratch); an older one runs the
     migrations it lacks (a log made before migrations is stamped 0001 first). At the head
     already, as at every restart, Alembic is not even imported."""
-    if current(engine) == HEAD:
-        return
-    from alembic import command
-
-    with writing(engine) as connection:
-        if not inspect(connection).get_table_names():
-            metadata.create_all(connection)
-            command.stamp(alembic_config(connection), "head")
-            return
-    migrate(engine)
+    _bring_up(engine, from_scratch=True)
 
 
 def migrate(engine: Engine) -> None:
-    """Run every migration the database lacks, one revision after another."""
-    from alembic import command
+    """Run every migration the database lacks, one revision after another (what an old log
+    goes through; the tests check that the result is what `upgrade` builds at once)."""
+    _bring_up(engine, from_scratch=False)
 
-    with writing(engine) as connection:
-        mysql = connection.dialect.name in ("mysql", "mariadb")
-        if mysql:  # two orchestrators starting at once on a new log: one migrates, one waits
-            connection.execute(text("SELECT GET_LOCK('saga_log_migrations', 60)"))
-        try:
-            config = alembic_config(connection)
-            tables = inspect(connection).get_table_names()
-            if "sagas" in tables and "alembic_version" not in tables:
-                command.stamp(config, BASELINE)
-            command.upgrade(config, "head")
-        finally:
-            if mysql:
-                connection.execute(text("SELECT RELEASE_LOCK('saga_log_migrations')"))
+
+def _bring_up(engine: Engine, from_scratch: bool) -> None:
+    with writing(engine) as connection, schema_lock(connection):
+        if _version(connection) == HEAD:
+            return
+        from alembic import command
+
+        config = alembic_config(connection)
+        tables = inspect(connection).get_table_names()
+        if from_scratch and not tables:
+            metadata.create_all(connection)
+            command.stamp(config, "head")
+            return
+        if "sagas" in tables and "alembic_version" not in tables:
+            command.stamp(config, BASELINE)
+        command.upgrade(config, "head")
 
 
 def mysql_ddl() -> str:

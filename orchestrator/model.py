@@ -47,6 +47,7 @@ class Saga:
     lease_owner: str | None = None
     lease_epoch: int = 0
     lease_expires_at: datetime | None = None
+    trace_parent: str | None = None  # the W3C traceparent of the saga's root span
     created_at: datetime | None = None
     updated_at: datetime | None = None
 

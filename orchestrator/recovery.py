@@ -8,6 +8,7 @@ import time
 from datetime import timedelta
 
 from common.db import utcnow
+from common.metrics import RECOVERY_CLAIMS
 from orchestrator.engine import SagaEngine
 from orchestrator.instances import instance_prefix, parse_instance, process_alive
 from orchestrator.model import Run
@@ -54,12 +55,14 @@ class Recovery:
             # A saga queued here past its lease is ours still: never start a second driver.
             if not self.engine.busy(saga_id) and store.claim(saga_id, owner):
                 claimed += 1
+                RECOVERY_CLAIMS.labels("resumed").inc()
                 log.info("saga %s: claimed for recovery", saga_id)
                 self.engine.submit(saga_id, Run.RESUMED)
         quiet_since = utcnow() - self.retry_after
         for saga_id in store.failed_compensations(quiet_since, self.max_rounds):
             if store.reopen_failed_compensation(saga_id, owner, quiet_since, self.max_rounds):
                 claimed += 1
+                RECOVERY_CLAIMS.labels("reopened").inc()
                 log.info("saga %s: compensation failed before; trying it again", saga_id)
                 self.engine.submit(saga_id, Run.REOPENED)
         return claimed

@@ -61,6 +61,7 @@ sagas = Table(
     Column("lease_owner", String(128), nullable=True),
     Column("lease_epoch", Integer, nullable=False, server_default="0"),
     Column("lease_expires_at", Timestamp, nullable=True),
+    Column("trace_parent", String(55), nullable=True),  # W3C traceparent of the saga's root span
     Column("created_at", Timestamp, nullable=False, default=utcnow),
     Column("updated_at", Timestamp, nullable=False, default=utcnow, onupdate=utcnow),
     Index("ix_sagas_created_at", "created_at"),
@@ -107,8 +108,8 @@ def _saga(row: Any) -> Saga:
                 compensation_rounds=row.compensation_rounds,
                 idempotency_key=row.idempotency_key, request_hash=row.request_hash,
                 lease_owner=row.lease_owner, lease_epoch=row.lease_epoch,
-                lease_expires_at=row.lease_expires_at, created_at=row.created_at,
-                updated_at=row.updated_at)
+                lease_expires_at=row.lease_expires_at, trace_parent=row.trace_parent,
+                created_at=row.created_at, updated_at=row.updated_at)
 
 
 class SagaStore:
@@ -120,7 +121,7 @@ class SagaStore:
 
     def create(self, saga_id: str, definition: tuple[str, int], saga_input: dict[str, str],
                faults: dict[str, str], owner: str, idempotency_key: str | None = None,
-               request_hash: str | None = None) -> Saga:
+               request_hash: str | None = None, trace_parent: str | None = None) -> Saga:
         """Log a new saga under `definition` (name, version), RUNNING at its first step and
         leased to `owner`.
 
@@ -132,7 +133,7 @@ class SagaStore:
                     current_step=0, definition_name=name, definition_version=version,
                     idempotency_key=idempotency_key, request_hash=request_hash,
                     lease_owner=owner, lease_epoch=1, lease_expires_at=now + self.lease,
-                    created_at=now, updated_at=now)
+                    trace_parent=trace_parent, created_at=now, updated_at=now)
         try:
             with writing(self.engine) as connection:
                 connection.execute(_INSERT_SAGA, {
@@ -141,6 +142,7 @@ class SagaStore:
                     "definition_name": name, "definition_version": version,
                     "idempotency_key": idempotency_key, "request_hash": request_hash,
                     "lease_owner": owner, "lease_epoch": 1, "lease_expires_at": saga.lease_expires_at,
+                    "trace_parent": trace_parent,
                     "created_at": now, "updated_at": now})
         except IntegrityError:
             if idempotency_key is None:
@@ -290,6 +292,13 @@ class SagaStore:
                         sagas.c.updated_at >= since))
         with reading(self.engine) as connection:
             return [(status, created, finished) for status, created, finished in connection.execute(query)]
+
+    def in_flight(self) -> int:
+        """How many sagas are RUNNING or COMPENSATING (an index range per status)."""
+        unfinished = [status.value for status in UNFINISHED]
+        query = select(func.count()).select_from(sagas).where(sagas.c.status.in_(unfinished))
+        with reading(self.engine) as connection:
+            return int(connection.execute(query).scalar_one())
 
     def every_saga(self) -> Iterator[tuple[str, SagaStatus, dict[str, str], str, int]]:
         """(id, status, input, definition name, definition version) of every saga, streamed."""

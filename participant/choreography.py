@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
+from opentelemetry.trace import SpanKind
 from sqlalchemy import Connection, MetaData
 
 from choreography.deadlines import Deadlines, DeadlineWatcher, deadlines_table
@@ -38,7 +40,9 @@ from choreography.transport import HttpTransport, Transport
 from choreography.worker import InboxWorker
 from common.db import iso, utcnow, writing
 from common.faults import Fault, parse_fault
+from common.metrics import EVENTS_RECEIVED, HANDLER_DURATION
 from common.status import RecordStatus
+from common.tracing import current_traceparent, parent, span_in, start_saga_trace
 from participant.records import RecordStore
 from participant.spec import ServiceSpec
 
@@ -94,6 +98,11 @@ class Reactions:
 
     def handle(self, envelope: Envelope, attempt: int) -> None:
         when = self._when(envelope)
+        with self._span(envelope, when, attempt):
+            self._handle(envelope, when, attempt)
+        self._woken()
+
+    def _handle(self, envelope: Envelope, when: When, attempt: int) -> None:
         fault = self._fault(envelope)
         if when.reaction is Reaction.APPLY:
             self._apply(envelope, when, fault, attempt)
@@ -105,7 +114,19 @@ class Reactions:
             self._settle(envelope, attempt, lambda c: self._cancel(c, envelope, when))
         else:
             self._settle(envelope, attempt, lambda c: self._close_clock(c, envelope.saga_id))
-        self._woken()
+
+    @contextmanager
+    def _span(self, envelope: Envelope, when: When, attempt: int) -> Iterator[None]:
+        """A span for handling an event, a child of the span that published it, and its timing."""
+        started = time.perf_counter()
+        attributes = {"saga.id": envelope.saga_id, "saga.service": self.me, "saga.event": envelope.type,
+                      "saga.reaction": when.reaction.value, "saga.attempt": attempt}
+        try:
+            with span_in(f"{when.reaction.value} on {envelope.type}", parent(envelope.traceparent),
+                         SpanKind.CONSUMER, attributes):
+                yield
+        finally:
+            HANDLER_DURATION.labels(self.me, "event").observe(time.perf_counter() - started)
 
     def give_up(self, envelope: Envelope, attempt: int, error: str) -> None:
         """The attempts ran out: undo what may have committed, and say this step failed."""
@@ -124,7 +145,8 @@ class Reactions:
                 log.error("saga %s: compensation of %s failed for good: %s", envelope.saga_id, self.me, error)
             self._close_clock(connection, envelope.saga_id)
 
-        self._settle(envelope, attempt, failed)
+        with self._span(envelope, when, attempt):
+            self._settle(envelope, attempt, failed)
         self._woken()
 
     # The reactions ----------------------------------------------------------------------------
@@ -201,7 +223,7 @@ class Reactions:
         context: dict[str, Any] = {key: cause.payload[key] for key in ("fail", "deadline")
                                    if key in cause.payload}
         envelope = Envelope(event_type, cause.saga_id, self.me, {**context, **payload},
-                            traceparent=cause.traceparent)
+                            traceparent=current_traceparent() or cause.traceparent)
         self.publish(connection, envelope)
 
     def publish(self, connection: Connection, envelope: Envelope) -> None:
@@ -212,8 +234,11 @@ class Reactions:
         self.outbox.add(connection, envelope, self.transport.destinations(others))
 
     def time_out(self, connection: Connection, saga_id: str) -> None:
-        """For the deadline watcher: publish SignupTimedOut, in the transaction that closes the clock."""
-        self.publish(connection, Envelope(TIMED_OUT, saga_id, self.me, {}))
+        """For the deadline watcher: publish SignupTimedOut, in the transaction that closes the
+        clock, in the saga's trace (the sign-up in our inbox has it)."""
+        requested = self.inbox.first_of(connection, saga_id, REQUESTED)
+        self.publish(connection, Envelope(TIMED_OUT, saga_id, self.me, {},
+                                          traceparent=requested.traceparent if requested else None))
         self._woken()
 
     def _close_clock(self, connection: Connection, saga_id: str) -> None:
@@ -264,9 +289,9 @@ class ParticipantChoreography:
         pacing = Pacing(config["RETRY_BACKOFF"], config["RETRY_BACKOFF_MAX"], config["RETRY_JITTER"])
         self.reactions = Reactions(spec, config, records, self.inbox, self.outbox, self.deadlines,
                                    self.transport, sleeps)
-        self.worker = InboxWorker(self.inbox, self.reactions, pacing, threads=config["INBOX_THREADS"],
-                                  poll=config["CHOREOGRAPHY_POLL"])
-        self.relay = Relay(self.outbox, self.transport, destinations, Pacing(0.2, 10.0, 0.2),
+        self.worker = InboxWorker(spec.name, self.inbox, self.reactions, pacing,
+                                  threads=config["INBOX_THREADS"], poll=config["CHOREOGRAPHY_POLL"])
+        self.relay = Relay(spec.name, self.outbox, self.transport, destinations, Pacing(0.2, 10.0, 0.2),
                            max_attempts=config["RELAY_MAX_ATTEMPTS"], poll=config["CHOREOGRAPHY_POLL"])
         self.reactions.after_commit += [self.relay.wake, self.worker.wake]
         self.watcher = (DeadlineWatcher(self.deadlines, self.reactions.time_out, interval=0.2)
@@ -300,6 +325,7 @@ class ParticipantChoreography:
         """An event from another service (HTTP or broker): into the inbox, once; False if a repeat."""
         self.reactions._when(envelope)  # BadEnvelope unless we react to it
         new = self.inbox.receive(envelope)
+        EVENTS_RECEIVED.labels(self.spec.name, envelope.type, "new" if new else "duplicate").inc()
         self.worker.wake()
         return new
 
@@ -307,8 +333,10 @@ class ParticipantChoreography:
         """The entry: start the clock and take the sign-up in as our own event, in one commit;
         then apply it right away (in the caller's thread) unless a fault asks for it to be slow."""
         deadline = utcnow() + timedelta(seconds=self.config["CHOREOGRAPHY_DEADLINE"])
+        traceparent = start_saga_trace("saga signup (choreography)", saga_id)
         envelope = Envelope(REQUESTED, saga_id, self.spec.name,
-                            {"input": saga_input, "fail": faults, "deadline": iso(deadline)})
+                            {"input": saga_input, "fail": faults, "deadline": iso(deadline)},
+                            traceparent=traceparent)
         with writing(self.inbox.engine) as connection:
             self.deadlines.start(connection, saga_id, deadline)
             self.reactions.publish(connection, envelope)

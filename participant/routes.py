@@ -8,13 +8,15 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from common.db import iso
 from common.errors import ApiError, json_object
 from common.faults import ATTEMPT_HEADER, FAULT_HEADER, TIMEOUT_HEADER, Fault, parse_fault
+from common.metrics import HANDLER_DURATION, PARTICIPANT_REQUESTS
 from common.status import RecordStatus
+from common.tracing import end_server_span, start_server_span
 from common.validation import limit_arg, reject_unknown, saga_id_field, text_field, whole_number_arg
 from common.web import database_health, require_signature
 from participant.choreography import ParticipantChoreography
@@ -39,6 +41,48 @@ class ParticipantFlask(Flask):
 
 
 SIGNED = frozenset({"participant.invoke", "participant.compensate", "participant.cancel"})
+RESULTS = {"APPLIED": "applied", "COMPENSATED": "compensated", "CANCELLED": "cancelled"}
+
+
+@routes.before_request
+def trace_and_time() -> None:
+    """A span for each call that changes a row (a child of the orchestrator's attempt), and its timing."""
+    if request.endpoint in SIGNED:
+        spec, _ = _participant()
+        action = request.endpoint.removeprefix("participant.")
+        g.span = start_server_span(f"{action} {spec.name}", request.headers,
+                                   {"saga.service": spec.name, "saga.action": action,
+                                    "http.request.method": request.method})
+        g.started = time.perf_counter()
+
+
+@routes.after_request
+def count(response: Response) -> Response:
+    if "started" in g:
+        spec, _ = _participant()
+        action = (request.endpoint or "").removeprefix("participant.")
+        PARTICIPANT_REQUESTS.labels(spec.name, action, _result(response)).inc()
+        HANDLER_DURATION.labels(spec.name, action).observe(time.perf_counter() - g.started)
+    return response
+
+
+@routes.teardown_request
+def end_span(error: BaseException | None) -> None:
+    if "span" in g:
+        span, token = g.pop("span")
+        end_server_span(span, token, 500 if error is not None else g.get("status", 200))
+
+
+def _result(response: Response) -> str:
+    """What a call came to, in a word from a small set (a metric's label)."""
+    g.status = code = response.status_code
+    body = response.get_json(silent=True) or {}
+    if code < 300:
+        return RESULTS.get(str(body.get("status")), "ok")
+    error = (body.get("error") or {}).get("code") if isinstance(body.get("error"), dict) else None
+    if code == 500:
+        return "fault" if error == "injected_fault" else "error"
+    return {401: "unauthorized", 409: "refused", 503: "unavailable"}.get(code, "invalid")
 
 
 @routes.before_request

@@ -76,6 +76,12 @@ ALTER TABLE saga_events MODIFY orchestrator VARCHAR(128) NOT NULL;
 
 UPDATE alembic_version SET version_num='0003' WHERE alembic_version.version_num = '0002';
 
+-- Running upgrade 0003 -> 0004
+
+ALTER TABLE sagas ADD COLUMN trace_parent VARCHAR(55);
+
+UPDATE alembic_version SET version_num='0004' WHERE alembic_version.version_num = '0003';
+
 CREATE TABLE choreo_dead_letters (
 	id BIGINT NOT NULL AUTO_INCREMENT,
 	queue VARCHAR(128) NOT NULL,

@@ -19,6 +19,8 @@ CREATE TABLE inbox (
 
 CREATE INDEX ix_inbox_due ON inbox (status, next_attempt_at);
 
+CREATE INDEX ix_inbox_saga_id ON inbox (saga_id, event_type);
+
 CREATE TABLE outbox (
 	id BIGINT NOT NULL AUTO_INCREMENT,
 	event_id VARCHAR(32) NOT NULL,

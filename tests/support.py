@@ -242,3 +242,47 @@ def choreographed(stack: Stack, saga_id: str, seconds: float = 30,
 
 def event_types(saga: dict[str, Any]) -> list[str]:
     return [event["type"] for event in saga["events"]]
+
+
+class OtlpReceiver:
+    """An OTLP/HTTP trace receiver on a free port that keeps every span it is sent, in memory:
+    what Jaeger or any OpenTelemetry back end would get from the four processes."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        self.spans: list[dict[str, Any]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(self.rfile.read(int(self.headers["Content-Length"])))
+                for resource_spans in request.resource_spans:
+                    service = next(a.value.string_value for a in resource_spans.resource.attributes
+                                   if a.key == "service.name")
+                    for scope in resource_spans.scope_spans:
+                        for span in scope.spans:
+                            receiver.spans.append({
+                                "service": service, "name": span.name, "trace_id": span.trace_id.hex(),
+                                "span_id": span.span_id.hex(), "parent_id": span.parent_span_id.hex() or None,
+                                "attributes": {a.key: getattr(a.value, a.value.WhichOneof("value"))
+                                               for a in span.attributes}})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def of_trace(self, trace_id: str) -> list[dict[str, Any]]:
+        return [span for span in self.spans if span["trace_id"] == trace_id]
+
+    def close(self) -> None:
+        self.server.shutdown()

@@ -6,6 +6,7 @@ from typing import Any
 
 from common.db import iso
 from common.status import SagaStatus
+from common.tracing import trace_id
 from orchestrator.definition import SagaDefinition
 from orchestrator.model import Event, Saga
 
@@ -17,7 +18,8 @@ def saga_json(saga: Saga) -> dict[str, Any]:
             "failed_step": saga.failed_step, "reason": saga.reason, "error": saga.error,
             "compensation_error": saga.compensation_error,
             "compensation_rounds": saga.compensation_rounds,
-            "idempotency_key": saga.idempotency_key, "lease_owner": saga.lease_owner,
+            "idempotency_key": saga.idempotency_key, "trace_id": trace_id(saga.trace_parent),
+            "lease_owner": saga.lease_owner,
             "lease_expires_at": iso(saga.lease_expires_at),
             "created_at": iso(saga.created_at), "updated_at": iso(saga.updated_at)}
 
