@@ -11,6 +11,7 @@ COPY service_a service_a
 COPY service_b service_b
 COPY service_c service_c
 COPY orchestrator orchestrator
+COPY choreography choreography
 COPY ui ui
 RUN useradd --system saga && mkdir -p var && chown saga var
 USER saga

@@ -7,7 +7,7 @@ export TEST_DATABASE_URL
 # The same for `make bench`.
 export BENCH_DATABASE_URL
 
-.PHONY: install install-dev test-tools run test unit soak bench lint sql screenshots check up down clean
+.PHONY: install install-dev test-tools run test unit soak bench lint sql screenshots check up up-observability down clean
 
 $(VENV)/.run-deps: requirements.txt
 	python3 -m venv $(VENV)
@@ -24,12 +24,14 @@ install-dev: $(VENV)/.dev-deps
 
 # What the tests run besides Python, from Debian's packages when missing: Chromium for the
 # browser tests (Playwright never downloads a browser here), docker-compose to resolve
-# docker-compose.yml as compose does.
+# docker-compose.yml as compose does, promtool (package prometheus) to check ops/prometheus.
+# The tests also need RabbitMQ on 127.0.0.1:5672 (TEST_BROKER_URL to point elsewhere).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 test-tools:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then echo "installing$$missing for the tests"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
@@ -71,8 +73,12 @@ up:  ## the whole system on MySQL 8 in containers (writes .env with fresh secret
 	python3 scripts/write_env.py
 	docker compose up --build
 
+up-observability:  ## the same, with Prometheus, Grafana and Jaeger (traces exported to it)
+	python3 scripts/write_env.py
+	OTEL_EXPORTER_OTLP_ENDPOINT=http://jaeger:4318 docker compose --profile observability up --build
+
 down:
-	docker compose down --volumes
+	docker compose --profile observability down --volumes
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -29,9 +29,10 @@ from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
+from choreography.rabbitmq import purge
 from scripts.schema import SQL, password_variable, users_sql
 from scripts.stack import ROOT, free_port
-from tests.support import TEST_DATABASE_URL
+from tests.support import BROKER_URL, TEST_DATABASE_URL
 
 APPS = ("service_a", "service_b", "service_c", "orchestrator")
 PORTS = {"orchestrator": 5000, "service_a": 5001, "service_b": 5002, "service_c": 5003}
@@ -59,7 +60,12 @@ def test_compose_shape_and_least_privilege(env_file: Path) -> None:
     raw = (ROOT / "docker-compose.yml").read_text()
     assert "change-me" not in raw and not re.search(r"PASSWORD:\s*\w", raw), "no password in the file"
     services = resolved(env_file)["services"]
-    assert set(services) == {"mysql", *APPS}
+    observability = {"prometheus", "grafana", "jaeger"}
+    assert set(services) == {"mysql", "rabbitmq", *APPS, *observability}
+    assert all(services[name]["profiles"] == ["observability"] for name in observability)
+    assert all("profiles" not in services[name] for name in ("mysql", "rabbitmq", *APPS)), \
+        "docker compose up without a profile runs the system, nothing more"
+    assert services["rabbitmq"]["healthcheck"]["test"][1] == "rabbitmq-diagnostics"
     assert services["mysql"]["image"].startswith("mysql:8")
     assert any(str(v).endswith("/sql:/docker-entrypoint-initdb.d:ro") for v in services["mysql"]["volumes"])
     assert "--password" not in " ".join(services["mysql"]["healthcheck"]["test"]), \
@@ -67,12 +73,18 @@ def test_compose_shape_and_least_privilege(env_file: Path) -> None:
     for name in APPS:
         depends = services[name]["depends_on"]
         assert all(d["condition"] == "service_healthy" for d in depends.values()), name
+        assert {"mysql", "rabbitmq"} <= set(depends), f"{name} waits for its database and the broker"
         assert "healthcheck" in services[name], name
         assert services[name]["environment"]["SERVICE_SECRET"], name
-    assert set(services["orchestrator"]["depends_on"]) == {"mysql", "service_a", "service_b", "service_c"}
-    published = {name: service.get("ports", []) for name, service in services.items()}
+        assert services[name]["environment"]["BROKER_URL"].startswith("amqp://saga:"), name
+    assert set(services["orchestrator"]["depends_on"]) == {"mysql", "rabbitmq", "service_a", "service_b",
+                                                           "service_c"}
+    published = {name: service.get("ports", []) for name, service in services.items()
+                 if name not in observability}
     assert {name for name, ports in published.items() if ports} == {"orchestrator"}, \
         "only the orchestrator is published; the participants are reached on the compose network"
+    for name in observability:  # the observability tools' UIs on the loopback interface only
+        assert all(str(p).startswith("127.0.0.1:") for p in services[name].get("ports", [])), name
     assert [str(p).removesuffix("/tcp") for p in published["orchestrator"]] == ["127.0.0.1:5000:5000"], \
         "published on the loopback interface only"
     users = {name: make_url(services[name]["environment"][key]).username
@@ -124,6 +136,9 @@ def compose_here(tmp_path: Path, env_file: Path) -> Iterator[dict[str, Any]]:
                 value = str(value)
                 if value.startswith("mysql+pymysql://"):
                     value = database_url(value)
+                if key == "BROKER_URL":  # this machine's RabbitMQ, in a namespace of this test's
+                    value = BROKER_URL
+                    env["BROKER_NAMESPACE"] = f"saga-compose-{tag}"
                 for compose_host, local in hosts.items():
                     value = value.replace(f"http://{compose_host}", f"http://{local}")
                 env[key] = value
@@ -143,6 +158,7 @@ def compose_here(tmp_path: Path, env_file: Path) -> Iterator[dict[str, Any]]:
             os.killpg(app["process"].pid, signal.SIGTERM)
         for app in running.values():
             app["process"].wait(timeout=15)
+        purge(BROKER_URL, f"saga-compose-{tag}")
         if admin is not None:
             with admin.connect() as connection:
                 for name in APPS:
@@ -177,6 +193,11 @@ def test_compose_services_start_pass_their_health_checks_and_run_sagas(compose_h
     assert (done.status_code, done.json()["status"]) == (200, "COMPLETED"), done.text
     failed = requests.post(f"{start}?fail_c=before_commit", json=user, timeout=60)
     assert (failed.status_code, failed.json()["status"]) == (500, "COMPENSATED"), failed.text
+    signup = requests.post(f"{apps['service_a']['url']}/signups", json=user, timeout=10)
+    assert signup.status_code == 202, signup.text
+    observed = requests.get(f"{apps['orchestrator']['url']}/choreography/sagas/{signup.json()['saga_id']}",
+                            params={"wait": 20}, timeout=30).json()
+    assert observed["status"] == "COMPLETED", "the choreographed saga, over the broker"
     expected = {"service_a": ("table_a", "COMPENSATED"), "service_b": ("table_b", "COMPENSATED"),
                 "service_c": ("table_c", "CANCELLED")}
     for database, (table, status) in expected.items():
@@ -206,3 +227,10 @@ def test_each_process_user_reaches_its_own_database_only(compose_here: dict[str,
             connection.execute(text(f"UPDATE `saga_compose_{tag}_orchestrator`.sagas SET status = 'X'"))
     finally:
         service_a.dispose()
+
+
+def test_the_image_holds_every_package_the_apps_import() -> None:
+    copied = {line.split()[1] for line in (ROOT / "Dockerfile").read_text().splitlines()
+              if line.startswith("COPY ")}
+    packages = {path.parent.name for path in ROOT.glob("*/__init__.py")} - {"tests", "scripts"}
+    assert packages <= copied, f"not in the image: {packages - copied}"
