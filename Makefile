@@ -52,7 +52,7 @@ soak: install-dev  ## thousands of sagas, random faults, the orchestrator killed
 	SOAK_SAGAS=$(SOAK_SAGAS) SOAK_CLIENTS=$(SOAK_CLIENTS) SOAK_KILL_EVERY=$(SOAK_KILL_EVERY) \
 	  $(PYTHON) -m pytest tests/faults/test_soak.py -s $(PYTEST_ARGS)
 
-bench: install-dev  ## throughput and latency, orchestrated against the bare chain (see README)
+bench: install-dev  ## both saga models against the bare chain, on SQLite and on MariaDB (BENCH_DATABASE_URL), in one run
 	$(PYTHON) -m scripts.bench $(BENCH_ARGS)
 
 lint: install-dev

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -44,6 +45,7 @@ from common.metrics import (
     SAGAS_STARTED,
 )
 from common.status import SagaStatus
+from common.tracing import trace_id
 
 MODEL = "choreography"
 UNDONE = ("AddressRemoved", "AccountRemoved")  # a step's compensation, as its service says it
@@ -61,6 +63,7 @@ choreo_sagas = Table(
     Column("input", Text, nullable=True),  # JSON, from SignupRequested
     Column("faults", Text, nullable=True),  # JSON, from SignupRequested
     Column("deadline", Timestamp, nullable=True),
+    Column("trace_id", String(32), nullable=True),  # of the saga's trace, from its sign-up
     Column("created_at", Timestamp, nullable=False),
     Column("updated_at", Timestamp, nullable=False),
     Column("finished_at", Timestamp, nullable=True),
@@ -116,7 +119,9 @@ class Observer:
         self._events_of = (select(choreo_events.c.type, choreo_events.c.payload)
                            .where(choreo_events.c.saga_id == bindparam("key")).order_by(choreo_events.c.id))
         self._update = update(choreo_sagas).where(choreo_sagas.c.saga_id == bindparam("key"))
-        self.changed = threading.Condition()
+        # Readers waiting for a saga to finish: saga id -> the Event its finishing sets.
+        self._waiting: dict[str, threading.Event] = {}
+        self._waiting_guard = threading.Lock()
 
     def receive(self, envelope: Envelope) -> bool:
         """Record an event (False if it was seen before) and bring its saga's status up to date."""
@@ -141,11 +146,15 @@ class Observer:
             if envelope.type == REQUESTED:
                 values["input"] = json.dumps(envelope.payload.get("input", {}))
                 values["faults"] = json.dumps(envelope.payload.get("fail", {}))
+                values["trace_id"] = trace_id(envelope.traceparent)
                 values["deadline"] = _moment(envelope.payload.get("deadline"))
             connection.execute(self._update, {"key": key, **values})
         self._count(envelope, SagaStatus(before), status, created, now)
-        with self.changed:
-            self.changed.notify_all()
+        if status.finished:
+            with self._waiting_guard:
+                finished = self._waiting.get(key)
+            if finished is not None:
+                finished.set()
         return True
 
     @staticmethod
@@ -186,15 +195,21 @@ class Observer:
              "received_at": iso(e.received_at), **json.loads(e.payload)} for e in events]}
 
     def wait(self, saga_id: str, seconds: float) -> dict[str, Any] | None:
-        """The saga once it has finished, or as it stands after `seconds`."""
-        deadline = utcnow().timestamp() + seconds
-        while True:
-            saga = self.get(saga_id)
-            left = deadline - utcnow().timestamp()
-            if saga is not None and SagaStatus(saga["status"]).finished or left <= 0:
-                return saga
-            with self.changed:
-                self.changed.wait(min(left, 0.5))
+        """The saga once it has finished, or as it stands after `seconds` (woken by the event
+        that finishes it, and every half second in case another process took that event)."""
+        with self._waiting_guard:
+            finished = self._waiting.setdefault(saga_id, threading.Event())
+        try:
+            until = time.monotonic() + seconds
+            while True:
+                saga = self.get(saga_id)
+                left = until - time.monotonic()
+                if saga is not None and SagaStatus(saga["status"]).finished or left <= 0:
+                    return saga
+                finished.wait(min(left, 0.5))
+        finally:
+            with self._waiting_guard:
+                self._waiting.pop(saga_id, None)
 
     def recent(self, limit: int, status: SagaStatus | None = None) -> list[dict[str, Any]]:
         """The newest sagas first (created up to now: a range of the index, never all of it)."""
@@ -237,6 +252,7 @@ def saga_json(row: Any) -> dict[str, Any]:
             "failed_step": row.failed_step, "reason": row.reason, "error": row.error,
             "input": json.loads(row.input) if row.input else None,
             "fail": json.loads(row.faults) if row.faults else {}, "deadline": iso(row.deadline),
+            "trace_id": row.trace_id,
             "created_at": iso(row.created_at), "updated_at": iso(row.updated_at),
             "finished_at": iso(row.finished_at)}
 

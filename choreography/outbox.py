@@ -79,13 +79,16 @@ class Outbox:
         if rows:
             connection.execute(insert(self.table), rows)
 
-    def due(self, destination: str, limit: int = 100) -> list[OutboxRow]:
-        """Events waiting to be published to `destination` now, oldest first."""
+    def due(self, destination: str, limit: int = 100, lane: tuple[int, int] = (0, 1)) -> list[OutboxRow]:
+        """Events waiting to be published to `destination` now, oldest first; `lane` (k, n): only
+        the rows whose id is k modulo n."""
         t = self.table
         query = (select(t.c.id, t.c.destination, t.c.envelope, t.c.attempts)
                  .where(t.c.destination == destination, t.c.status == PENDING,
                         t.c.next_attempt_at <= utcnow())
                  .order_by(t.c.next_attempt_at).limit(limit))
+        if lane[1] > 1:
+            query = query.where(t.c.id % lane[1] == lane[0])
         with reading(self.engine) as connection:
             return [OutboxRow(*row) for row in connection.execute(query)]
 

@@ -25,7 +25,7 @@ class Relay:
     woken as soon as a commit adds to the outbox (and every `poll` seconds regardless)."""
 
     def __init__(self, service: str, outbox: Outbox, transport: Transport, destinations: list[str],
-                 pacing: Pacing, max_attempts: int, poll: float = 0.5) -> None:
+                 pacing: Pacing, max_attempts: int, poll: float = 0.5, lanes: int = 1) -> None:
         self.service = service
         self.outbox = outbox
         self.transport = transport
@@ -33,31 +33,34 @@ class Relay:
         self.pacing = pacing
         self.max_attempts = max_attempts
         self.poll = poll
-        self._wakes = {destination: threading.Event() for destination in destinations}
+        # Threads per destination, each taking the rows whose id falls in its lane: a transport
+        # that waits for each delivery's confirm (the broker's) then has that many in flight.
+        self.lanes = lanes
+        self._wakes = {(d, lane): threading.Event() for d in destinations for lane in range(lanes)}
 
     def start(self) -> None:
-        for destination in self.destinations:
-            threading.Thread(target=self._run, args=(destination,), name=f"relay-{destination}",
+        for destination, lane in self._wakes:
+            threading.Thread(target=self._run, args=(destination, lane), name=f"relay-{destination}-{lane}",
                              daemon=True).start()
 
     def wake(self) -> None:
         for wake in self._wakes.values():
             wake.set()
 
-    def _run(self, destination: str) -> None:
-        wake = self._wakes[destination]
+    def _run(self, destination: str, lane: int) -> None:
+        wake = self._wakes[(destination, lane)]
         while True:
             wake.wait(self.poll)
             wake.clear()
             try:
-                while self.relay_once(destination):
+                while self.relay_once(destination, lane):
                     pass
             except Exception:  # noqa: BLE001 - the relay must outlive a database hiccup
                 log.exception("outbox relay to %s failed; trying again in %s s", destination, self.poll)
 
-    def relay_once(self, destination: str) -> int:
-        """Publish what is due now for `destination`; how many rows were published."""
-        return sum(self._publish(row) for row in self.outbox.due(destination))
+    def relay_once(self, destination: str, lane: int = 0) -> int:
+        """Publish what is due now for `destination` in `lane`; how many rows were published."""
+        return sum(self._publish(row) for row in self.outbox.due(destination, lane=(lane, self.lanes)))
 
     def _publish(self, row: OutboxRow) -> int:
         delivery = self.transport.deliver(row.destination, row.envelope)

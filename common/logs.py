@@ -37,7 +37,9 @@ class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.process_name = self.process
         if getattr(record, "saga_id", None) is None:
-            match = SAGA_ID.search(str(record.msg) % record.args if record.args else str(record.msg))
+            # Format the message once, here, and keep it (the formatter would do it again).
+            record.msg, record.args = record.getMessage(), None
+            match = SAGA_ID.search(record.msg)
             record.saga_id = match.group(1) if match else None
         if getattr(record, "trace_id", None) is None:
             record.trace_id = current_trace_id()

@@ -292,7 +292,8 @@ class ParticipantChoreography:
         self.worker = InboxWorker(spec.name, self.inbox, self.reactions, pacing,
                                   threads=config["INBOX_THREADS"], poll=config["CHOREOGRAPHY_POLL"])
         self.relay = Relay(spec.name, self.outbox, self.transport, destinations, Pacing(0.2, 10.0, 0.2),
-                           max_attempts=config["RELAY_MAX_ATTEMPTS"], poll=config["CHOREOGRAPHY_POLL"])
+                           max_attempts=config["RELAY_MAX_ATTEMPTS"], poll=config["CHOREOGRAPHY_POLL"],
+                           lanes=4 if config["BROKER_URL"] else 1)
         self.reactions.after_commit += [self.relay.wake, self.worker.wake]
         self.watcher = (DeadlineWatcher(self.deadlines, self.reactions.time_out, interval=0.2)
                         if spec.name == ENTRY else None)

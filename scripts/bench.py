@@ -1,12 +1,16 @@
-"""`make bench`: the orchestrator's throughput and latency against the bare chain, in one run.
+"""`make bench`: both saga models' throughput and latency against the bare chain, on SQLite and
+on MySQL/MariaDB, in one run.
 
-Starts the four processes (SQLite, or MySQL/MariaDB with --database-url), then for each
-number of clients drives a closed loop for a fixed time:
+For each database (SQLite files, then the server at --database-url) it starts the four
+processes with the shipped settings, and for each number of clients drives a closed loop
+for a fixed time:
   - orchestrated: POST /start (A -> B -> C through the orchestrator, every log write included);
-  - bare chain: the same clients calling A, B and C's /invoke directly, no orchestrator;
-and prints sagas per second, p50 / p99 / max latency, errors, and the ratio orchestrated / bare.
-Then one failure path (B fails, A compensated), the read endpoints, and the happy path and
-reads again with --log-size sagas already in the log.
+  - bare chain: the same clients calling A, B and C's /invoke directly (signed), no orchestrator;
+  - choreographed: POST /signups at A, then waiting until the observer has seen it COMPLETED,
+    over the embedded transport and (with a second start) over RabbitMQ;
+and prints sagas per second, p50 / p99 / max latency, errors, the ratio orchestrated / bare,
+the CPU each process spends per saga, one failure path (B fails, A compensated), the read
+endpoints, and (--log-size) the happy path and reads again with that many sagas in the log.
 """
 
 from __future__ import annotations
@@ -29,14 +33,19 @@ from sqlalchemy import Engine, insert, make_url, text
 
 from common.db import utcnow
 from common.ids import new_saga_id
+from common.signing import SIGNATURE_HEADER, sign
 from orchestrator.store import saga_events, sagas
 from scripts.stack import Stack
 
-# The shipped defaults, not the tests' fast ones: this measures what users run.
+# The shipped defaults, not the tests' fast ones: this measures what users run (with fault
+# injection on, as make run has it, for the failure path).
 PRODUCTION = {"CALL_TIMEOUT": "5", "CALL_RETRIES": "2", "COMPENSATION_RETRIES": "5",
-              "RETRY_BACKOFF": "0.2", "RETRY_BACKOFF_MAX": "2", "LEASE_SECONDS": "30",
-              "RECOVERY_INTERVAL": "2", "COMPENSATION_RETRY_AFTER": "30",
-              "FAULT_LATE_MARGIN": "0.5"}
+              "RETRY_BACKOFF": "0.2", "RETRY_BACKOFF_MAX": "2", "RETRY_JITTER": "0.1",
+              "LEASE_SECONDS": "30", "RECOVERY_INTERVAL": "2", "COMPENSATION_RETRY_AFTER": "30",
+              "FAULT_LATE_MARGIN": "0.5", "FAULTS_ENABLED": "1", "CHOREOGRAPHY_DEADLINE": "15",
+              "CHOREOGRAPHY_POLL": "0.5", "FAULT_SLEEP_SLOTS": "8", "GUNICORN_THREADS": "32"}
+MYSQL = "mysql+pymysql://root@127.0.0.1:3306/test"
+BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
 USER = {"username": "bench", "address": "1 Bench Road", "payment": "card-0000"}
 
 
@@ -150,10 +159,25 @@ def scenarios(stack: Stack) -> dict[str, Callable[[requests.Session], bool]]:
             known.append(answer.json()["saga_id"])
         return answer.status_code == 200
 
+    fields = {"a": "username", "b": "address", "c": "payment"}
+
     def bare_chain(session: requests.Session) -> bool:
-        body = {"saga_id": new_saga_id(), **USER}  # ids as the orchestrator makes them
-        return all(session.post(f"{url}/invoke", json=body, timeout=30).status_code == 200
-                   for url in services)
+        saga_id = new_saga_id()  # ids as the orchestrator makes them
+        for service, url in zip("abc", services, strict=True):
+            body = json.dumps({"saga_id": saga_id, fields[service]: USER[fields[service]]}).encode()
+            headers = {"Content-Type": "application/json",
+                       SIGNATURE_HEADER: sign(stack.secret, "POST", "/invoke", body)}
+            if session.post(f"{url}/invoke", data=body, headers=headers, timeout=30).status_code != 200:
+                return False
+        return True
+
+    def choreographed(session: requests.Session) -> bool:
+        answer = session.post(f"{services[0]}/signups", json=USER, timeout=30)
+        if answer.status_code != 202:
+            return False
+        saga = session.get(f"{orchestrator}/choreography/sagas/{answer.json()['saga_id']}",
+                           params={"wait": 20}, timeout=30)
+        return saga.status_code == 200 and saga.json()["status"] == "COMPLETED"
 
     def one_failure(session: requests.Session) -> bool:
         answer = session.post(f"{orchestrator}/start?fail_b=before_commit", json=USER, timeout=30)
@@ -166,8 +190,8 @@ def scenarios(stack: Stack) -> dict[str, Callable[[requests.Session], bool]]:
         saga_id = known[int(time.perf_counter() * 1e6) % len(known)]
         return session.get(f"{orchestrator}/sagas/{saga_id}", timeout=30).status_code == 200
 
-    return {"orchestrated": orchestrated, "bare chain": bare_chain, "one failure": one_failure,
-            "GET /sagas?limit=50": list_sagas, "GET /sagas/<id>": one_saga}
+    return {"orchestrated": orchestrated, "bare chain": bare_chain, "choreographed": choreographed,
+            "one failure": one_failure, "GET /sagas?limit=50": list_sagas, "GET /sagas/<id>": one_saga}
 
 
 def fill_log(stack: Stack, total: int, batch: int = 20_000) -> float:
@@ -228,27 +252,37 @@ def header(title: str) -> list[str]:
             "|---|---|---|---|---|---|---|"]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--clients", default="1,4,16,64")
-    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL") or None,
-                        help="a MySQL/MariaDB server URL; SQLite files if not given")
-    parser.add_argument("--log-size", type=int, default=1_000_000,
-                        help="sagas put in the log before the second round (0 skips it)")
-    args = parser.parse_args()
-    clients = [int(n) for n in args.clients.split(",")]
-    database = make_url(args.database_url).get_backend_name() if args.database_url else "sqlite"
-    lines = [f"# make bench — {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
-             f"{platform.python_implementation()} {platform.python_version()}, database: {database}, "
-             f"{args.seconds:g} s per run, load generator on the same machine"]
+@dataclass
+class Summary:
+    """The figures the performance targets speak of, for one database."""
+
+    database: str
+    runs: dict[str, Result]
+
+    def get(self, name: str, clients: int) -> Result | None:
+        return self.runs.get(f"{name}@{clients}")
+
+
+def bench_database(url: str | None, args: argparse.Namespace,
+                   clients: list[int]) -> tuple[list[str], Summary]:
+    """Every run on one database: its tables, and the results the summary compares."""
+    database = make_url(url).get_backend_name() if url else "sqlite"
+    lines = [f"\n### {database}"]
+    summary = Summary(database, {})
+
+    def record(result: Result) -> Result:
+        summary.runs[f"{result.name}@{result.clients}"] = result
+        print(result.row(), flush=True)
+        return result
+
     with tempfile.TemporaryDirectory() as workdir:
-        stack = Stack(Path(workdir), args.database_url, settings=PRODUCTION).start()
+        stack = Stack(Path(workdir), url, settings=PRODUCTION).start()
         try:
             runs = scenarios(stack)
             closed_loop("warm-up", 16, 5, runs["orchestrated"])  # fill pools and caches first
             closed_loop("warm-up", 4, 1, runs["bare chain"])
-            lines += header("## Happy path: orchestrated against the bare chain")
+            closed_loop("warm-up", 4, 2, runs["choreographed"])
+            lines += header("#### Happy path: orchestrated against the bare chain")
             ratios = []
             cpu: dict[str, dict[str, float]] = {}
             for n in clients:
@@ -257,44 +291,118 @@ def main() -> None:
                 bare, cpu[f"bare chain, {n} clients"] = measured_loop(
                     stack, "bare chain", n, args.seconds, runs["bare chain"])
                 ratios.append((n, orchestrated.rate / bare.rate if bare.rate else float("nan")))
-                lines += [orchestrated.row(), bare.row()]
-                print("\n".join(lines[-2:]), flush=True)
+                lines += [record(orchestrated).row(), record(bare).row()]
             lines.append("\n| clients | orchestrated / bare |\n|---|---|")
             lines += [f"| {n} | {ratio:.2f} |" for n, ratio in ratios]
+            lines += header("#### Choreographed, until the observer sees it COMPLETED: embedded transport")
+            for n in (1, 16):
+                result, cpu[f"choreographed (embedded), {n} clients"] = measured_loop(
+                    stack, "choreographed", n, args.seconds, runs["choreographed"])
+                lines.append(record(result).row())
             names = list(next(iter(cpu.values())))
-            lines += ["\n## Where the CPU goes: milliseconds of CPU per saga (or chain), by process\n",
+            lines += ["\n#### Where the CPU goes: milliseconds of CPU per saga (or chain), by process\n",
                       "| run | " + " | ".join(names) + " | total |",
                       "|---" * (len(names) + 2) + "|"]
             lines += [f"| {run} | " + " | ".join(f"{ms[name]:.2f}" for name in names)
                       + f" | {sum(ms.values()):.2f} |" for run, ms in cpu.items()]
-            lines += header("## One failure (B fails three times, B and A compensated), and reads")
+            lines += header("#### One failure (B fails three times, B and A compensated), and reads")
             for name, n in (("one failure", 16), ("GET /sagas?limit=50", 1), ("GET /sagas?limit=50", 16),
                             ("GET /sagas/<id>", 1), ("GET /sagas/<id>", 16)):
-                lines.append(closed_loop(name, n, args.seconds, runs[name]).row())
-                print(lines[-1], flush=True)
+                lines.append(record(closed_loop(name, n, args.seconds, runs[name])).row())
             if args.log_size:
-                # The figure to compare with, measured again just before the fill: this VM's
-                # speed drifts over the minutes a run takes.
-                before = closed_loop("orchestrated, just before the fill", 16, args.seconds,
-                                     runs["orchestrated"])
-                print(before.row(), flush=True)
-                took = fill_log(stack, args.log_size)
-                flushed = settle(stack.engines["orchestrator"])
-                with stack.engines["orchestrator"].connect() as connection:
-                    total = connection.execute(text("SELECT COUNT(*) FROM sagas")).scalar_one()
-                lines += header(f"## With {total:,} sagas in the log (filled in {took:.0f} s, "
-                                f"written out by the server {flushed:.0f} s later)")
-                after = closed_loop("orchestrated", 16, args.seconds, runs["orchestrated"])
-                lines += [before.row(), after.row()]
-                print(lines[-1], flush=True)
-                for name, n in (("GET /sagas?limit=50", 1), ("GET /sagas?limit=50", 16),
-                                ("GET /sagas/<id>", 1), ("GET /sagas/<id>", 16)):
-                    lines.append(closed_loop(name, n, args.seconds, runs[name]).row())
-                    print(lines[-1], flush=True)
-                lines.append(f"\nHappy path at 16 clients, with the big log / just before the fill: "
-                             f"{after.rate / before.rate:.2f}")
+                lines += big_log(stack, args, runs)
         finally:
             stack.stop()
+    with tempfile.TemporaryDirectory() as workdir:  # the same again, over RabbitMQ
+        stack = Stack(Path(workdir), url, settings={**PRODUCTION, "BROKER_URL": args.broker_url}).start()
+        try:
+            runs = scenarios(stack)
+            closed_loop("warm-up", 4, 2, runs["choreographed"])
+            lines += header("#### Choreographed, until the observer sees it COMPLETED: RabbitMQ")
+            for n in (1, 16):
+                result = closed_loop("choreographed (RabbitMQ)", n, args.seconds, runs["choreographed"])
+                lines.append(record(result).row())
+        finally:
+            stack.stop()
+    return lines, summary
+
+
+def big_log(stack: Stack, args: argparse.Namespace, runs: dict[str, Callable[[requests.Session], bool]]
+            ) -> list[str]:
+    """The happy path and the reads again, with --log-size sagas in the log."""
+    # The figure to compare with, measured again just before the fill: this VM's speed drifts
+    # over the minutes a run takes.
+    before = closed_loop("orchestrated, just before the fill", 16, args.seconds, runs["orchestrated"])
+    print(before.row(), flush=True)
+    took = fill_log(stack, args.log_size)
+    flushed = settle(stack.engines["orchestrator"])
+    with stack.engines["orchestrator"].connect() as connection:
+        total = connection.execute(text("SELECT COUNT(*) FROM sagas")).scalar_one()
+    lines = header(f"#### With {total:,} sagas in the log (filled in {took:.0f} s, "
+                   f"written out by the server {flushed:.0f} s later)")
+    after = closed_loop("orchestrated", 16, args.seconds, runs["orchestrated"])
+    lines += [before.row(), after.row()]
+    print(lines[-1], flush=True)
+    for name, n in (("GET /sagas?limit=50", 1), ("GET /sagas?limit=50", 16), ("GET /sagas/<id>", 1),
+                    ("GET /sagas/<id>", 16)):
+        lines.append(closed_loop(name, n, args.seconds, runs[name]).row())
+        print(lines[-1], flush=True)
+    lines.append(f"\nHappy path at 16 clients, with the big log / just before the fill: "
+                 f"{after.rate / before.rate:.2f}")
+    return lines
+
+
+def targets(sqlite: Summary, server: Summary) -> list[str]:
+    """The performance targets, each with what this run measured."""
+    def at(summary: Summary, name: str, n: int) -> Result:
+        result = summary.get(name, n)
+        assert result is not None, f"{name} at {n} clients was not run"
+        return result
+
+    def mark(ok: bool) -> str:
+        return "met" if ok else "**not met**"
+
+    s16, m16 = at(sqlite, "orchestrated", 16), at(server, "orchestrated", 16)
+    s64 = at(sqlite, "orchestrated", 64)
+    lines = ["\n### The targets, in this run\n", "| target | measured | |", "|---|---|---|",
+             f"| SQLite, 16 clients: p99 ≤ 250 ms | {s16.percentile(99):.0f} ms | "
+             f"{mark(s16.percentile(99) <= 250)} |",
+             f"| SQLite, 16 clients: ≥ 0.9 × {server.database} | {s16.rate:.0f} / {m16.rate:.0f} /s = "
+             f"{s16.rate / m16.rate:.2f} | {mark(s16.rate >= 0.9 * m16.rate)} |",
+             f"| SQLite, 64 clients: no error, ≥ 0.9 × its 16 clients | {s64.errors} errors, "
+             f"{s64.rate / s16.rate:.2f} | {mark(s64.errors == 0 and s64.rate >= 0.9 * s16.rate)} |"]
+    for summary in (sqlite, server):
+        ratio = at(summary, "orchestrated", 16).rate / at(summary, "bare chain", 16).rate
+        one = at(summary, "orchestrated", 1).percentile(50)
+        lines += [f"| {summary.database}: orchestrated / bare chain at 16 clients ≥ 0.6 (aim 0.75) | "
+                  f"{ratio:.2f} | {mark(ratio >= 0.6)} |",
+                  f"| {summary.database}: one client, p50 ≤ 10 ms | {one:.1f} ms | {mark(one <= 10)} |"]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--clients", default="1,4,16,64")
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL") or MYSQL,
+                        help="the MySQL/MariaDB server measured after SQLite")
+    parser.add_argument("--broker-url", default=os.environ.get("BENCH_BROKER_URL") or BROKER)
+    parser.add_argument("--only", choices=("sqlite", "server"), help="one database instead of both")
+    parser.add_argument("--log-size", type=int, default=0,
+                        help="sagas put in the log for a last round of the happy path and reads")
+    args = parser.parse_args()
+    clients = [int(n) for n in args.clients.split(",")]
+    lines = [f"_make bench — {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
+             f"{platform.python_implementation()} {platform.python_version()}, {args.seconds:g} s per run, "
+             f"the load generator on the same machine_"]
+    summaries = []
+    for url in ([None] if args.only == "sqlite" else [args.database_url] if args.only == "server"
+                else [None, args.database_url]):
+        section, summary = bench_database(url, args, clients)
+        lines += section
+        summaries.append(summary)
+    if len(summaries) == 2 and all(n in clients for n in (1, 16, 64)):
+        lines += targets(*summaries)
     print("\n".join(lines))
 
 

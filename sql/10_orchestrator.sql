@@ -115,6 +115,7 @@ CREATE TABLE choreo_sagas (
 	input TEXT,
 	faults TEXT,
 	deadline DATETIME(6),
+	trace_id VARCHAR(32),
 	created_at DATETIME(6) NOT NULL,
 	updated_at DATETIME(6) NOT NULL,
 	finished_at DATETIME(6),

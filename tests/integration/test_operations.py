@@ -180,6 +180,7 @@ def test_a_choreographed_saga_is_one_trace_too(traced: tuple[Stack, OtlpReceiver
     choreographed(stack, saga_id)
     spans = [s for s in receiver.spans if s["attributes"].get("saga.id") == saga_id]
     assert len({s["trace_id"] for s in spans}) == 1
+    assert choreographed(stack, saga_id)["trace_id"] == spans[0]["trace_id"], "the observer knows it"
     handled = spans_of(receiver, spans[0]["trace_id"], 1 + 1 + 1 + 3 + 1 + 1 + 1)  # C: 3 tries, giving up
     by_id = {span["span_id"]: span for span in handled}
     names = sorted((s["service"], s["name"]) for s in handled if s["parent_id"])
