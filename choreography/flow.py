@@ -46,6 +46,7 @@ FLOW = (
          otherwise="AccountRemovalFailed"),
     When("SignupTimedOut", C, Reaction.CANCEL, then="PaymentFailed"),
     When("PaymentRegistered", A, Reaction.CLOSE),
+    When("AddressRemovalFailed", A, Reaction.CLOSE),  # over, if unhappily: no deadline to watch
 )
 
 STEPS = (A, B, C)  # in the order they apply
@@ -81,19 +82,22 @@ def derive(events: list[tuple[str, dict[str, object]]]
     """(status, failed_step, reason, error) of a saga from the events seen so far, in any order."""
     types = {event_type for event_type, _ in events}
     failures = [(t, p) for t, p in events if t in FAILED.values()]
-    timed_out = TIMED_OUT in types or any(p.get("reason") == "timeout" for _, p in failures)
+    # What went wrong first decides the reason: a step's own failure, or the deadline (the
+    # cancel's failure events say "timeout"); a deadline passing later changes nothing.
+    first = next(((t, p) for t, p in events if t == TIMED_OUT or t in FAILED.values()), None)
+    timed_out = first is not None and (first[0] == TIMED_OUT or first[1].get("reason") == "timeout")
     if types & {t for t, s in ENDS.items() if s is SagaStatus.COMPENSATION_FAILED}:
         status = SagaStatus.COMPENSATION_FAILED
     elif "PaymentRegistered" in types:
         return SagaStatus.COMPLETED, None, None, None
     elif types & {t for t, s in ENDS.items() if s is SagaStatus.COMPENSATED}:
         status = SagaStatus.COMPENSATED
-    elif failures or timed_out:
+    elif first is not None:
         status = SagaStatus.COMPENSATING
     else:
         return SagaStatus.RUNNING, None, None, None
     if timed_out:  # the step that was still to apply when time ran out
         late = next((step for step in STEPS if APPLIED[step] not in types), LAST)
         return status, late, "timeout", f"step {late}: not applied before the deadline"
-    first_type, first = failures[0] if failures else ("", {})
-    return status, SOURCES.get(first_type), "error", str(first.get("error") or "") or None
+    first_type, failure = failures[0] if failures else ("", {})
+    return status, SOURCES.get(first_type), "error", str(failure.get("error") or "") or None

@@ -141,8 +141,9 @@ class Observer:
             seen = [(t, json.loads(p)) for t, p in connection.execute(self._events_of, {"key": key})]
             status, failed_step, reason, error = derive(seen)
             values: dict[str, Any] = {"status": status.value, "failed_step": failed_step, "reason": reason,
-                                      "error": error, "updated_at": now,
-                                      "finished_at": now if status.finished else None}
+                                      "error": error, "updated_at": now}
+            if status.finished and not SagaStatus(before).finished:  # when it finished, once
+                values["finished_at"] = now
             if envelope.type == REQUESTED:
                 values["input"] = json.dumps(envelope.payload.get("input", {}))
                 values["faults"] = json.dumps(envelope.payload.get("fail", {}))
@@ -170,6 +171,14 @@ class Observer:
         if status.finished and not before.finished:
             SAGAS_FINISHED.labels(MODEL, status.value).inc()
             SAGA_DURATION.labels(MODEL, status.value).observe((now - created).total_seconds())
+
+    def expect(self, saga_id: str) -> None:
+        """Know of a saga before its first event arrives (a sign-up the dashboard just passed on):
+        RUNNING, its input unknown until SignupRequested brings it."""
+        now = utcnow()
+        with writing(self.engine) as connection:
+            connection.execute(self._new_saga, {"saga_id": saga_id, "status": SagaStatus.RUNNING.value,
+                                                "created_at": now, "updated_at": now})
 
     def record_dead_letter(self, queue: str, reason: str, body: str) -> None:
         with writing(self.engine) as connection:

@@ -17,7 +17,7 @@ import requests
 from flask import Blueprint, Response, jsonify, request
 
 from choreography.events import BadEnvelope, Envelope
-from choreography.flow import ENTRY, EVENT_TYPES, FLOW, STEPS
+from choreography.flow import ENTRY, EVENT_TYPES, FIELDS, FLOW, STEPS
 from choreography.observer import PARTS, Observer
 from common.consistency import RowReader, Unreachable, verdict
 from common.errors import ApiError, json_object
@@ -64,6 +64,8 @@ def observer_blueprint(observer: Observer, rows: RowReader, settings: ObserverSe
             raise ApiError(503, "entry_unreachable", f"service {ENTRY.upper()} does not answer",
                            headers={"Retry-After": "1"}) from None
         status = answer.status_code
+        if status == 202:  # listed at once, so that the page can follow it from the start
+            observer.expect(answer.json()["saga_id"])
         return Response(answer.content, status, content_type="application/json"), status
 
     @api.get("/sagas")
@@ -121,7 +123,7 @@ def observer_blueprint(observer: Observer, rows: RowReader, settings: ObserverSe
     @api.get("/flow")
     def flow() -> Any:
         """Who reacts to which event, and what each says next: the saga, as a table."""
-        return jsonify({"steps": list(STEPS), "entry": ENTRY,
+        return jsonify({"steps": list(STEPS), "entry": ENTRY, "fields": FIELDS,
                         "reactions": [{"on": w.event, "service": w.service, "does": w.reaction.value,
                                        "then": w.then, "otherwise": w.otherwise} for w in FLOW]})
 

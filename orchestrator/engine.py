@@ -246,11 +246,11 @@ class SagaEngine:
         if new.status is SagaStatus.COMPENSATION_FAILED:
             COMPENSATIONS_FAILED.labels(MODEL, step.name).inc()
             log.error("saga %s: COMPENSATION_FAILED: %s", saga.id, new.compensation_error)
-        else:
+        elif new.status in (SagaStatus.COMPENSATING, SagaStatus.COMPENSATED):
             COMPENSATIONS.labels(MODEL, step.name).inc()
-        if new.status is SagaStatus.COMPENSATED:
-            log.info("saga %s: COMPENSATED", saga.id)
-        elif new.status is not SagaStatus.COMPENSATING:
+            if new.status is SagaStatus.COMPENSATED:
+                log.info("saga %s: COMPENSATED", saga.id)
+        else:  # RUNNING or COMPLETED: the cancel found the pivot committed
             log.warning("saga %s: pivot %s had committed after all; going on", saga.id, step.name)
         return new
 

@@ -72,12 +72,21 @@ def logs() -> Any:
 
 @operations_api.get("/definition")
 def definition() -> Any:
-    """The definition new sagas start under (every step with its kind and policy), the other
-    versions the engine still drives, and the fault modes a participant can act out."""
+    """The definition new sagas start under, or `?key=name@version` (every step with its kind and
+    policy), the versions the engine drives, and the fault modes a participant can act out."""
+    reject_unknown(request.args, ("key",), what="query_argument")
     config = current_app.config
     policy = (config["CALL_TIMEOUT"], config["CALL_RETRIES"], config["COMPENSATION_RETRIES"])
     definitions = services().definitions
-    return jsonify({**definition_json(definitions.default, *policy),
+    chosen = definitions.default
+    if "key" in request.args:
+        name, _, version = request.args["key"].partition("@")
+        found = definitions.get(name, int(version)) if version.isascii() and version.isdigit() else None
+        if found is None:
+            raise ApiError(404, "not_found", f"no definition {request.args['key']!r}; "
+                           f"known: {', '.join(d.key for d in definitions)}")
+        chosen = found
+    return jsonify({**definition_json(chosen, *policy), "default": definitions.default.key,
                     "known": [d.key for d in definitions],
                     "fault_modes": FAULT_MODES, "faults_enabled": config["FAULTS_ENABLED"],
                     "call_timeout": config["CALL_TIMEOUT"]})
