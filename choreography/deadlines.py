@@ -20,7 +20,6 @@ from sqlalchemy import (
     Engine,
     Index,
     MetaData,
-    String,
     Table,
     bindparam,
     insert,
@@ -28,7 +27,7 @@ from sqlalchemy import (
     update,
 )
 
-from common.db import MYSQL_TABLE, Timestamp, iso, reading, utcnow, writing
+from common.db import MYSQL_TABLE, Key, Timestamp, iso, reading, utcnow, writing
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,7 @@ log = logging.getLogger(__name__)
 def deadlines_table(metadata: MetaData) -> Table:
     return Table(
         "saga_deadlines", metadata,
-        Column("saga_id", String(64), primary_key=True),
+        Column("saga_id", Key(64), primary_key=True),
         Column("deadline", Timestamp, nullable=False),
         Column("closed_at", Timestamp, nullable=True),  # completed, undone, or timed out
         Index("ix_saga_deadlines_open", "closed_at", "deadline"),

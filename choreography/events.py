@@ -13,6 +13,9 @@ from common.db import iso, utcnow
 EVENT_ID = re.compile(r"[0-9a-f]{32}")
 SAGA_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
+MOMENT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z?")
+TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+TEXT = re.compile(r"[^\x00-\x1f\x7f-\x9f\ud800-\udfff]{0,2000}")
 
 
 class BadEnvelope(ValueError):
@@ -42,8 +45,10 @@ class Envelope:
         return json.dumps(self.to_json(), separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, body: Any, known_types: frozenset[str]) -> Envelope:
-        """Check an envelope that came from outside; BadEnvelope says what is wrong."""
+    def from_json(cls, body: Any, known_types: frozenset[str],
+                  owners: dict[str, str] | None = None) -> Envelope:
+        """Check an envelope that came from outside, fields and payload; BadEnvelope says what is
+        wrong. With `owners` (event type -> the service whose fact it is), the source must match."""
         if not isinstance(body, dict):
             raise BadEnvelope("an event is a JSON object")
         fields = {"event_id", "type", "saga_id", "source", "occurred_at", "payload", "traceparent"}
@@ -55,18 +60,49 @@ class Envelope:
                 raise BadEnvelope(f"{name} is malformed")
         if body["type"] not in known_types:
             raise BadEnvelope(f"unknown event type {body['type']!r}")
-        if not isinstance(body["payload"], dict) or not isinstance(body["source"], str):
-            raise BadEnvelope("payload must be an object and source a string")
-        traceparent = body.get("traceparent")
-        return cls(type=body["type"], saga_id=body["saga_id"], source=body["source"][:16],
+        owner = None if owners is None else owners.get(body["type"])
+        if owners is not None and body["source"] != owner:
+            raise BadEnvelope(f"a {body['type']} is {owner}'s fact, not {body['source']!r}'s")
+        for name, pattern in (("occurred_at", MOMENT), ("traceparent", TRACEPARENT)):
+            value = body.get(name)
+            if value is not None and not (isinstance(value, str) and pattern.fullmatch(value)):
+                raise BadEnvelope(f"{name} is malformed")
+        check_payload(body["payload"])
+        return cls(type=body["type"], saga_id=body["saga_id"], source=str(body["source"]),
                    payload=body["payload"], event_id=body["event_id"],
-                   occurred_at=str(body.get("occurred_at", ""))[:32],
-                   traceparent=traceparent if isinstance(traceparent, str) else None)
+                   occurred_at=body.get("occurred_at") or "", traceparent=body.get("traceparent"))
 
     @classmethod
-    def loads(cls, text: str | bytes, known_types: frozenset[str]) -> Envelope:
+    def loads(cls, text: str | bytes, known_types: frozenset[str],
+              owners: dict[str, str] | None = None) -> Envelope:
         try:
             body = json.loads(text)
         except (ValueError, RecursionError):
             raise BadEnvelope("not JSON") from None
-        return cls.from_json(body, known_types)
+        return cls.from_json(body, known_types, owners)
+
+
+def _strings(value: Any, name: str) -> None:
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and TEXT.fullmatch(k) and TEXT.fullmatch(v)
+            for k, v in value.items()):
+        raise BadEnvelope(f"payload.{name} must be an object of strings")
+
+
+def check_payload(payload: Any) -> None:
+    """What a payload may hold: the saga's input and faults (objects of strings), its deadline
+    (an ISO 8601 moment), and a failure's reason and error (strings); nothing else."""
+    if not isinstance(payload, dict):
+        raise BadEnvelope("payload must be an object")
+    unknown = set(payload) - {"input", "fail", "deadline", "reason", "error"}
+    if unknown:
+        raise BadEnvelope(f"unknown payload field(s): {', '.join(sorted(unknown))}")
+    for name in ("input", "fail"):
+        if name in payload:
+            _strings(payload[name], name)
+    deadline = payload.get("deadline")
+    if deadline is not None and not (isinstance(deadline, str) and MOMENT.fullmatch(deadline)):
+        raise BadEnvelope("payload.deadline must be an ISO 8601 moment")
+    for name in ("reason", "error"):
+        if name in payload and not (isinstance(payload[name], str) and TEXT.fullmatch(payload[name])):
+            raise BadEnvelope(f"payload.{name} must be a string")

@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 
 from choreography.events import Envelope
-from common.db import MYSQL_TABLE, Timestamp, iso, reading, utcnow, writing
+from common.db import MYSQL_TABLE, Key, Timestamp, iso, reading, utcnow, writing
 
 PENDING, HANDLED, DEAD = "PENDING", "HANDLED", "DEAD"
 
@@ -37,9 +37,9 @@ PENDING, HANDLED, DEAD = "PENDING", "HANDLED", "DEAD"
 def inbox_table(metadata: MetaData) -> Table:
     return Table(
         "inbox", metadata,
-        Column("event_id", String(32), primary_key=True),
+        Column("event_id", Key(32), primary_key=True),
         Column("event_type", String(64), nullable=False),
-        Column("saga_id", String(64), nullable=False),
+        Column("saga_id", Key(64), nullable=False),
         Column("envelope", Text, nullable=False),
         Column("status", String(8), nullable=False),  # PENDING, HANDLED, DEAD
         Column("attempts", Integer, nullable=False),  # handler attempts made so far

@@ -35,7 +35,7 @@ from sqlalchemy import (
 from choreography.events import Envelope
 from choreography.flow import FIELDS, REQUESTED, STEPS, derive
 from common.consistency import Part, SagaSnapshot
-from common.db import MYSQL_TABLE, Timestamp, iso, reading, utcnow, writing
+from common.db import MYSQL_TABLE, Key, Timestamp, iso, reading, utcnow, writing
 from common.metrics import (
     COMPENSATIONS,
     COMPENSATIONS_FAILED,
@@ -55,7 +55,7 @@ metadata = MetaData()
 
 choreo_sagas = Table(
     "choreo_sagas", metadata,
-    Column("saga_id", String(64), primary_key=True),
+    Column("saga_id", Key(64), primary_key=True),
     Column("status", String(24), nullable=False),
     Column("failed_step", String(8), nullable=True),
     Column("reason", String(16), nullable=True),
@@ -76,8 +76,8 @@ choreo_sagas = Table(
 choreo_events = Table(
     "choreo_events", metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
-    Column("event_id", String(32), nullable=False, unique=True),
-    Column("saga_id", String(64), nullable=False),
+    Column("event_id", Key(32), nullable=False, unique=True),
+    Column("saga_id", Key(64), nullable=False),
     Column("type", String(64), nullable=False),
     Column("source", String(16), nullable=False),
     Column("occurred_at", String(32), nullable=False),
@@ -200,8 +200,8 @@ class Observer:
             events = connection.execute(select(choreo_events).where(choreo_events.c.saga_id == saga_id)
                                         .order_by(choreo_events.c.occurred_at, choreo_events.c.id)).all()
         return {**saga_json(row), "events": [
-            {"type": e.type, "service": e.source, "event_id": e.event_id, "at": e.occurred_at,
-             "received_at": iso(e.received_at), **json.loads(e.payload)} for e in events]}
+            {**json.loads(e.payload), "type": e.type, "service": e.source, "event_id": e.event_id,
+             "at": e.occurred_at, "received_at": iso(e.received_at)} for e in events]}
 
     def wait(self, saga_id: str, seconds: float) -> dict[str, Any] | None:
         """The saga once it has finished, or as it stands after `seconds` (woken by the event
@@ -253,7 +253,11 @@ class Observer:
 
 
 def _moment(text: object) -> datetime | None:
-    return datetime.fromisoformat(text.removesuffix("Z")) if isinstance(text, str) else None
+    """An ISO 8601 moment (the envelope was checked); None for none or one that does not parse."""
+    try:
+        return datetime.fromisoformat(text.removesuffix("Z")) if isinstance(text, str) else None
+    except ValueError:
+        return None
 
 
 def saga_json(row: Any) -> dict[str, Any]:
@@ -287,7 +291,8 @@ class ChoreographedSagas:
             for saga_id, status, saga_input in result:
                 # Until the observer has seen the sign-up itself, it cannot judge the saga's rows.
                 known = SagaStatus(status) if saga_input else SagaStatus.RUNNING
-                yield SagaSnapshot(saga_id, known, json.loads(saga_input or "{}"), PARTS)
+                values = json.loads(saga_input or "{}")
+                yield SagaSnapshot(saga_id, known, values if isinstance(values, dict) else {}, PARTS)
 
     def exists(self, saga_id: str) -> bool:
         return self.observer.get(saga_id) is not None or self.entry_knows(saga_id)

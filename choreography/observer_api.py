@@ -17,7 +17,7 @@ import requests
 from flask import Blueprint, Response, jsonify, request
 
 from choreography.events import BadEnvelope, Envelope
-from choreography.flow import ENTRY, EVENT_TYPES, FIELDS, FLOW, STEPS
+from choreography.flow import ENTRY, EVENT_TYPES, FIELDS, FLOW, SOURCES, STEPS
 from choreography.observer import PARTS, Observer
 from common.consistency import RowReader, Unreachable, verdict
 from common.errors import ApiError, json_object
@@ -47,7 +47,7 @@ def observer_blueprint(observer: Observer, rows: RowReader, settings: ObserverSe
         """An event from a service's relay (signed): recorded once; a repeat changes nothing."""
         require_signature(settings.secret)
         try:
-            envelope = Envelope.from_json(json_object(), EVENT_TYPES)
+            envelope = Envelope.from_json(json_object(), EVENT_TYPES, SOURCES)
         except BadEnvelope as error:
             raise ApiError(400, "bad_event", str(error)) from None
         new = observer.receive(envelope)
@@ -56,9 +56,10 @@ def observer_blueprint(observer: Observer, rows: RowReader, settings: ObserverSe
     @api.post("/signups")
     def sign_up() -> tuple[Any, int]:
         """Start a choreographed sign-up: passed on, as it came, to the entry service's /signups."""
-        body = json_object()
+        json_object()  # a JSON object, or 4xx here; passed on as the bytes it came as
         try:
-            answer = session.post(f"{settings.entry_url}/signups", json=body, timeout=10,
+            answer = session.post(f"{settings.entry_url}/signups", data=request.get_data(), timeout=10,
+                                  headers={"Content-Type": "application/json"},
                                   params=list(request.args.items(multi=True)))
         except requests.RequestException:
             raise ApiError(503, "entry_unreachable", f"service {ENTRY.upper()} does not answer",
@@ -66,7 +67,10 @@ def observer_blueprint(observer: Observer, rows: RowReader, settings: ObserverSe
         status = answer.status_code
         if status == 202:  # listed at once, so that the page can follow it from the start
             observer.expect(answer.json()["saga_id"])
-        return Response(answer.content, status, content_type="application/json"), status
+        passed_on = Response(answer.content, status, content_type="application/json")
+        if "Retry-After" in answer.headers:
+            passed_on.headers["Retry-After"] = answer.headers["Retry-After"]
+        return passed_on, status
 
     @api.get("/sagas")
     def list_sagas() -> Any:

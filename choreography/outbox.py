@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 
 from choreography.events import Envelope
-from common.db import MYSQL_TABLE, Timestamp, iso, reading, utcnow, writing
+from common.db import MYSQL_TABLE, Key, Timestamp, iso, reading, utcnow, writing
 
 PENDING, SENT, DEAD = "PENDING", "SENT", "DEAD"
 
@@ -37,10 +37,10 @@ def outbox_table(metadata: MetaData) -> Table:
     return Table(
         "outbox", metadata,
         Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
-        Column("event_id", String(32), nullable=False),
+        Column("event_id", Key(32), nullable=False),
         Column("destination", String(32), nullable=False),  # a service, "observer", or "broker"
         Column("event_type", String(64), nullable=False),
-        Column("saga_id", String(64), nullable=False),
+        Column("saga_id", Key(64), nullable=False),
         Column("envelope", Text, nullable=False),
         Column("status", String(8), nullable=False),  # PENDING, SENT, DEAD
         Column("attempts", Integer, nullable=False),

@@ -173,7 +173,7 @@ class BrokerConsumer:
             if self.raw:
                 self.receive(DeadLetter.of(body, properties))
             else:
-                self.receive(Envelope.loads(body, EVENT_TYPES))
+                self.receive(Envelope.loads(body, EVENT_TYPES, SOURCES))
         except BadEnvelope as error:
             log.error("rejected a message on %s, to the dead letters: %s", self.queue, error)
             channel.basic_nack(method.delivery_tag, requeue=False)

@@ -121,7 +121,7 @@ def check_consistency(sources: Iterable[SagaSource], gateway: RowReader) -> dict
     except Unreachable as error:
         return {"ok": False, "complete": False, "unreachable": [str(error)], "violations": []}
 
-    violations: list[dict[str, str]] = []
+    violations: list[dict[str, str | None]] = []
     for source, saga in finished.values():
         found = _violations(saga, {p.step: rows.get(p.participant, {}).get(saga.id) for p in saga.parts})
         if found:  # read the suspect's rows again before reporting it
@@ -143,7 +143,7 @@ def check_consistency(sources: Iterable[SagaSource], gateway: RowReader) -> dict
                 again = row
             if again is None or again["status"] != RecordStatus.APPLIED:
                 continue  # undone since (a probe, say)
-            violations.append({"saga_id": saga_id, "kind": "applied_row_without_saga",
+            violations.append({"saga_id": saga_id, "kind": "applied_row_without_saga", "model": None,
                                "detail": f"{service}: an APPLIED row that no saga owns"})
     return {"ok": not violations, "complete": True, "checked": len(finished),
             "in_progress": in_progress, "needs_attention": needs_attention,

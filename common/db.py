@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pymysql.constants import SERVER_STATUS
-from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, event, make_url, text
+from sqlalchemy import Connection, DateTime, Engine, MetaData, String, create_engine, event, make_url, text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -27,6 +27,12 @@ log = logging.getLogger(__name__)
 Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 # Every table on MySQL: transactional, and text in full Unicode whatever the server's default.
 MYSQL_TABLE: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
+
+
+def Key(length: int) -> Any:  # noqa: N802 - a column type, named as SQLAlchemy's are
+    """The type of an id or key column: compared byte for byte, as on SQLite (MySQL's default
+    collation ignores case, so `ab` and `AB` would be one saga there)."""
+    return String(length).with_variant(mysql.VARCHAR(length, collation="utf8mb4_bin"), "mysql", "mariadb")
 
 
 def utcnow() -> datetime:

@@ -71,9 +71,11 @@ def register_error_handlers(app: Flask) -> None:
         return response, status, error.headers
 
     @app.errorhandler(HTTPException)
-    def on_http_error(error: HTTPException) -> tuple[Any, int]:
+    def on_http_error(error: HTTPException) -> Any:
         code = (error.name or "error").lower().replace(" ", "_")
-        return error_response(error.code or 500, code, error.description or code)
+        response, status = error_response(error.code or 500, code, error.description or code)
+        allow = [value for name, value in error.get_headers() if name == "Allow"]  # a 405's methods
+        return response, status, {"Allow": allow[0]} if allow else {}
 
     def on_database_fault(error: Exception) -> Any:
         log.warning("database unavailable on %s %s: %s", request.method, request.path,

@@ -28,7 +28,7 @@ class FaultKind(StrEnum):
 
 _WITH_AMOUNT = {FaultKind.DELAY: MAX_DELAY_MS, FaultKind.TRANSIENT: MAX_TRANSIENT,
                 FaultKind.COMPENSATE_TRANSIENT: MAX_TRANSIENT}
-_PATTERN = re.compile(r"^([a-z_]+)(?::(\d{1,6}))?$")
+_PATTERN = re.compile(r"^([a-z_]+)(?::([0-9]{1,6}))?$")
 
 FAULT_MODES = [kind.value + (":N" if kind in _WITH_AMOUNT else "") for kind in FaultKind]
 
@@ -70,7 +70,7 @@ class Fault:
 
 def parse_fault(text: str) -> Fault:
     """Parse a mode such as `after_commit` or `delay:500`; ValueError says what is wrong."""
-    match = _PATTERN.match(text.strip()) if isinstance(text, str) else None
+    match = _PATTERN.fullmatch(text.strip()) if isinstance(text, str) else None
     try:
         kind = FaultKind(match.group(1)) if match else None
     except ValueError:

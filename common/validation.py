@@ -92,7 +92,7 @@ def parse_saga_request(body: Mapping[str, Any], args: Mapping[str, str], fields:
     if not isinstance(requested, dict):
         raise ApiError(400, "invalid_field", "'fail' must be an object such as {\"b\": \"after_commit\"}")
     reject_unknown(requested, steps, what="service")
-    requested = dict(requested)
+    requested = {step: mode for step, mode in requested.items() if mode not in (None, "")}  # "no fault"
     for flag, value in args.items():
         step = flag.removeprefix("fail_")
         if step in requested:

@@ -15,7 +15,7 @@ from choreography.observer import metadata as observer_metadata
 from choreography.observer_api import ObserverSettings, observer_blueprint
 from common.db import create_tables, make_engine, wait_for_database
 from common.metrics import count_in_flight
-from common.web import base_app
+from common.web import base_app, serve_openapi
 from orchestrator.api import BLUEPRINTS
 from orchestrator.client import ParticipantClient
 from orchestrator.config import orchestrator_config
@@ -70,6 +70,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     app.register_blueprint(dashboard)
+    serve_openapi(app, "orchestrator")
     if config["RECOVERY_ENABLED"]:
         recovery.start()
     return app

@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from common.db import MYSQL_TABLE, Timestamp, reading, utcnow, writing
+from common.db import MYSQL_TABLE, Key, Timestamp, reading, utcnow, writing
 from common.status import UNFINISHED, SagaStatus
 from orchestrator.model import DuplicateIdempotencyKey, Event, Lease, LeaseLost, Saga, Transition
 
@@ -40,7 +40,7 @@ metadata = MetaData()
 sagas = Table(
     "sagas",
     metadata,
-    Column("id", String(36), primary_key=True),
+    Column("id", Key(36), primary_key=True),
     Column("status", String(24), nullable=False),
     Column("input", Text, nullable=False),  # JSON: username, address, payment
     Column("faults", Text, nullable=False),  # JSON: {"b": "after_commit"}
@@ -54,7 +54,7 @@ sagas = Table(
     Column("error", Text, nullable=True),  # why the failed step failed
     Column("compensation_error", Text, nullable=True),  # why the compensation could not finish
     Column("compensation_rounds", Integer, nullable=False, default=0),  # recovery re-tries
-    Column("idempotency_key", String(128), nullable=True, unique=True),
+    Column("idempotency_key", Key(128), nullable=True, unique=True),
     Column("request_hash", String(64), nullable=True),  # of the body sent with that key
     # Who drives the saga (an orchestrator instance) and until when; the epoch goes up at
     # every change of hands, and every write by a driver is fenced by owner and epoch.
@@ -76,7 +76,7 @@ saga_events = Table(
     metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
            autoincrement=True),
-    Column("saga_id", String(36), nullable=False),
+    Column("saga_id", Key(36), nullable=False),
     Column("step", String(8), nullable=False),
     Column("action", String(16), nullable=False),  # "invoke", "compensate" or "cancel"
     Column("attempt", Integer, nullable=False),

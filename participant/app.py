@@ -9,7 +9,7 @@ from flask import Flask
 from sqlalchemy import MetaData
 
 from common.db import init_database, make_engine
-from common.web import base_app
+from common.web import base_app, serve_openapi
 from participant.choreography import ParticipantChoreography, choreography_tables
 from participant.choreography_api import choreography_routes
 from participant.config import participant_config
@@ -34,5 +34,6 @@ def create_participant_app(spec: ServiceSpec, overrides: dict[str, Any] | None =
     app.choreography = ParticipantChoreography(spec, app.config, app.records, metadata, app.fault_sleeps)
     app.register_blueprint(routes)
     app.register_blueprint(choreography_routes)
+    serve_openapi(app, "participant")
     app.choreography.start()
     return app

@@ -7,7 +7,7 @@ from typing import Any, cast
 from flask import Blueprint, current_app, jsonify, request
 
 from choreography.events import BadEnvelope, Envelope
-from choreography.flow import ENTRY, EVENT_TYPES, FIELDS, STEPS
+from choreography.flow import ENTRY, EVENT_TYPES, FIELDS, SOURCES, STEPS
 from common.errors import ApiError, json_object
 from common.ids import new_saga_id
 from common.validation import parse_saga_request
@@ -54,7 +54,7 @@ def receive_event() -> tuple[Any, int]:
     recorded once in the inbox, then handled; a repeat is acknowledged and changes nothing."""
     require_signature(current_app.config["SERVICE_SECRET"])
     try:
-        envelope = Envelope.from_json(json_object(), EVENT_TYPES)
+        envelope = Envelope.from_json(json_object(), EVENT_TYPES, SOURCES)
         new = _choreography().receive(envelope)
     except BadEnvelope as error:
         raise ApiError(400, "bad_event", str(error)) from None

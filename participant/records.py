@@ -20,7 +20,7 @@ from sqlalchemy import (
     update,
 )
 
-from common.db import MYSQL_TABLE, Timestamp, reading, utcnow, writing
+from common.db import MYSQL_TABLE, Key, Timestamp, reading, utcnow, writing
 from common.status import RecordStatus
 
 
@@ -30,7 +30,7 @@ def records_table(metadata: MetaData, name: str, value_column: str) -> Table:
         name,
         metadata,
         Column("id", Integer, primary_key=True, autoincrement=True),
-        Column("saga_id", String(64), nullable=False, unique=True),
+        Column("saga_id", Key(64), nullable=False, unique=True),
         Column(value_column, String(255), nullable=True),  # NULL on a CANCELLED tombstone
         Column("status", String(16), nullable=False, index=True),
         Column("created_at", Timestamp, nullable=False, default=utcnow),

@@ -126,6 +126,15 @@ def _fault() -> Fault | None:
         raise ApiError(400, "invalid_fault", str(error)) from None
 
 
+def _attempt() -> int:
+    """The attempt number a caller sends (X-Saga-Attempt): a whole number from 1, or 400."""
+    raw = request.headers.get(ATTEMPT_HEADER, "1")
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_ATTEMPT):
+        raise ApiError(400, "invalid_header",
+                       f"{ATTEMPT_HEADER} must be a whole number from 1 to {MAX_ATTEMPT}")
+    return int(raw)
+
+
 def _number_header(name: str, default: float, maximum: float) -> float:
     raw = request.headers.get(name)
     try:
@@ -169,7 +178,7 @@ def invoke() -> tuple[Any, int]:
     saga_id = saga_id_field(body)
     value = text_field(body, spec.field)
     assert value is not None
-    fault, attempt = _fault(), int(_number_header(ATTEMPT_HEADER, 1, MAX_ATTEMPT))
+    fault, attempt = _fault(), _attempt()
     if fault is not None:
         pause = fault.sleep_before_commit(_number_header(TIMEOUT_HEADER, 5.0, MAX_CALLER_TIMEOUT),
                                           current_app.config["FAULT_LATE_MARGIN"])
@@ -209,7 +218,7 @@ def _settle(what: str, operation: Callable[[RecordStore, str], RecordStatus]) ->
     body = json_object()
     reject_unknown(body, ("saga_id",))
     saga_id = saga_id_field(body)
-    fault, attempt = _fault(), int(_number_header(ATTEMPT_HEADER, 1, MAX_ATTEMPT))
+    fault, attempt = _fault(), _attempt()
     if fault is not None and fault.fails_compensation(attempt):
         log.info("saga %s: %s fails (%s, attempt %d)", saga_id, what, fault, attempt)
         raise _injected_failure(f"{fault}: {what} failed (attempt {attempt})")

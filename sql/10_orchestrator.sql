@@ -82,6 +82,16 @@ ALTER TABLE sagas ADD COLUMN trace_parent VARCHAR(55);
 
 UPDATE alembic_version SET version_num='0004' WHERE alembic_version.version_num = '0003';
 
+-- Running upgrade 0004 -> 0005
+
+ALTER TABLE sagas MODIFY id VARCHAR(36) COLLATE utf8mb4_bin NOT NULL;
+
+ALTER TABLE sagas MODIFY idempotency_key VARCHAR(128) COLLATE utf8mb4_bin NULL;
+
+ALTER TABLE saga_events MODIFY saga_id VARCHAR(36) COLLATE utf8mb4_bin NOT NULL;
+
+UPDATE alembic_version SET version_num='0005' WHERE alembic_version.version_num = '0004';
+
 CREATE TABLE choreo_dead_letters (
 	id BIGINT NOT NULL AUTO_INCREMENT,
 	queue VARCHAR(128) NOT NULL,
@@ -93,8 +103,8 @@ CREATE TABLE choreo_dead_letters (
 
 CREATE TABLE choreo_events (
 	id BIGINT NOT NULL AUTO_INCREMENT,
-	event_id VARCHAR(32) NOT NULL,
-	saga_id VARCHAR(64) NOT NULL,
+	event_id VARCHAR(32) COLLATE utf8mb4_bin NOT NULL,
+	saga_id VARCHAR(64) COLLATE utf8mb4_bin NOT NULL,
 	type VARCHAR(64) NOT NULL,
 	source VARCHAR(16) NOT NULL,
 	occurred_at VARCHAR(32) NOT NULL,
@@ -107,7 +117,7 @@ CREATE TABLE choreo_events (
 CREATE INDEX ix_choreo_events_saga_id ON choreo_events (saga_id, id);
 
 CREATE TABLE choreo_sagas (
-	saga_id VARCHAR(64) NOT NULL,
+	saga_id VARCHAR(64) COLLATE utf8mb4_bin NOT NULL,
 	status VARCHAR(24) NOT NULL,
 	failed_step VARCHAR(8),
 	reason VARCHAR(16),

@@ -4,9 +4,9 @@ CREATE DATABASE IF NOT EXISTS `service_c`;
 USE `service_c`;
 
 CREATE TABLE inbox (
-	event_id VARCHAR(32) NOT NULL,
+	event_id VARCHAR(32) COLLATE utf8mb4_bin NOT NULL,
 	event_type VARCHAR(64) NOT NULL,
-	saga_id VARCHAR(64) NOT NULL,
+	saga_id VARCHAR(64) COLLATE utf8mb4_bin NOT NULL,
 	envelope TEXT NOT NULL,
 	status VARCHAR(8) NOT NULL,
 	attempts INTEGER NOT NULL,
@@ -23,10 +23,10 @@ CREATE INDEX ix_inbox_saga_id ON inbox (saga_id, event_type);
 
 CREATE TABLE outbox (
 	id BIGINT NOT NULL AUTO_INCREMENT,
-	event_id VARCHAR(32) NOT NULL,
+	event_id VARCHAR(32) COLLATE utf8mb4_bin NOT NULL,
 	destination VARCHAR(32) NOT NULL,
 	event_type VARCHAR(64) NOT NULL,
-	saga_id VARCHAR(64) NOT NULL,
+	saga_id VARCHAR(64) COLLATE utf8mb4_bin NOT NULL,
 	envelope TEXT NOT NULL,
 	status VARCHAR(8) NOT NULL,
 	attempts INTEGER NOT NULL,
@@ -41,7 +41,7 @@ CREATE TABLE outbox (
 CREATE INDEX ix_outbox_due ON outbox (destination, status, next_attempt_at);
 
 CREATE TABLE saga_deadlines (
-	saga_id VARCHAR(64) NOT NULL,
+	saga_id VARCHAR(64) COLLATE utf8mb4_bin NOT NULL,
 	deadline DATETIME(6) NOT NULL,
 	closed_at DATETIME(6),
 	PRIMARY KEY (saga_id)
@@ -51,7 +51,7 @@ CREATE INDEX ix_saga_deadlines_open ON saga_deadlines (closed_at, deadline);
 
 CREATE TABLE table_c (
 	id INTEGER NOT NULL AUTO_INCREMENT,
-	saga_id VARCHAR(64) NOT NULL,
+	saga_id VARCHAR(64) COLLATE utf8mb4_bin NOT NULL,
 	payment_method VARCHAR(255),
 	status VARCHAR(16) NOT NULL,
 	created_at DATETIME(6) NOT NULL,
