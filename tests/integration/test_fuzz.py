@@ -134,7 +134,11 @@ def call(case: Case, base_url: str, session: requests.Session, checks: list[Any]
          auth: requests.auth.AuthBase | None = None) -> None:
     """Send the case to the live process and check its answer (never with a long ?wait=)."""
     wait = (case.query or {}).get("wait")
-    if isinstance(wait, int) and not isinstance(wait, bool) and wait > MAX_WAIT:
+    try:  # drawn as a number or as the string a URL carries
+        too_long = wait is not None and not isinstance(wait, bool) and int(wait) > MAX_WAIT
+    except (TypeError, ValueError):
+        too_long = False
+    if too_long:
         case.query["wait"] = MAX_WAIT
     case.call_and_validate(base_url=base_url, session=session, checks=checks, auth=auth, timeout=30)
 
