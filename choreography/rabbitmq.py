@@ -77,8 +77,10 @@ class Topology:
                 channel.queue_bind(queue, self.exchange, routing_key=event_type)
 
 
-def connect(url: str) -> pika.BlockingConnection:
+def connect(url: str, name: str) -> pika.BlockingConnection:
+    """A connection the broker lists under `name` (its namespace first: which run, which part)."""
     parameters = pika.URLParameters(url)
+    parameters.client_properties = {"connection_name": name}
     parameters.heartbeat = 30
     parameters.blocked_connection_timeout = 10
     parameters.socket_timeout = 5
@@ -100,7 +102,7 @@ class BrokerTransport:
     def _channel(self) -> BlockingChannel:
         channel: BlockingChannel | None = getattr(self._local, "channel", None)
         if channel is None or channel.is_closed:
-            connection = connect(self.url)
+            connection = connect(self.url, f"{self.topology.namespace} publisher")
             channel = connection.channel()
             self.topology.declare(channel)
             channel.confirm_delivery()  # basic_publish now waits for the broker's ack
@@ -150,7 +152,7 @@ class BrokerConsumer:
         pause = 0.2
         while True:
             try:
-                connection = connect(self.url)
+                connection = connect(self.url, f"{self.topology.namespace} consumer {self.queue}")
                 channel = connection.channel()
                 self.topology.declare(channel)
                 channel.basic_qos(prefetch_count=PREFETCH)
@@ -206,7 +208,7 @@ class DeadLetter:
 def purge(url: str, namespace: str) -> None:
     """Delete a namespace's exchanges and queues (tests give each run its own)."""
     topology = Topology(namespace)
-    connection = connect(url)
+    connection = connect(url, f"{namespace} purge")
     try:
         channel = connection.channel()
         for queue in [*topology.bindings(), topology.dead_queue]:

@@ -74,8 +74,8 @@ def register_error_handlers(app: Flask) -> None:
     def on_http_error(error: HTTPException) -> Any:
         code = (error.name or "error").lower().replace(" ", "_")
         response, status = error_response(error.code or 500, code, error.description or code)
-        allow = [value for name, value in error.get_headers() if name == "Allow"]  # a 405's methods
-        return response, status, {"Allow": allow[0]} if allow else {}
+        valid = getattr(error, "valid_methods", None)  # a 405's methods, in a stable order
+        return response, status, {"Allow": ", ".join(sorted(valid))} if valid else {}
 
     def on_database_fault(error: Exception) -> Any:
         log.warning("database unavailable on %s %s: %s", request.method, request.path,
