@@ -38,8 +38,11 @@ test-tools:
 run: install  ## the orchestrator and services A, B, C on SQLite (var/*.db), restarted if one dies; Ctrl-C stops all four
 	$(PYTHON) -m scripts.run
 
+# The tests mostly wait (on processes, timeouts, recovery), so several run at once; a test
+# file stays on one worker, with the systems its tests share.
+TEST_WORKERS ?= 4
 test: install-dev test-tools  ## unit and integration tests (SQLite; TEST_DATABASE_URL=... for MySQL/MariaDB)
-	$(PYTHON) -m pytest $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 unit: install-dev  ## the fast tests alone: pure logic and in-process, no processes started (seconds)
 	$(PYTHON) -m pytest tests/unit $(PYTEST_ARGS)

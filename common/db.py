@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Iterator
@@ -46,6 +47,7 @@ def iso(value: datetime | None) -> str | None:
 
 
 DEFAULT_TIMEOUT = 2.0
+SCHEMA_LOCK_WAIT = 60  # seconds a starting process waits for another's schema change
 """Seconds a connect, a read, a write, or a wait for the write lock may take before the
 database counts as not answering (a request then gets 503 instead of hanging)."""
 
@@ -234,7 +236,11 @@ def schema_lock(connection: Connection) -> Iterator[None]:
         yield
         return
     name = f"saga_schema_{connection.engine.url.database}"[:64]
-    connection.execute(text("SELECT GET_LOCK(:name, 60)"), {"name": name})
+    # Asked for a second at a time: one long wait would outlast the connection's read timeout.
+    deadline = time.monotonic() + SCHEMA_LOCK_WAIT
+    while not connection.scalar(text("SELECT GET_LOCK(:name, 1)"), {"name": name}):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"another process held the schema lock {name} for {SCHEMA_LOCK_WAIT} s")
     try:
         yield
     finally:

@@ -10,7 +10,8 @@ for a fixed time:
     over the embedded transport and (with a second start) over RabbitMQ;
 and prints sagas per second, p50 / p99 / max latency, errors, the ratio orchestrated / bare,
 the CPU each process spends per saga, one failure path (B fails, A compensated), the read
-endpoints, and (--log-size) the happy path and reads again with that many sagas in the log.
+endpoints, (--log-size) the happy path and reads again with that many sagas in the log, and
+(--soak-minutes) each process's memory over a long mixed run.
 """
 
 from __future__ import annotations
@@ -146,6 +147,51 @@ def measured_loop(stack: Stack, label: str, clients: int, seconds: float,
     done = max(1, len(result.latencies))
     return result, {name: (cpu_seconds(pids) - before[name]) * 1000 / done
                     for name, pids in ids.items()}
+
+
+def rss_mib(pids: list[int]) -> float:
+    """Resident memory of these processes together, MiB, from /proc."""
+    total = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            continue
+        total += next((int(line.split()[1]) for line in status.splitlines()
+                       if line.startswith("VmRSS:")), 0)
+    return total / 1024
+
+
+def memory_soak(stack: Stack, minutes: float, runs: dict[str, Callable[[requests.Session], bool]]
+                ) -> list[str]:
+    """16 clients for `minutes`: mostly orchestrated sagas, some choreographed, some failing.
+    The RSS of each process after the first minute (pools, caches and imports settled) and at
+    the end: nothing held in memory may grow with the number of sagas."""
+    mix = [runs["orchestrated"]] * 3 + [runs["choreographed"], runs["one failure"]]
+    turn = iter(range(10**12))
+
+    def one(session: requests.Session) -> bool:
+        return mix[next(turn) % len(mix)](session)
+
+    ids = {name: pids for name, pids in process_ids(stack).items() if name != "database server"}
+    closed_loop("soak, first minute", 16, min(60, minutes * 60), one)
+    first = {name: rss_mib(pids) for name, pids in ids.items()}
+    sagas, rest = 0, max(0.0, minutes * 60 - 60)
+    while rest > 0:
+        chunk = closed_loop("soak", 16, min(60, rest), one)
+        sagas += len(chunk.latencies) + chunk.errors
+        rest -= chunk.seconds
+    lines = [f"\n#### Memory over a {minutes:g}-minute soak (16 clients; {sagas:,} sagas after the "
+             "first minute: orchestrated, choreographed and failing)\n",
+             "| process | RSS after 1 min, MiB | at the end, MiB | growth | flat within 10 % |",
+             "|---|---|---|---|---|"]
+    for name, pids in ids.items():
+        end = rss_mib(pids)
+        growth = end / first[name] - 1 if first[name] else float("nan")
+        lines.append(f"| {name} | {first[name]:.1f} | {end:.1f} | {growth:+.1%} | "
+                     f"{'met' if growth <= 0.10 else '**not met**'} |")
+    print("\n".join(lines), flush=True)
+    return lines
 
 
 def scenarios(stack: Stack) -> dict[str, Callable[[requests.Session], bool]]:
@@ -311,6 +357,8 @@ def bench_database(url: str | None, args: argparse.Namespace,
                 lines.append(record(closed_loop(name, n, args.seconds, runs[name])).row())
             if args.log_size:
                 lines += big_log(stack, args, runs)
+            if args.soak_minutes:
+                lines += memory_soak(stack, args.soak_minutes, runs)
         finally:
             stack.stop()
     with tempfile.TemporaryDirectory() as workdir:  # the same again, over RabbitMQ
@@ -390,6 +438,8 @@ def main() -> None:
     parser.add_argument("--only", choices=("sqlite", "server"), help="one database instead of both")
     parser.add_argument("--log-size", type=int, default=0,
                         help="sagas put in the log for a last round of the happy path and reads")
+    parser.add_argument("--soak-minutes", type=float, default=0,
+                        help="then a soak of this many minutes, with each process's memory before and after")
     args = parser.parse_args()
     clients = [int(n) for n in args.clients.split(",")]
     lines = [f"_make bench — {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "

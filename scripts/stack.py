@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -101,10 +102,14 @@ class Stack:
         self.db_urls = database_urls(self.base_db_url, self.workdir, self.tag)
         self.ports = {name: free_port() for name in PROCESSES}
         self.urls = {name: f"http://127.0.0.1:{port}" for name, port in self.ports.items()}
-        for name in PROCESSES:
-            self.start_process(name)
-        for name in PROCESSES:
-            self.wait_healthy(name)
+        try:
+            for name in PROCESSES:
+                self.start_process(name)
+            for name in PROCESSES:
+                self.wait_healthy(name)
+        except BaseException:  # one did not come up: leave nothing running behind
+            self.stop()
+            raise
         # Autocommit: every read sees what is committed now (no REPEATABLE READ snapshot).
         self.engines = {name: create_engine(url, isolation_level="AUTOCOMMIT")
                         for name, url in self.db_urls.items()}
@@ -163,7 +168,8 @@ class Stack:
         """Stop every process: SIGTERM, and after `grace` seconds SIGKILL (a process still busy
         with a saga's sleep would otherwise finish it first; nothing here needs that)."""
         for process in self.processes.values():  # all at once: each may wait on keep-alives
-            os.killpg(process.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):  # one that had already exited
+                os.killpg(process.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         for process in self.processes.values():
             try:

@@ -7,9 +7,33 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from scripts.stack import PROCESSES, Stack
 from tests.support import TEST_DATABASE_URL
+
+# Each test worker runs systems of four processes, each with a pool of connections; MySQL's
+# default of 151 connections is too few for several workers at once.
+CONNECTIONS_PER_WORKER = 250
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """On MySQL/MariaDB with parallel workers, make room for their connections (once, in the
+    process that hands out the tests), or stop with the reason."""
+    workers = getattr(session.config.option, "numprocesses", None) or 0
+    if not TEST_DATABASE_URL or hasattr(session.config, "workerinput") or workers < 2:
+        return
+    needed = CONNECTIONS_PER_WORKER * workers
+    engine = create_engine(TEST_DATABASE_URL)
+    try:
+        with engine.connect() as connection:
+            if connection.scalar(text("SELECT @@max_connections")) < needed:
+                connection.execute(text(f"SET GLOBAL max_connections = {needed}"))
+    except Exception as error:  # no privilege: say what to do rather than fail test by test
+        pytest.exit(f"{workers} test workers need max_connections >= {needed} on the test database "
+                    f"({error}); raise it, or run with PYTEST_ARGS='-n 1'", returncode=4)
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -228,15 +228,17 @@ def sign_up(stack: Stack, user: dict[str, str] | None = None, **fail: str) -> st
 
 
 def choreographed(stack: Stack, saga_id: str, seconds: float = 30,
-                  statuses: tuple[str, ...] = FINISHED) -> dict[str, Any]:
-    """The saga as the observer tells it, once its status is one of `statuses`."""
+                  statuses: tuple[str, ...] = FINISHED, events: int = 0) -> dict[str, Any]:
+    """The saga as the observer tells it, once its status is one of `statuses` and it has seen
+    at least `events` events (each service's relay tells it in its own time, so the event that
+    ends a saga may come before one that happened earlier)."""
     for attempt in Retrying(stop=stop_after_delay(seconds), wait=wait_fixed(0.05), reraise=True):
         with attempt:
             answer = requests.get(f"{stack.urls['orchestrator']}/choreography/sagas/{saga_id}",
                                   params={"wait": 2} if statuses == FINISHED else {}, timeout=10)
             assert answer.status_code == 200, answer.text
             saga = answer.json()
-            assert saga["status"] in statuses, saga
+            assert saga["status"] in statuses and len(saga["events"]) >= events, saga
     return saga  # type: ignore[no-any-return]
 
 

@@ -144,8 +144,8 @@ def test_the_check_reports_nothing_false_under_load(fresh_stack: Stack) -> None:
         thread.start()
     reports = []
     try:
-        until = time.monotonic() + 6
-        while time.monotonic() < until or len(reports) < 8:
+        until = time.monotonic() + 60  # a busy machine runs fewer sagas a second; wait for them
+        while time.monotonic() < until and (len(reports) < 8 or len(started) <= 100):
             reports.append(requests.get(f"{stack.urls['orchestrator']}/consistency", timeout=60).json())
             time.sleep(0.2)
     finally:

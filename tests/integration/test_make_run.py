@@ -19,7 +19,14 @@ import pytest
 import requests
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
-from scripts.stack import FAST_SETTINGS, ROOT, database_urls, drop_databases, free_port
+from scripts.stack import (
+    FAST_SETTINGS,
+    RECOVERS_FAILED_COMPENSATIONS,
+    ROOT,
+    database_urls,
+    drop_databases,
+    free_port,
+)
 from tests.support import TEST_DATABASE_URL, USER
 
 PORTS = {"orchestrator": "ORCHESTRATOR_PORT", "a": "SERVICE_A_PORT", "b": "SERVICE_B_PORT",
@@ -33,7 +40,9 @@ def make_run(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """`make run` on free ports, its databases and supervisord's files in this test's folders."""
     ports = {name: free_port() for name in PORTS}
     databases = database_urls(TEST_DATABASE_URL, tmp_path, f"run{os.getpid()}")
-    env = {**os.environ, **FAST_SETTINGS, "RUN_DIR": str(tmp_path / "run"),
+    # As make run's defaults do, a compensation that failed while its service was down is taken
+    # up again once it is back (here after a second, not a minute).
+    env = {**os.environ, **FAST_SETTINGS, **RECOVERS_FAILED_COMPENSATIONS, "RUN_DIR": str(tmp_path / "run"),
            **{PORTS[name]: str(port) for name, port in ports.items()},
            "ORCHESTRATOR_DATABASE_URL": databases["orchestrator"],
            **{f"SERVICE_{s.upper()}_DATABASE_URL": databases[s] for s in "abc"}}
@@ -49,10 +58,15 @@ def make_run(tmp_path: Path) -> Iterator[dict[str, Any]]:
             wait_healthy(urls[name], log)
         yield running
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        subprocess.run(["pkill", "-9", "-f", f"--bind 127.0.0.1:({'|'.join(map(str, ports.values()))})"],
+        if process.poll() is None:  # as Ctrl-C does: supervisord stops its programs
+            os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        # Whatever outlived it (supervisord's programs run in process groups of their own).
+        subprocess.run(["pkill", "-9", "-f", f"127.0.0.1:({'|'.join(map(str, ports.values()))}) "],
                        check=False)
         drop_databases(TEST_DATABASE_URL, databases)
 
