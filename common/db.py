@@ -47,9 +47,10 @@ def iso(value: datetime | None) -> str | None:
 
 
 DEFAULT_TIMEOUT = 2.0
-SCHEMA_LOCK_WAIT = 60  # seconds a starting process waits for another's schema change
 """Seconds a connect, a read, a write, or a wait for the write lock may take before the
 database counts as not answering (a request then gets 503 instead of hanging)."""
+SCHEMA_LOCK_WAIT = 60  # seconds a starting process waits for another's schema change
+SCHEMA_TIMEOUT = 60.0  # seconds a schema change may take: a busy server builds an index slowly
 
 _write_gates: weakref.WeakKeyDictionary[Engine, WriteGate] = weakref.WeakKeyDictionary()
 
@@ -228,6 +229,20 @@ def wait_for_database(engine: Engine, wait_seconds: float = 60) -> None:
 
 
 @contextmanager
+def for_schema_changes(engine: Engine) -> Iterator[Engine]:
+    """An engine to change the schema with at start-up: on MySQL, one connection with longer
+    timeouts than requests get (DDL on a busy server can outlast DB_TIMEOUT); SQLite's own."""
+    if engine.dialect.name == "sqlite":
+        yield engine
+        return
+    ddl = make_engine(engine.url.render_as_string(hide_password=False), pool_size=1, timeout=SCHEMA_TIMEOUT)
+    try:
+        yield ddl
+    finally:
+        ddl.dispose()
+
+
+@contextmanager
 def schema_lock(connection: Connection) -> Iterator[None]:
     """Changing a schema, one process at a time (two gunicorn workers, or two orchestrators,
     starting at once). On MySQL a named lock of the server, per database (it outlives the
@@ -249,7 +264,7 @@ def schema_lock(connection: Connection) -> Iterator[None]:
 
 def create_tables(engine: Engine, metadata: MetaData) -> None:
     """Create the tables of `metadata` the database lacks."""
-    with writing(engine) as connection, schema_lock(connection):
+    with for_schema_changes(engine) as ddl, writing(ddl) as connection, schema_lock(connection):
         metadata.create_all(connection)
 
 

@@ -7,11 +7,21 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_fixed
+import requests
+from tenacity import Retrying, retry_if_exception, retry_if_result, stop_after_attempt, wait_fixed
 
 from choreography.flow import ENTRY
 from common.consistency import Unreachable
 from orchestrator.client import Attempt, ParticipantClient
+
+READ_ATTEMPTS = 3  # a read is idempotent: a slow or lost one is asked again before giving up
+
+
+def _worth_another_read(error: BaseException) -> bool:
+    """No answer, or a 5xx: the service may be busy. A 4xx will not change."""
+    if isinstance(error, requests.HTTPError):
+        return error.response is not None and error.response.status_code >= 500
+    return isinstance(error, requests.RequestException)
 
 
 @dataclass(frozen=True)
@@ -46,16 +56,26 @@ class ParticipantGateway:
             return {"url": url, "status": "down", "error": type(error).__name__}
         return {"url": url, **{k: v for k, v in body.items() if k in ("status", "database")}}
 
+    def _read(self, url: str) -> requests.Response:
+        """GET a participant's rows (a 404 is an answer), asked again if it is slow or busy."""
+        for attempt in Retrying(stop=stop_after_attempt(READ_ATTEMPTS), wait=wait_fixed(0.2),
+                                retry=retry_if_exception(_worth_another_read), reraise=True):
+            with attempt:
+                response = self.client.get(url)
+                if response.status_code != 404:
+                    response.raise_for_status()
+        return response
+
     def record(self, service: str, saga_id: str) -> dict[str, Any] | None:
         """The service's row for a saga, None if it holds none; Unreachable if it cannot say."""
         try:
-            response = self.client.get(f"{self.urls[service]}/records/{saga_id}")
+            response = self._read(f"{self.urls[service]}/records/{saga_id}")
+        except requests.HTTPError as error:
+            raise Unreachable(f"{service}: HTTP {error.response.status_code}") from error
         except Exception as error:  # noqa: BLE001
             raise Unreachable(f"{service}: {type(error).__name__}") from error
         if response.status_code == 404:
             return None
-        if response.status_code != 200:
-            raise Unreachable(f"{service}: HTTP {response.status_code}")
         return response.json()  # type: ignore[no-any-return]
 
     def knows_signup(self, saga_id: str) -> bool:
@@ -71,9 +91,8 @@ class ParticipantGateway:
         after = 0
         while True:
             try:
-                response = self.client.get(
-                    f"{self.urls[service]}/records?after={after}&limit={page_size}")
-                response.raise_for_status()
+                response = self._read(f"{self.urls[service]}/records?after={after}&limit={page_size}")
+                response.raise_for_status()  # a 404 here is not an answer
                 page: list[dict[str, Any]] = response.json()["records"]
             except Exception as error:  # noqa: BLE001
                 raise Unreachable(f"{service}: {error}") from error

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, inspect, text
 
-from common.db import schema_lock, writing
+from common.db import for_schema_changes, schema_lock, writing
 from orchestrator.store import metadata
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -46,7 +46,7 @@ def migrate(engine: Engine) -> None:
 
 
 def _bring_up(engine: Engine, from_scratch: bool) -> None:
-    with writing(engine) as connection, schema_lock(connection):
+    with for_schema_changes(engine) as ddl, writing(ddl) as connection, schema_lock(connection):
         if _version(connection) == HEAD:
             return
         from alembic import command

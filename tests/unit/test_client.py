@@ -11,11 +11,13 @@ import pytest
 from werkzeug import Request, Response
 from werkzeug.serving import make_server
 
+from common.consistency import Unreachable
 from common.db import make_engine
 from common.status import SagaStatus
 from orchestrator.client import ParticipantClient
 from orchestrator.definition import Definitions
 from orchestrator.engine import Defaults, SagaEngine
+from orchestrator.gateway import READ_ATTEMPTS, ParticipantGateway
 from orchestrator.migrate import upgrade
 from orchestrator.saga import SIGNUP_V1
 from orchestrator.store import SagaStore
@@ -77,3 +79,39 @@ def test_a_5xx_is_retried_up_to_the_budget(serve: Callable[[Participant], str], 
     engine = engine_against(serve(participant), tmp_path)
     engine.drive(engine.create({"username": "u", "address": "a", "payment": "p"}, {}).id)
     assert participant.calls.count("/b/invoke") == 3, "CALL_RETRIES=2"
+
+
+class Rows:
+    """GET /records/<id> answers the statuses in `script` in turn (then the last), counting calls."""
+
+    def __init__(self, *script: int) -> None:
+        self.script = list(script)
+        self.calls = 0
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        status = self.script[min(self.calls, len(self.script) - 1)]
+        self.calls += 1
+        body = '{"saga_id": "s1", "status": "APPLIED"}' if status == 200 else '{"error": {}}'
+        return Response(body, status, mimetype="application/json")(environ, start_response)
+
+
+@pytest.mark.parametrize(("script", "calls", "expected"), [
+    ((503, 200), 2, {"saga_id": "s1", "status": "APPLIED"}),  # a busy moment is asked again
+    ((404,), 1, None),  # no row is an answer, at once
+])
+def test_the_gateway_asks_a_busy_participant_again(serve: Callable[[Any], str], script: tuple[int, ...],
+                                                   calls: int, expected: dict[str, str] | None) -> None:
+    rows = Rows(*script)
+    gateway = ParticipantGateway(ParticipantClient("s" * 32), {"a": serve(rows)}, {"a": ("username",)})
+    assert gateway.record("a", "s1") == expected
+    assert rows.calls == calls
+
+
+def test_the_gateway_gives_up_on_a_participant_that_stays_busy(serve: Callable[[Any], str]) -> None:
+    rows = Rows(503)
+    gateway = ParticipantGateway(ParticipantClient("s" * 32), {"a": serve(rows)}, {"a": ("username",)})
+    with pytest.raises(Unreachable, match="HTTP 503"):
+        gateway.record("a", "s1")
+    with pytest.raises(Unreachable):
+        list(gateway.records("a"))
+    assert rows.calls == 2 * READ_ATTEMPTS
