@@ -20,7 +20,8 @@ CONNECTIONS_PER_WORKER = 250
 def pytest_sessionstart(session: pytest.Session) -> None:
     """On MySQL/MariaDB with parallel workers, make room for their connections (once, in the
     process that hands out the tests), or stop with the reason."""
-    workers = getattr(session.config.option, "numprocesses", None) or 0
+    workers = getattr(session.config.option, "numprocesses", None)
+    workers = workers if isinstance(workers, int) else 0
     if not TEST_DATABASE_URL or hasattr(session.config, "workerinput") or workers < 2:
         return
     needed = CONNECTIONS_PER_WORKER * workers
@@ -31,7 +32,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
                 connection.execute(text(f"SET GLOBAL max_connections = {needed}"))
     except Exception as error:  # no privilege: say what to do rather than fail test by test
         pytest.exit(f"{workers} test workers need max_connections >= {needed} on the test database "
-                    f"({error}); raise it, or run with PYTEST_ARGS='-n 1'", returncode=4)
+                    f"({error}); raise it, or run one at a time (make test TEST_WORKERS=1)", returncode=4)
     finally:
         engine.dispose()
 
