@@ -127,7 +127,7 @@ def test_injected_sleeps_cannot_take_every_thread(tight: Stack) -> None:
         started = time.monotonic()
         third = invoke(stack, "b", uuid.uuid4().hex, **{"X-Saga-Fault": "delay:3000"})
         real = invoke(stack, "b", uuid.uuid4().hex)
-        assert time.monotonic() - started < 1.5, "answered at once, not after a sleep"
+        assert time.monotonic() - started < 2.5, "answered at once, not after a 3 s sleep"
         assert (assert_json_error(third, 503)["error"]["code"], third.headers["Retry-After"]) == (
             "fault_capacity", "1")
         assert real.status_code == 200
