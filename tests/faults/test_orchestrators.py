@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 from sqlalchemy import text
+from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from scripts.stack import Stack, free_port
 from tests.support import TEST_DATABASE_URL, USER, consistency, wait_for_saga
@@ -46,6 +47,15 @@ def owners_in_order(stack: Stack, saga_id: str) -> list[str]:
     return [owner for i, owner in enumerate(owners) if i == 0 or owners[i - 1] != owner]
 
 
+def running_sagas_driven_by(stack: Stack, orchestrator_id: str) -> int:
+    """Sagas still RUNNING that an instance of this orchestrator has made attempts for."""
+    with stack.engines["orchestrator"].connect() as connection:
+        return int(connection.execute(text(
+            "SELECT COUNT(*) FROM sagas WHERE status = 'RUNNING' AND EXISTS (SELECT 1 FROM saga_events "
+            "WHERE saga_events.saga_id = sagas.id AND saga_events.orchestrator LIKE :owner)"),
+            {"owner": f"{orchestrator_id}@%"}).scalar_one())
+
+
 def start_many(stack: Stack, targets: list[str], count: int) -> list[str]:
     def start(i: int) -> str:
         answer = requests.post(f"{stack.urls[targets[i % len(targets)]]}/start", timeout=10,
@@ -69,6 +79,10 @@ def assert_never_two_drivers(stack: Stack, via: str = "orchestrator") -> None:
 def test_a_dead_orchestrators_sagas_are_taken_over_exactly_once(stack: Stack) -> None:
     add_orchestrator(stack, "second", "second-orchestrator")
     saga_ids = start_many(stack, ["orchestrator", "second"], 16)
+    first = stack.env("orchestrator")["ORCHESTRATOR_ID"]
+    for attempt in Retrying(stop=stop_after_delay(10), wait=wait_fixed(0.02), reraise=True):
+        with attempt:  # a busy machine may not have begun them yet: kill it mid-saga
+            assert running_sagas_driven_by(stack, first) > 0
     stack.kill("orchestrator")  # half of the sagas are in flight there
     for saga_id in saga_ids:
         wait_for_saga(stack, saga_id, "COMPLETED", seconds=60)
