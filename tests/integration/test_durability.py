@@ -136,7 +136,9 @@ def test_the_check_reports_nothing_false_under_load(fresh_stack: Stack) -> None:
     def client(number: int) -> None:
         while not stop.is_set():
             fail = {"c": "before_commit"} if number % 4 == 0 else {}
-            assert start(stack, {**USER, "fail": fail}).status_code in (200, 500)
+            # 504: a step outlasted the tests' 1 s call timeout on a busy machine, and the saga
+            # was compensated; an ending like the others, for the check to get right.
+            assert start(stack, {**USER, "fail": fail}).status_code in (200, 500, 504)
             started.append(1)
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
