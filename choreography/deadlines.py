@@ -2,9 +2,14 @@
 
 A keeps each sign-up's deadline beside its own rows. When one passes before the saga closed
 here (A saw PaymentRegistered, or undid itself), A publishes SignupTimedOut, once, in the
-commit that closes the deadline; the last step then closes the saga and the failure
+commit that records the time-out; the last step then closes the saga and the failure
 travels back. Each service also refuses to apply after the deadline on its own, so a late
 commit can never slip in after the cancellation.
+
+A saga that has still not closed here `stuck_after` seconds after its deadline is stuck
+(an event it needed was dead-lettered, say): A publishes SignupTimedOut for it again, every
+`stuck_after` seconds, until it closes (the receivers are idempotent), and the consistency
+check lists it as needing attention.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import (
     Column,
@@ -22,6 +27,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     bindparam,
+    func,
     insert,
     select,
     update,
@@ -37,7 +43,9 @@ def deadlines_table(metadata: MetaData) -> Table:
         "saga_deadlines", metadata,
         Column("saga_id", Key(64), primary_key=True),
         Column("deadline", Timestamp, nullable=False),
-        Column("closed_at", Timestamp, nullable=True),  # completed, undone, or timed out
+        Column("closed_at", Timestamp, nullable=True),  # the saga ended here: completed, or undone
+        Column("timed_out_at", Timestamp, nullable=True),  # SignupTimedOut published
+        Column("nudged_at", Timestamp, nullable=True),  # published again, for a saga stuck since
         Index("ix_saga_deadlines_open", "closed_at", "deadline"),
         **MYSQL_TABLE,
     )
@@ -47,39 +55,70 @@ class Deadlines:
     def __init__(self, engine: Engine, table: Table) -> None:
         self.engine = engine
         self.table = table
-        self._close = update(table).where(table.c.saga_id == bindparam("key"), table.c.closed_at.is_(None))
+        t = table
+        self._close = update(t).where(t.c.saga_id == bindparam("key"), t.c.closed_at.is_(None))
+        self._time_out = update(t).where(t.c.saga_id == bindparam("key"), t.c.closed_at.is_(None),
+                                         t.c.timed_out_at.is_(None))
+        self._nudge = update(t).where(t.c.saga_id == bindparam("key"), t.c.closed_at.is_(None),
+                                      func.coalesce(t.c.nudged_at, t.c.timed_out_at) < bindparam("before"))
 
     def start(self, connection: Connection, saga_id: str, deadline: datetime) -> None:
         connection.execute(insert(self.table).values(saga_id=saga_id, deadline=deadline))
 
     def close(self, connection: Connection, saga_id: str) -> bool:
-        """Stop the saga's clock, in the caller's transaction; False if it was stopped already."""
+        """The saga ended here (completed, or undone), in the caller's transaction; False if it
+        had ended before."""
         return connection.execute(self._close, {"key": saga_id, "closed_at": utcnow()}).rowcount == 1
+
+    def time_out(self, connection: Connection, saga_id: str) -> bool:
+        """Record that the saga's deadline passed while it was open; False if it had closed or
+        timed out already (so the time-out is published once)."""
+        return connection.execute(self._time_out, {"key": saga_id, "timed_out_at": utcnow()}).rowcount == 1
+
+    def nudge(self, connection: Connection, saga_id: str, quiet: timedelta) -> bool:
+        """Record a new nudge of a timed-out saga still open, unless it was nudged (or timed
+        out) less than `quiet` ago or has closed; True if this call recorded it."""
+        now = utcnow()
+        return connection.execute(self._nudge, {"key": saga_id, "nudged_at": now,
+                                                "before": now - quiet}).rowcount == 1
 
     def get(self, saga_id: str) -> dict[str, str | None] | None:
         with reading(self.engine) as connection:
             row = connection.execute(select(self.table).where(self.table.c.saga_id == saga_id)).first()
         return None if row is None else {"saga_id": row.saga_id, "deadline": iso(row.deadline),
-                                         "closed_at": iso(row.closed_at)}
+                                         "closed_at": iso(row.closed_at),
+                                         "timed_out_at": iso(row.timed_out_at)}
 
     def passed(self, limit: int = 100) -> list[str]:
-        """Sagas whose deadline passed while still open here."""
+        """Sagas whose deadline passed while still open here, not yet timed out."""
         t = self.table
-        query = (select(t.c.saga_id).where(t.c.closed_at.is_(None), t.c.deadline < utcnow())
+        query = (select(t.c.saga_id).where(t.c.closed_at.is_(None), t.c.deadline < utcnow(),
+                                           t.c.timed_out_at.is_(None))
+                 .order_by(t.c.deadline).limit(limit))
+        with reading(self.engine) as connection:
+            return list(connection.execute(query).scalars())
+
+    def stuck(self, after: timedelta, limit: int = 100) -> list[str]:
+        """Timed-out sagas still open here `after` past their deadline, not nudged since."""
+        t, now = self.table, utcnow()
+        query = (select(t.c.saga_id).where(t.c.closed_at.is_(None), t.c.deadline < now - after,
+                                           t.c.timed_out_at.is_not(None),
+                                           func.coalesce(t.c.nudged_at, t.c.timed_out_at) < now - after)
                  .order_by(t.c.deadline).limit(limit))
         with reading(self.engine) as connection:
             return list(connection.execute(query).scalars())
 
 
 class DeadlineWatcher:
-    """Every `interval` seconds, time out what passed: `time_out(connection, saga_id)` publishes
-    the event in the transaction that closes the deadline."""
+    """Every `interval` seconds, time out what passed and nudge what is stuck:
+    `time_out(connection, saga_id)` publishes the event in the transaction that records it."""
 
     def __init__(self, deadlines: Deadlines, time_out: Callable[[Connection, str], None],
-                 interval: float) -> None:
+                 interval: float, stuck_after: float) -> None:
         self.deadlines = deadlines
         self.time_out = time_out
         self.interval = interval
+        self.stuck_after = timedelta(seconds=stuck_after)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="saga-deadlines", daemon=True)
 
@@ -87,14 +126,22 @@ class DeadlineWatcher:
         self._thread.start()
 
     def scan_once(self) -> int:
-        timed_out = 0
+        """Time out and nudge what is due; how many events were published."""
+        published = 0
         for saga_id in self.deadlines.passed():
             with writing(self.deadlines.engine) as connection:
-                if self.deadlines.close(connection, saga_id):
+                if self.deadlines.time_out(connection, saga_id):
                     self.time_out(connection, saga_id)
-                    timed_out += 1
+                    published += 1
                     log.warning("saga %s: deadline passed; publishing SignupTimedOut", saga_id)
-        return timed_out
+        for saga_id in self.deadlines.stuck(self.stuck_after):
+            with writing(self.deadlines.engine) as connection:
+                if self.deadlines.nudge(connection, saga_id, self.stuck_after):
+                    self.time_out(connection, saga_id)
+                    published += 1
+                    log.error("saga %s: still open %g s after its deadline; publishing SignupTimedOut "
+                              "again", saga_id, self.stuck_after.total_seconds())
+        return published
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

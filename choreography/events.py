@@ -6,6 +6,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from common.db import iso, utcnow
@@ -18,8 +19,29 @@ TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 TEXT = re.compile(r"[^\x00-\x1f\x7f-\x9f\ud800-\udfff]{0,2000}")
 
 
-class BadEnvelope(ValueError):
-    """What arrived is not an event this system could ever handle."""
+class Refused(ValueError):
+    """An event this service will never handle: it goes to the dead letters with this reason.
+    `kind` names the reason in a word, from a small set (a metric's label)."""
+
+    kind = "refused"
+
+    def __init__(self, message: str, kind: str | None = None) -> None:
+        super().__init__(message)
+        if kind is not None:
+            self.kind = kind
+
+
+class BadEnvelope(Refused):
+    """What arrived is not an event this system could ever handle (malformed, of a type it does
+    not know, or whose source is not the service that owns its type)."""
+
+    kind = "malformed"
+
+
+def parse_moment(text: str) -> datetime:
+    """An envelope's ISO 8601 moment (UTC, with or without its Z) as the naive UTC time the
+    tables store; ValueError if it is none."""
+    return datetime.fromisoformat(text.removesuffix("Z"))
 
 
 @dataclass(frozen=True)
@@ -62,7 +84,7 @@ class Envelope:
             raise BadEnvelope(f"unknown event type {body['type']!r}")
         owner = None if owners is None else owners.get(body["type"])
         if owners is not None and body["source"] != owner:
-            raise BadEnvelope(f"a {body['type']} is {owner}'s fact, not {body['source']!r}'s")
+            raise BadEnvelope(f"a {body['type']} is {owner}'s fact, not {body['source']!r}'s", "not_owner")
         for name, pattern in (("occurred_at", MOMENT), ("traceparent", TRACEPARENT)):
             value = body.get(name)
             if value is not None and not (isinstance(value, str) and pattern.fullmatch(value)):

@@ -22,7 +22,6 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
-    func,
     insert,
     select,
     update,
@@ -137,7 +136,12 @@ class Inbox:
                      "attempts": r.attempts, "error": r.last_error, "at": iso(r.received_at)}
                     for r in connection.execute(query)]
 
-    def waiting(self) -> int:
-        with reading(self.engine) as connection:
-            return int(connection.execute(select(func.count()).select_from(self.table)
-                                          .where(self.table.c.status == PENDING)).scalar_one())
+    def redrive(self, event_id: str) -> bool:
+        """Handle a dead-lettered event again, with a full set of attempts; False if it is not
+        dead-lettered here (idempotent: an event waiting or handled stays as it is)."""
+        t = self.table
+        with writing(self.engine) as connection:
+            return connection.execute(
+                update(t).where(t.c.event_id == event_id, t.c.status == DEAD)
+                .values(status=PENDING, attempts=0, next_attempt_at=utcnow(), last_error=None)
+            ).rowcount == 1

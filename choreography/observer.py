@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
-from datetime import datetime
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Column,
+    Connection,
     Engine,
     Index,
     Integer,
@@ -32,8 +33,9 @@ from sqlalchemy import (
     update,
 )
 
-from choreography.events import Envelope
+from choreography.events import Envelope, Refused, parse_moment
 from choreography.flow import FIELDS, REQUESTED, STEPS, derive
+from choreography.rabbitmq import DeadLetter
 from common.consistency import Part, SagaSnapshot
 from common.db import MYSQL_TABLE, Key, Timestamp, iso, reading, utcnow, writing
 from common.metrics import (
@@ -44,7 +46,7 @@ from common.metrics import (
     SAGAS_FINISHED,
     SAGAS_STARTED,
 )
-from common.status import SagaStatus
+from common.status import Model, SagaStatus
 from common.tracing import trace_id
 
 MODEL = "choreography"
@@ -91,9 +93,12 @@ choreo_dead_letters = Table(
     "choreo_dead_letters", metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("queue", String(128), nullable=False),
-    Column("reason", String(64), nullable=False),
+    Column("reason", String(64), nullable=False),  # why, in a word: malformed, wrong_publisher, ...
     Column("body", Text, nullable=False),
     Column("at", Timestamp, nullable=False),
+    Column("detail", Text, nullable=True),  # why, in full
+    Column("published_by", String(128), nullable=True),  # the broker account it came from
+    Column("redriven_at", Timestamp, nullable=True),  # its owner was asked to publish it again
     **MYSQL_TABLE,
 )
 
@@ -110,8 +115,10 @@ def _insert_ignore(table: Table) -> Any:
 class Observer:
     """Records every event once and keeps each saga's status current; readers can wait for a change."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine,
+                 orchestrated: Callable[[Connection, str], bool] = lambda _c, _saga_id: False) -> None:
         self.engine = engine
+        self.orchestrated = orchestrated  # does the saga log (in this database) run this saga id?
         self._new_saga = _insert_ignore(choreo_sagas)
         self._new_event = _insert_ignore(choreo_events)
         self._lock_saga = select(choreo_sagas.c.status, choreo_sagas.c.created_at).where(
@@ -128,8 +135,11 @@ class Observer:
         now = utcnow()
         with writing(self.engine) as connection:
             key = envelope.saga_id
-            connection.execute(self._new_saga, {"saga_id": key, "status": SagaStatus.RUNNING.value,
-                                                "created_at": now, "updated_at": now})
+            first = connection.execute(self._new_saga, {"saga_id": key, "status": SagaStatus.RUNNING.value,
+                                                        "created_at": now, "updated_at": now}).rowcount
+            if first and self.orchestrated(connection, key):  # rolled back with the transaction
+                raise Refused(f"saga {key} is orchestrated: a choreography event may not touch it",
+                              "wrong_model")
             before, created = connection.execute(self._lock_saga, {"key": key}).one()  # one at a time
             new = connection.execute(self._new_event, {
                 "event_id": envelope.event_id, "saga_id": envelope.saga_id, "type": envelope.type,
@@ -180,16 +190,37 @@ class Observer:
             connection.execute(self._new_saga, {"saga_id": saga_id, "status": SagaStatus.RUNNING.value,
                                                 "created_at": now, "updated_at": now})
 
-    def record_dead_letter(self, queue: str, reason: str, body: str) -> None:
+    def record_dead_letter(self, letter: DeadLetter) -> None:
+        """Keep a message the broker's dead-letter queue held (the queue is drained as it is read)."""
         with writing(self.engine) as connection:
-            connection.execute(insert(choreo_dead_letters).values(queue=queue, reason=reason, body=body,
-                                                                  at=utcnow()))
+            connection.execute(insert(choreo_dead_letters).values(
+                queue=letter.queue, reason=letter.reason, body=letter.body, at=utcnow(),
+                detail=letter.detail, published_by=letter.published_by))
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         query = select(choreo_dead_letters).order_by(choreo_dead_letters.c.id.desc()).limit(limit)
         with reading(self.engine) as connection:
-            return [{"where": "broker", "queue": r.queue, "reason": r.reason, "body": r.body, "at": iso(r.at)}
+            return [{"where": "broker", "id": r.id, **_event_of(r.body), "queue": r.queue, "reason": r.reason,
+                     "error": r.detail, "published_by": r.published_by, "body": r.body, "at": iso(r.at),
+                     "redriven_at": iso(r.redriven_at)}
                     for r in connection.execute(query)]
+
+    def dead_letter(self, letter_id: int) -> dict[str, Any] | None:
+        """One of the broker's dead letters, with the event it holds (if it holds one)."""
+        query = select(choreo_dead_letters).where(choreo_dead_letters.c.id == letter_id)
+        with reading(self.engine) as connection:
+            row = connection.execute(query).first()
+        if row is None:
+            return None
+        return {"id": row.id, **_event_of(row.body), "redriven_at": iso(row.redriven_at)}
+
+    def mark_redriven(self, letter_id: int) -> bool:
+        """Note that the letter's owner was asked to publish it again; False if it had been already."""
+        with writing(self.engine) as connection:
+            return connection.execute(
+                update(choreo_dead_letters).where(choreo_dead_letters.c.id == letter_id,
+                                                  choreo_dead_letters.c.redriven_at.is_(None))
+                .values(redriven_at=utcnow())).rowcount == 1
 
     def get(self, saga_id: str) -> dict[str, Any] | None:
         """A saga with its events in the order they happened."""
@@ -252,10 +283,22 @@ class Observer:
             return {status: int(count) for status, count in connection.execute(query)}
 
 
+def _event_of(body: str) -> dict[str, Any]:
+    """The event id, type and saga id a dead letter's body holds, where it holds an event."""
+    try:
+        event = json.loads(body)
+    except ValueError:
+        return {"event_id": None, "type": None, "saga_id": None}
+    if not isinstance(event, dict):
+        event = {}
+    return {key: event.get(key) if isinstance(event.get(key), str) else None
+            for key in ("event_id", "type", "saga_id")}
+
+
 def _moment(text: object) -> datetime | None:
     """An ISO 8601 moment (the envelope was checked); None for none or one that does not parse."""
     try:
-        return datetime.fromisoformat(text.removesuffix("Z")) if isinstance(text, str) else None
+        return parse_moment(text) if isinstance(text, str) else None
     except ValueError:
         return None
 
@@ -276,23 +319,39 @@ PARTS = tuple(Part(step, step, FIELDS[step]) for step in STEPS)
 class ChoreographedSagas:
     """The observer as a source for the consistency check. The observer learns of a saga a
     moment after its sign-up is taken in, so `exists` also asks the entry service, which
-    records every sign-up before anything applies (`entry_knows`)."""
+    records every sign-up before anything applies (`entry_knows`). A saga still unfinished
+    `stuck_after` seconds past its deadline needs attention: an event it needs may have been
+    dead-lettered."""
 
-    model = "choreography"
+    model = Model.CHOREOGRAPHY
 
-    def __init__(self, observer: Observer, entry_knows: Callable[[str], bool]) -> None:
+    def __init__(self, observer: Observer, entry_knows: Callable[[str], bool], stuck_after: float) -> None:
         self.observer = observer
         self.entry_knows = entry_knows
+        self.stuck_after = timedelta(seconds=stuck_after)
 
-    def snapshot(self) -> Iterator[SagaSnapshot]:
-        query = select(choreo_sagas.c.saga_id, choreo_sagas.c.status, choreo_sagas.c.input)
+    def page(self, after: str, limit: int) -> list[SagaSnapshot]:
+        t = choreo_sagas
+        query = (select(t.c.saga_id, t.c.status, t.c.input, t.c.deadline, t.c.error)
+                 .where(t.c.saga_id > after).order_by(t.c.saga_id).limit(limit))
+        now = utcnow()
         with reading(self.observer.engine) as connection:
-            result = connection.execution_options(yield_per=5000).execute(query)
-            for saga_id, status, saga_input in result:
-                # Until the observer has seen the sign-up itself, it cannot judge the saga's rows.
-                known = SagaStatus(status) if saga_input else SagaStatus.RUNNING
-                values = json.loads(saga_input or "{}")
-                yield SagaSnapshot(saga_id, known, values if isinstance(values, dict) else {}, PARTS)
+            rows = connection.execute(query).all()
+        found = []
+        for saga_id, status, saga_input, deadline, error in rows:
+            # Until the observer has seen the sign-up itself, it cannot judge the saga's rows.
+            known = SagaStatus(status) if saga_input else SagaStatus.RUNNING
+            values = json.loads(saga_input or "{}")
+            attention = None
+            if known is SagaStatus.COMPENSATION_FAILED:
+                attention = f"a compensation failed: {error}"
+            elif not known.finished and deadline is not None and now - deadline > self.stuck_after:
+                late = (now - deadline).total_seconds()
+                attention = (f"still {known.value} {late:.0f} s after its deadline: an event it needs "
+                             "may be dead-lettered (redrive it; A sends SignupTimedOut again)")
+            found.append(SagaSnapshot(saga_id, known, values if isinstance(values, dict) else {}, PARTS,
+                                      attention))
+        return found
 
     def exists(self, saga_id: str) -> bool:
         return self.observer.get(saga_id) is not None or self.entry_knows(saga_id)

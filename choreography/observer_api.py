@@ -9,6 +9,8 @@ not a part of it.
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,14 +18,18 @@ from typing import Any
 import requests
 from flask import Blueprint, Response, jsonify, request
 
-from choreography.events import BadEnvelope, Envelope
+from choreography.events import EVENT_ID, Envelope, Refused
 from choreography.flow import ENTRY, EVENT_TYPES, FIELDS, FLOW, SOURCES, STEPS
 from choreography.observer import PARTS, Observer
 from common.consistency import RowReader, Unreachable, verdict
 from common.errors import ApiError, json_object
+from common.metrics import EVENTS_REFUSED
+from common.signing import SIGNATURE_HEADER, sign
 from common.status import SagaStatus
 from common.validation import limit_arg, reject_unknown, whole_number_arg
-from common.web import require_signature
+from common.web import refuse_cross_site_reads, require_signature, require_signature_or_dashboard
+
+log = logging.getLogger(__name__)
 
 MAX_WAIT = 30  # seconds a reader may ask to wait for a saga to finish
 
@@ -33,14 +39,25 @@ class ObserverSettings:
     secret: str
     entry_url: str  # where sign-ups enter (service A)
     service_urls: dict[str, str]  # for their dead letters
+    knows_signup: Callable[[str], bool]  # did the entry service take in this sign-up?
 
 
-def observer_blueprint(observer: Observer, rows: RowReader, settings: ObserverSettings,
-                       dead_letters_elsewhere: Callable[[], list[dict[str, Any]]] = list) -> Blueprint:
+def observer_blueprint(observer: Observer, rows: RowReader, settings: ObserverSettings) -> Blueprint:
     """The /choreography blueprint over `observer`; `rows` reads the participants' rows."""
     api = Blueprint("observer", __name__, url_prefix="/choreography")
     session = requests.Session()
     session.trust_env = False
+
+    def signed_post(service: str, path: str, payload: dict[str, Any]) -> requests.Response:
+        body = json.dumps(payload).encode()
+        headers = {"Content-Type": "application/json",
+                   SIGNATURE_HEADER: sign(settings.secret, "POST", path, body)}
+        try:
+            return session.post(f"{settings.service_urls[service]}{path}", data=body, headers=headers,
+                                timeout=5)
+        except requests.RequestException:
+            raise ApiError(503, "service_unreachable", f"service {service} does not answer",
+                           headers={"Retry-After": "1"}) from None
 
     @api.post("/events")
     def receive() -> tuple[Any, int]:
@@ -48,9 +65,11 @@ def observer_blueprint(observer: Observer, rows: RowReader, settings: ObserverSe
         require_signature(settings.secret)
         try:
             envelope = Envelope.from_json(json_object(), EVENT_TYPES, SOURCES)
-        except BadEnvelope as error:
+            new = observer.receive(envelope)
+        except Refused as error:
+            EVENTS_REFUSED.labels("observer", error.kind).inc()
+            log.warning("the observer refused an event: %s", error)
             raise ApiError(400, "bad_event", str(error)) from None
-        new = observer.receive(envelope)
         return jsonify({"event_id": envelope.event_id, "status": "received" if new else "duplicate"}), 200
 
     @api.post("/signups")
@@ -89,10 +108,23 @@ def observer_blueprint(observer: Observer, rows: RowReader, settings: ObserverSe
         answered as soon as the saga has finished (or after S seconds, at most 30)."""
         reject_unknown(request.args, ("wait",), what="query_argument")
         wait = whole_number_arg(request.args, "wait", default=0, maximum=MAX_WAIT)
-        saga = observer.wait(saga_id, wait) if wait else observer.get(saga_id)
+        if wait:
+            refuse_cross_site_reads()  # a page elsewhere must not hold this process's threads
+        saga = observer.get(saga_id)
+        # Wait only for a saga someone knows: the observer, or the entry service (the sign-up may
+        # have been taken in a moment before its first event reached the observer).
+        known = saga is not None or (wait and _entry_knows(saga_id))
+        if wait and known and (saga is None or not SagaStatus(saga["status"]).finished):
+            saga = observer.wait(saga_id, wait)
         if saga is None:
             raise ApiError(404, "not_found", f"no choreographed saga {saga_id}")
         return jsonify(saga)
+
+    def _entry_knows(saga_id: str) -> bool:
+        try:
+            return settings.knows_signup(saga_id)
+        except Unreachable:
+            return False
 
     @api.get("/sagas/<saga_id>/records")
     def saga_records(saga_id: str) -> Any:
@@ -111,10 +143,63 @@ def observer_blueprint(observer: Observer, rows: RowReader, settings: ObserverSe
                                     {step: (row or {}).get("status") for step, row in held.items()})
         return jsonify({"saga_id": saga_id, "rows": held, "verdict": outcome, "problems": problems})
 
+    @api.post("/dead-letters/redrive")
+    def redrive() -> tuple[Any, int]:
+        """Send or handle a dead-lettered event again (the dashboard's button, or a signed call):
+        `{"where": "outbox" | "inbox", "service", "event_id"}`, or `{"where": "broker", "id"}` for
+        a letter of the broker's, which its owner publishes again (a forgery has no owner to).
+        Idempotent: what is no longer dead-lettered changes nothing."""
+        require_signature_or_dashboard(settings.secret)
+        body = json_object()
+        where = body.get("where")
+        if where == "broker":
+            reject_unknown(body, ("where", "id"))
+            letter_id = body.get("id")
+            if not isinstance(letter_id, int) or isinstance(letter_id, bool) or letter_id < 1:
+                raise ApiError(400, "invalid_field", "'id' must be a dead letter's id")
+            letter = observer.dead_letter(letter_id)
+            if letter is None:
+                raise ApiError(404, "not_found", f"no dead letter {letter_id}")
+            owner = SOURCES.get(letter["type"] or "")
+            if letter["event_id"] is None or owner is None:
+                raise ApiError(409, "not_an_event", "this dead letter holds no event of the saga's: "
+                               "nothing can send it again")
+            if letter["redriven_at"] is not None:
+                return jsonify({"where": where, "id": letter_id, "service": owner,
+                                "event_id": letter["event_id"], "redriven": 0}), 200
+            answer = signed_post(owner, "/dead-letters/redrive",
+                                 {"where": "broker", "event_id": letter["event_id"]})
+            if answer.status_code == 404:
+                raise ApiError(409, "not_published_by_its_owner",
+                               f"service {owner} never published event {letter['event_id']}: a forgery "
+                               "is never sent again")
+            if answer.status_code != 200:
+                raise ApiError(503, "service_unavailable", f"service {owner} answered {answer.status_code}",
+                               headers={"Retry-After": "1"})
+            observer.mark_redriven(letter_id)
+            return jsonify({"where": where, "id": letter_id, "service": owner,
+                            "event_id": letter["event_id"], "redriven": answer.json()["redriven"]}), 200
+        reject_unknown(body, ("where", "service", "event_id"))
+        if not isinstance(where, str) or where not in ("outbox", "inbox"):
+            raise ApiError(400, "invalid_field", "'where' must be outbox, inbox or broker")
+        service = body.get("service")
+        if not isinstance(service, str) or service not in settings.service_urls:
+            raise ApiError(400, "invalid_field",
+                           f"'service' must be one of {', '.join(settings.service_urls)}")
+        event_id = body.get("event_id")
+        if not isinstance(event_id, str) or not EVENT_ID.fullmatch(event_id):
+            raise ApiError(400, "invalid_field", "'event_id' must be an event id (32 hex digits)")
+        answer = signed_post(service, "/dead-letters/redrive", {"where": where, "event_id": event_id})
+        if answer.status_code >= 500:
+            raise ApiError(503, "service_unavailable", f"service {service} answered {answer.status_code}",
+                           headers={"Retry-After": "1"})
+        passed_on = Response(answer.content, answer.status_code, content_type="application/json")
+        return passed_on, answer.status_code
+
     @api.get("/dead-letters")
     def dead_letters() -> Any:
         """Every event that could not be delivered or handled: each service's, and the broker's."""
-        found: list[dict[str, Any]] = [*observer.dead_letters(), *dead_letters_elsewhere()]
+        found: list[dict[str, Any]] = [*observer.dead_letters()]
         unreachable = []
         for service, url in settings.service_urls.items():
             try:

@@ -20,7 +20,6 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     bindparam,
-    func,
     insert,
     select,
     update,
@@ -117,8 +116,26 @@ class Outbox:
                      "destination": r.destination, "attempts": r.attempts, "error": r.last_error,
                      "at": iso(r.created_at)} for r in connection.execute(query)]
 
-    def waiting(self) -> int:
-        """How many events wait to be published (for metrics)."""
+    def redrive(self, event_id: str, delivered_too: bool = False) -> int:
+        """Send a dead-lettered event again, to each destination it could not reach (and, with
+        `delivered_too`, to those that took it: the broker, when a consumer refused what it
+        delivered); how many rows will go again. Idempotent: a row waiting to go stays as it is."""
+        t = self.table
+        statuses = [DEAD, SENT] if delivered_too else [DEAD]
+        with writing(self.engine) as connection:
+            return int(connection.execute(
+                update(t).where(t.c.event_id == event_id, t.c.status.in_(statuses))
+                .values(status=PENDING, attempts=0, next_attempt_at=utcnow(), sent_at=None)).rowcount)
+
+    def redrive_saga(self, connection: Connection, saga_id: str) -> int:
+        """Send again, in the caller's transaction, every event of the saga that was dead-lettered here."""
+        t = self.table
+        return int(connection.execute(
+            update(t).where(t.c.saga_id == saga_id, t.c.status == DEAD)
+            .values(status=PENDING, attempts=0, next_attempt_at=utcnow())).rowcount)
+
+    def knows(self, event_id: str) -> bool:
+        """Did this service publish the event (is it in its outbox)?"""
         with reading(self.engine) as connection:
-            return int(connection.execute(select(func.count()).select_from(self.table)
-                                          .where(self.table.c.status == PENDING)).scalar_one())
+            return connection.execute(select(self.table.c.id).where(self.table.c.event_id == event_id)
+                                      .limit(1)).first() is not None

@@ -3,10 +3,16 @@
 One durable topic exchange carries every event, routed by its type. Each service has one
 durable queue, bound to the types it reacts to; the observer's is bound to all of them.
 Publishing waits for the broker's confirm (the relay marks the outbox row only then);
-consuming acknowledges only after the event is committed to the inbox. What can never be
-handled is rejected without requeue and lands, through the dead-letter exchange, in one
-dead-letter queue the observer reads. Every process declares the whole topology when it
-connects (declarations are idempotent), so no event is published before its queues exist.
+consuming acknowledges only after the event is committed to the inbox. Every process declares
+the whole topology when it connects (declarations are idempotent), so no event is published
+before its queues exist.
+
+An event proves who published it: the message's `user_id` is the publisher's broker account
+(RabbitMQ refuses a message whose user_id is not the connection's user), which must be the
+account of the service that owns the event's type; and it carries an HMAC of its body made with
+SERVICE_SECRET, so that a broker account alone is not enough. What fails either check, or
+cannot be read, or is not an event this service takes, is never handled: it goes to the
+dead-letter queue with the reason, which the observer reads.
 """
 
 from __future__ import annotations
@@ -19,21 +25,27 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError, NackError, UnroutableError
 from pika.spec import Basic, BasicProperties
 
-from choreography.events import BadEnvelope, Envelope
+from choreography.events import Envelope, Refused
 from choreography.flow import EVENT_TYPES, SOURCES, STEPS, reactions_of
 from choreography.transport import Delivery
+from common.metrics import DEAD_LETTERS, EVENTS_REFUSED
+from common.signing import BadSignature, sign_event, verify_event
 
 log = logging.getLogger(__name__)
 
 BROKER = "broker"
 OBSERVER_QUEUE = "observer"
 PREFETCH = 32
+SIGNATURE_HEADER = "x-saga-signature"  # the HMAC of the body, with SERVICE_SECRET
+REFUSED_BY, REFUSED_AS, REFUSED_BECAUSE = "x-refused-by", "x-refused-as", "x-refused-because"
+PUBLISHED_BY = "x-published-by"
 
 
 @dataclass(frozen=True)
@@ -71,10 +83,58 @@ class Topology:
         channel.queue_declare(self.dead_queue, durable=True)
         channel.queue_bind(self.dead_queue, self.dead_exchange)
         for queue, types in self.bindings().items():
-            channel.queue_declare(queue, durable=True,
-                                  arguments={"x-dead-letter-exchange": self.dead_exchange})
+            channel.queue_declare(queue, durable=True, arguments=self.queue_arguments)
             for event_type in types:
                 channel.queue_bind(queue, self.exchange, routing_key=event_type)
+
+    @property
+    def queue_arguments(self) -> dict[str, str]:
+        """What the broker itself dead-letters (a message over a limit, say) goes where ours go."""
+        return {"x-dead-letter-exchange": self.dead_exchange}
+
+    def definitions(self, vhost: str) -> dict[str, list[dict[str, Any]]]:
+        """The same topology as RabbitMQ definitions, for an administrator to make before any
+        service connects (a service's account may not create another's queue: a queue with a
+        dead-letter exchange can only be made by an account that may read it)."""
+        exchanges = [(self.exchange, "topic"), (self.dead_exchange, "fanout")]
+        queues = [(self.dead_queue, {}), *((q, self.queue_arguments) for q in self.bindings())]
+        bindings = [(self.dead_exchange, self.dead_queue, ""),
+                    *((self.exchange, q, t) for q, types in self.bindings().items() for t in types)]
+        return {
+            "exchanges": [{"name": name, "vhost": vhost, "type": kind, "durable": True, "auto_delete": False,
+                           "internal": False, "arguments": {}} for name, kind in exchanges],
+            "queues": [{"name": name, "vhost": vhost, "durable": True, "auto_delete": False,
+                        "arguments": arguments} for name, arguments in queues],
+            "bindings": [{"source": source, "vhost": vhost, "destination": queue, "destination_type": "queue",
+                          "routing_key": key, "arguments": {}} for source, queue, key in bindings],
+        }
+
+
+def account_name(namespace: str, party: str) -> str:
+    """The broker user of a party (a service, or the observer) under a namespace: `saga-a`."""
+    return f"{namespace}-{party}"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who this process is on the broker (the user its URL names), and so whose account must
+    have published each event: the owner's, when every party has its own account; when all
+    share one (guest, for a quick local try), that one, and only the HMAC says it was a service."""
+
+    user: str
+    namespace: str
+    party: str  # "a", "b", "c" or "observer"
+
+    @classmethod
+    def of(cls, url: str, namespace: str, party: str) -> Identity:
+        return cls(unquote(urlsplit(url).username or "guest"), namespace, party)
+
+    @property
+    def own_account(self) -> bool:
+        return self.user == account_name(self.namespace, self.party)
+
+    def publisher_of(self, event_type: str) -> str:
+        return account_name(self.namespace, SOURCES[event_type]) if self.own_account else self.user
 
 
 def connect(url: str, name: str) -> pika.BlockingConnection:
@@ -88,13 +148,25 @@ def connect(url: str, name: str) -> pika.BlockingConnection:
     return pika.BlockingConnection(parameters)
 
 
-class BrokerTransport:
-    """The relay's side: publish each event once the broker confirms it (or say why not)."""
+def warn_if_shared(identity: Identity) -> None:
+    if not identity.own_account:
+        log.warning("the broker account %s is not %s's own (%s): the broker cannot tell which service "
+                    "published an event; only SERVICE_SECRET's signature and the event's source are "
+                    "checked", identity.user, identity.party,
+                    account_name(identity.namespace, identity.party))
 
-    def __init__(self, url: str, namespace: str) -> None:
+
+class BrokerTransport:
+    """The relay's side: publish each event, as this service's account and signed, once the
+    broker confirms it (or say why not)."""
+
+    def __init__(self, url: str, namespace: str, secret: str, party: str) -> None:
         self.url = url
         self.topology = Topology(namespace)
+        self.identity = Identity.of(url, namespace, party)
+        self.secret = secret
         self._local = threading.local()
+        warn_if_shared(self.identity)
 
     def destinations(self, subscribers: tuple[str, ...]) -> list[str]:
         return [BROKER]  # the bindings fan it out
@@ -110,13 +182,17 @@ class BrokerTransport:
         return channel
 
     def deliver(self, destination: str, envelope: str) -> Delivery:
-        body = json.loads(envelope)
-        headers = {"traceparent": body["traceparent"]} if body.get("traceparent") else {}
+        body = envelope.encode()
+        event = json.loads(envelope)
+        headers = {SIGNATURE_HEADER: sign_event(self.secret, body)}
+        if event.get("traceparent"):
+            headers["traceparent"] = event["traceparent"]
         properties = BasicProperties(content_type="application/json", delivery_mode=2,
-                                     message_id=body["event_id"], type=body["type"], headers=headers)
+                                     message_id=event["event_id"], type=event["type"],
+                                     user_id=self.identity.user, headers=headers)
         try:
-            self._channel().basic_publish(self.topology.exchange, routing_key=body["type"],
-                                          body=envelope.encode(), properties=properties, mandatory=True)
+            self._channel().basic_publish(self.topology.exchange, routing_key=event["type"],
+                                          body=body, properties=properties, mandatory=True)
         except (UnroutableError, NackError) as error:
             return Delivery(False, error=f"the broker did not take it: {type(error).__name__}")
         except (AMQPError, OSError) as error:
@@ -132,17 +208,39 @@ class BrokerTransport:
                 connection.close()
 
 
+def check_message(identity: Identity, secret: str, routing_key: str, properties: BasicProperties,
+                  body: bytes) -> Envelope:
+    """The event a message holds, once it has proved who published it; Refused says why not."""
+    envelope = Envelope.loads(body, EVENT_TYPES, SOURCES)  # malformed, or not its source's to publish
+    if routing_key != envelope.type or properties.type not in (None, envelope.type):
+        raise Refused(f"routed as {routing_key!r}, typed {properties.type!r}, but it is a {envelope.type}",
+                      "malformed")
+    publisher = identity.publisher_of(envelope.type)
+    if properties.user_id != publisher:
+        raise Refused(f"a {envelope.type} is published by the account {publisher}, not by "
+                      f"{properties.user_id!r}", "wrong_publisher")
+    try:
+        verify_event(secret, (properties.headers or {}).get(SIGNATURE_HEADER), body)
+    except BadSignature as error:
+        raise Refused(str(error), "unsigned") from None
+    return envelope
+
+
 class BrokerConsumer:
     """A thread that takes events from one queue into `receive` (which commits them), and
-    acknowledges each only afterwards; it reconnects by itself when the broker goes away."""
+    acknowledges each only afterwards; it reconnects by itself when the broker goes away.
 
-    def __init__(self, url: str, namespace: str, queue: str, receive: Callable[[Any], Any],
-                 dead_letters: bool = False) -> None:
+    An event that proves no publisher (`check_message`), or that `receive` refuses, is sent to
+    the dead letters with the reason and acknowledged: never handled, never tried again."""
+
+    def __init__(self, url: str, namespace: str, queue: str, receive: Callable[[Envelope], Any],
+                 secret: str, party: str) -> None:
         self.url = url
         self.topology = Topology(namespace)
-        self.queue = self.topology.dead_queue if dead_letters else self.topology.queue(queue)
+        self.queue = self.topology.queue(queue)
         self.receive = receive
-        self.raw = dead_letters  # the dead-letter queue holds what failed to parse: take it as it is
+        self.secret = secret
+        self.identity = Identity.of(url, namespace, party)
         self._thread = threading.Thread(target=self._run, name=f"broker-{queue}", daemon=True)
 
     def start(self) -> None:
@@ -155,6 +253,7 @@ class BrokerConsumer:
                 connection = connect(self.url, f"{self.topology.namespace} consumer {self.queue}")
                 channel = connection.channel()
                 self.topology.declare(channel)
+                channel.confirm_delivery()  # a refused event is dead-lettered before it is acked
                 channel.basic_qos(prefetch_count=PREFETCH)
                 channel.basic_consume(self.queue, self._on_message, auto_ack=False)
                 log.info("consuming %s", self.queue)
@@ -172,16 +271,63 @@ class BrokerConsumer:
                     body: bytes) -> None:
         assert method.delivery_tag is not None
         try:
-            if self.raw:
-                self.receive(DeadLetter.of(body, properties))
-            else:
-                self.receive(Envelope.loads(body, EVENT_TYPES, SOURCES))
-        except BadEnvelope as error:
-            log.error("rejected a message on %s, to the dead letters: %s", self.queue, error)
-            channel.basic_nack(method.delivery_tag, requeue=False)
-            return
+            self.receive(check_message(self.identity, self.secret, str(method.routing_key), properties, body))
+        except Refused as error:
+            self._dead_letter(channel, properties, body, error)
         except Exception:  # noqa: BLE001 - not committed (the database, say): the broker keeps it
             log.exception("could not take a message from %s; it stays on the queue", self.queue)
+            time.sleep(1)
+            channel.basic_nack(method.delivery_tag, requeue=True)
+            return
+        channel.basic_ack(method.delivery_tag)
+
+    def _dead_letter(self, channel: BlockingChannel, properties: BasicProperties, body: bytes,
+                     error: Refused) -> None:
+        """To the dead-letter queue, with who refused it and why (the broker's own dead-lettering
+        keeps no reason); the user_id it came with goes in a header (ours would not match it)."""
+        log.error("refused a message on %s, to the dead letters: %s", self.queue, error)
+        headers = {**(properties.headers or {}), REFUSED_BY: self.queue, REFUSED_AS: error.kind,
+                   REFUSED_BECAUSE: str(error)[:1000], PUBLISHED_BY: properties.user_id}
+        channel.basic_publish(self.topology.dead_exchange, "", body, BasicProperties(
+            content_type=properties.content_type, delivery_mode=2, message_id=properties.message_id,
+            type=properties.type, headers=headers))
+        EVENTS_REFUSED.labels(self.identity.party, error.kind).inc()
+        DEAD_LETTERS.labels(self.identity.party, "broker").inc()
+
+
+class DeadLetterConsumer:
+    """The observer's reader of the dead-letter queue: each letter into `receive`, then acked."""
+
+    def __init__(self, url: str, namespace: str, receive: Callable[[DeadLetter], Any]) -> None:
+        self.url = url
+        self.topology = Topology(namespace)
+        self.receive = receive
+        self._thread = threading.Thread(target=self._run, name="broker-dead-letters", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                name = f"{self.topology.namespace} consumer {self.topology.dead_queue}"
+                connection = connect(self.url, name)
+                channel = connection.channel()
+                self.topology.declare(channel)
+                channel.basic_qos(prefetch_count=PREFETCH)
+                channel.basic_consume(self.topology.dead_queue, self._on_message, auto_ack=False)
+                channel.start_consuming()
+            except Exception as error:  # noqa: BLE001 - keep reading whatever happened
+                log.warning("dead-letter consumer: %s; reconnecting in 1 s", type(error).__name__)
+            time.sleep(1)
+
+    def _on_message(self, channel: BlockingChannel, method: Basic.Deliver, properties: BasicProperties,
+                    body: bytes) -> None:
+        assert method.delivery_tag is not None
+        try:
+            self.receive(DeadLetter.of(body, properties))
+        except Exception:  # noqa: BLE001 - not recorded (the database, say): the broker keeps it
+            log.exception("could not record a dead letter; it stays on the queue")
             time.sleep(1)
             channel.basic_nack(method.delivery_tag, requeue=True)
             return
@@ -190,19 +336,31 @@ class BrokerConsumer:
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """A message from the dead-letter queue: its body (which may not even be an event) and
-    why it was dead-lettered, as the broker's x-death header says."""
+    """A message from the dead-letter queue: its body (which may not even be an event), the
+    queue that refused it, why in a word (`reason`: our consumers' kind of refusal, or the
+    broker's x-death reason) and in full (`detail`), and the account that published it."""
 
     body: str
     queue: str
     reason: str
+    detail: str | None = None
+    published_by: str | None = None
 
     @classmethod
     def of(cls, body: bytes, properties: BasicProperties) -> DeadLetter:
-        deaths = (properties.headers or {}).get("x-death") or [{}]
+        headers = properties.headers or {}
+        deaths = headers.get("x-death") or [{}]
         death = deaths[0] if isinstance(deaths, list) and deaths else {}
-        return cls(body.decode("utf-8", "replace")[:4000], str(death.get("queue", "")),
-                   str(death.get("reason", "rejected")))
+
+        def text(value: Any) -> str | None:
+            if isinstance(value, bytes):
+                value = value.decode("utf-8", "replace")
+            return None if value is None else str(value)
+
+        return cls(body.decode("utf-8", "replace")[:4000],
+                   text(headers.get(REFUSED_BY) or death.get("queue")) or "",
+                   (text(headers.get(REFUSED_AS) or death.get("reason")) or "rejected")[:64],
+                   text(headers.get(REFUSED_BECAUSE)), text(headers.get(PUBLISHED_BY)))
 
 
 def purge(url: str, namespace: str) -> None:

@@ -8,10 +8,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
-from choreography.events import BadEnvelope, Envelope
+from choreography.events import BadEnvelope, Envelope, Refused
 from choreography.inbox import Inbox, InboxRow
 from choreography.pacing import Pacing
-from common.metrics import DEAD_LETTERS, EVENTS_HANDLED
+from common.metrics import DEAD_LETTERS, EVENTS_HANDLED, EVENTS_REFUSED
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +86,26 @@ class InboxWorker:
             with self._guard:
                 self._claimed.discard(row.event_id)
 
+    def _refuse(self, row: InboxRow, attempt: int, error: Refused) -> None:
+        """An event this service will never handle: to the dead letters, with the reason."""
+        self.inbox.dead(row.event_id, attempt, f"refused ({error.kind}): {error}")
+        DEAD_LETTERS.labels(self.service, "inbox").inc()
+        EVENTS_REFUSED.labels(self.service, error.kind).inc()
+        log.error("inbox event %s refused, to the dead letters: %s", row.event_id, error)
+
     def _attempt(self, row: InboxRow) -> None:
         attempt = row.attempts + 1
         try:
             envelope = Envelope.loads(row.envelope, self.handler.known_types)
         except BadEnvelope as error:
-            self.inbox.dead(row.event_id, attempt, f"not an event this service handles: {error}")
-            DEAD_LETTERS.labels(self.service, "inbox").inc()
+            self._refuse(row, attempt, error)
             return
+        try:
+            self._handle(row, envelope, attempt)
+        except Refused as error:
+            self._refuse(row, attempt, error)
+
+    def _handle(self, row: InboxRow, envelope: Envelope, attempt: int) -> None:
         allowed = self.handler.attempts_allowed(envelope)
         error_text = row.last_error or "the attempts ran out"
         try:
@@ -102,6 +114,8 @@ class InboxWorker:
                     self.handler.handle(envelope, attempt)
                     EVENTS_HANDLED.labels(self.service, envelope.type, "ok").inc()
                     return
+                except Refused:
+                    raise
                 except Exception as error:  # noqa: BLE001 - a failed attempt, to be tried again
                     error_text = str(error) or type(error).__name__
                     log.info("saga %s: %s attempt %d failed: %s", envelope.saga_id, envelope.type,
@@ -113,6 +127,8 @@ class InboxWorker:
                         return
             self.handler.give_up(envelope, attempt, error_text)
             EVENTS_HANDLED.labels(self.service, envelope.type, "gave_up").inc()
+        except Refused:
+            raise
         except Exception as error:  # noqa: BLE001 - the failure path itself failed (a database down)
             log.warning("saga %s: %s could not be settled (attempt %d): %s", envelope.saga_id,
                         envelope.type, attempt, error)

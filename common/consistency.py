@@ -1,19 +1,25 @@
 """Does what the participants hold agree with how each saga ended? Both models, one check.
 (GET /consistency, make check)
 
-Race-free under load: the sagas are read first and the rows after, so a saga that was
-finished when it was read already has its final rows; and every suspect is read again
-before it is reported (an applied row whose saga was not yet in the snapshot is a saga
+Bounded: a page at a time. Saga ids sort by when they were made, so a page is the next
+`limit` sagas of every model after a cursor, and the rows the participants hold for ids in the
+same range; the answer says where the next page starts (`next`), and `complete` only once the
+last page is checked. Race-free under load: the sagas are read first and the rows after, so a
+saga that was finished when it was read already has its final rows; and every suspect is read
+again before it is reported (an applied row whose saga was not yet in the snapshot is a saga
 that started since, not an orphan).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from common.status import RecordStatus, SagaStatus
+from common.status import Model, RecordStatus, SagaStatus
+
+DEFAULT_PAGE = 1000  # sagas a page checks, of all models together
+MAX_PAGE = 5000
 
 
 class Unreachable(Exception):
@@ -26,7 +32,7 @@ class RowReader(Protocol):
     @property
     def services(self) -> tuple[str, ...]: ...
 
-    def records(self, service: str) -> Iterator[dict[str, Any]]: ...
+    def records_between(self, service: str, after: str, until: str | None) -> Iterable[dict[str, Any]]: ...
 
     def record(self, service: str, saga_id: str) -> dict[str, Any] | None: ...
 
@@ -42,21 +48,24 @@ class Part:
 
 @dataclass(frozen=True)
 class SagaSnapshot:
-    """A saga as its source recorded it, with where each of its steps keeps a row."""
+    """A saga as its source recorded it, with where each of its steps keeps a row, and why it
+    needs a person's attention, if it does (a failed compensation, a saga stuck past its time)."""
 
     id: str
     status: SagaStatus
     input: Mapping[str, str]
     parts: tuple[Part, ...]
+    attention: str | None = None
 
 
 class SagaSource(Protocol):
     """Where sagas of one model are recorded: the orchestrator's log, the choreography observer.
-    `snapshot` is every saga as recorded now; `exists` asks again about one saga id."""
+    `page` is the next `limit` sagas by id after `after`, as recorded now; `exists` asks again
+    about one saga id."""
 
-    model: str
+    model: Model
 
-    def snapshot(self) -> Iterator[SagaSnapshot]: ...
+    def page(self, after: str, limit: int) -> list[SagaSnapshot]: ...
 
     def exists(self, saga_id: str) -> bool: ...
 
@@ -78,15 +87,19 @@ def verdict(status: SagaStatus, rows: Mapping[str, str | None]) -> tuple[str, li
     return ("inconsistent" if problems else "consistent"), problems
 
 
-def _violations(saga: SagaSnapshot, rows: Mapping[str, Mapping[str, Any] | None]) -> list[dict[str, str]]:
-    """What is wrong between one finished saga and its rows (`rows`: step -> row or None)."""
-    if saga.status is SagaStatus.COMPENSATION_FAILED:
-        return []  # known and listed as needing attention, not a broken guarantee
+def _violations(saga: SagaSnapshot, model: Model,
+                rows: Mapping[str, Mapping[str, Any] | None]) -> list[dict[str, str]]:
+    """What is wrong between one saga of `model` and its rows (`rows`: step -> row or None)."""
+    found = [{"saga_id": saga.id, "kind": "model_mismatch",
+              "detail": f"{step}: the row was made by {row['model']}, the saga is {model.value}"}
+             for step, row in rows.items() if row is not None and row.get("model", model) != model]
+    if not saga.status.finished or saga.status is SagaStatus.COMPENSATION_FAILED:
+        return found  # running; or known and listed as needing attention, not a broken guarantee
     statuses = {step: (row or {}).get("status") for step, row in rows.items()}
     _, problems = verdict(saga.status, statuses)
     kind = ("completed_without_row" if saga.status is SagaStatus.COMPLETED
             else "compensated_with_applied_row")
-    found = [{"saga_id": saga.id, "kind": kind, "detail": p} for p in problems]
+    found += [{"saga_id": saga.id, "kind": kind, "detail": p} for p in problems]
     if saga.status is SagaStatus.COMPLETED:
         for part in saga.parts:
             row = rows.get(part.step)
@@ -98,39 +111,44 @@ def _violations(saga: SagaSnapshot, rows: Mapping[str, Mapping[str, Any] | None]
     return found
 
 
-def check_consistency(sources: Iterable[SagaSource], gateway: RowReader) -> dict[str, Any]:
-    """Every finished saga of every source against its rows, and every applied row against the sagas."""
+def check_consistency(sources: Iterable[SagaSource], gateway: RowReader, after: str = "",
+                      limit: int = DEFAULT_PAGE) -> dict[str, Any]:
+    """One page: the next `limit` sagas of every source after the cursor `after`, each against
+    its rows, and every applied row in the same range of saga ids against the sagas."""
     sources = list(sources)
-    finished: dict[str, tuple[SagaSource, SagaSnapshot]] = {}
-    known: set[str] = set()
-    needs_attention: list[str] = []
-    in_progress = 0
-    for source in sources:  # the sagas first: a saga finished now has its final rows already
-        for saga in source.snapshot():
-            known.add(saga.id)
-            if saga.status is SagaStatus.COMPENSATION_FAILED:
-                needs_attention.append(saga.id)
-            if saga.status.finished:
-                finished[saga.id] = (source, saga)
-            else:
-                in_progress += 1
+    fetched = [(source, saga) for source in sources for saga in source.page(after, limit)]
+    fetched.sort(key=lambda pair: pair[1].id)
+    page = fetched[:limit]
+    more = len(fetched) > limit or any(len([1 for s, _ in fetched if s is source]) >= limit
+                                       for source in sources)
+    until = page[-1][1].id if more and page else None
+    known = {saga.id for _, saga in page}
+    needs_attention = [{"saga_id": saga.id, "model": source.model.value, "reason": saga.attention}
+                       for source, saga in page if saga.attention]
+    in_progress = sum(1 for _, saga in page if not saga.status.finished)
+
+    def incomplete(error: Unreachable) -> dict[str, Any]:
+        return {"ok": False, "complete": False, "unreachable": [str(error)], "violations": [],
+                "needs_attention": needs_attention, "next": after or None}
+
     rows: dict[str, dict[str, dict[str, Any]]] = {}
-    try:
+    try:  # the sagas first, then the rows: a saga finished then has its final rows already
         for service in gateway.services:
-            rows[service] = {row["saga_id"]: row for row in gateway.records(service)}
+            rows[service] = {row["saga_id"]: row for row in gateway.records_between(service, after, until)}
     except Unreachable as error:
-        return {"ok": False, "complete": False, "unreachable": [str(error)], "violations": []}
+        return incomplete(error)
 
     violations: list[dict[str, str | None]] = []
-    for source, saga in finished.values():
-        found = _violations(saga, {p.step: rows.get(p.participant, {}).get(saga.id) for p in saga.parts})
+    for source, saga in page:
+        found = _violations(saga, source.model,
+                            {p.step: rows.get(p.participant, {}).get(saga.id) for p in saga.parts})
         if found:  # read the suspect's rows again before reporting it
             try:
-                found = _violations(saga, {p.step: gateway.record(p.participant, saga.id)
-                                           for p in saga.parts})
+                found = _violations(saga, source.model,
+                                    {p.step: gateway.record(p.participant, saga.id) for p in saga.parts})
             except Unreachable as error:
-                return {"ok": False, "complete": False, "unreachable": [str(error)], "violations": []}
-        violations += [{**v, "model": source.model} for v in found]
+                return incomplete(error)
+        violations += [{**v, "model": source.model.value} for v in found]
     for service, held in rows.items():
         for saga_id, row in held.items():
             if row["status"] != RecordStatus.APPLIED or saga_id in known:
@@ -143,8 +161,30 @@ def check_consistency(sources: Iterable[SagaSource], gateway: RowReader) -> dict
                 again = row
             if again is None or again["status"] != RecordStatus.APPLIED:
                 continue  # undone since (a probe, say)
-            violations.append({"saga_id": saga_id, "kind": "applied_row_without_saga", "model": None,
+            violations.append({"saga_id": saga_id, "kind": "applied_row_without_saga",
+                               "model": again.get("model"),
                                "detail": f"{service}: an APPLIED row that no saga owns"})
-    return {"ok": not violations, "complete": True, "checked": len(finished),
+    return {"ok": not violations, "complete": until is None, "checked": len(page),
             "in_progress": in_progress, "needs_attention": needs_attention,
-            "violations": violations}
+            "violations": violations, "next": until}
+
+
+def check_everything(sources: Iterable[SagaSource], gateway: RowReader,
+                     limit: int = DEFAULT_PAGE) -> dict[str, Any]:
+    """Every page, one after another (`make check`, and the tests): one report for all of them."""
+    sources = list(sources)
+    total: dict[str, Any] = {"ok": True, "complete": False, "checked": 0, "in_progress": 0,
+                             "needs_attention": [], "violations": [], "pages": 0}
+    after = ""
+    while True:
+        report = check_consistency(sources, gateway, after, limit)
+        total["pages"] += 1
+        total["needs_attention"] += report["needs_attention"]
+        total["violations"] += report["violations"]
+        if "unreachable" in report:
+            return {**total, "ok": False, "unreachable": report["unreachable"]}
+        total["checked"] += report["checked"]
+        total["in_progress"] += report["in_progress"]
+        if report["next"] is None:
+            return {**total, "ok": not total["violations"], "complete": True}
+        after = report["next"]

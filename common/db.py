@@ -8,14 +8,26 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pymysql.constants import SERVER_STATUS
-from sqlalchemy import Connection, DateTime, Engine, MetaData, String, create_engine, event, make_url, text
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Engine,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+    inspect,
+    make_url,
+    text,
+)
 from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -262,13 +274,50 @@ def schema_lock(connection: Connection) -> Iterator[None]:
         connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
 
 
-def create_tables(engine: Engine, metadata: MetaData) -> None:
-    """Create the tables of `metadata` the database lacks."""
+def add_what_is_missing(connection: Connection, table: Table) -> list[str]:
+    """Bring a table an older version made up to `table`: add the columns and indexes it lacks
+    (a new column must be nullable or have a server default). Returns the columns added.
+
+    The participants' and the observer's tables only ever grow this way; the saga log, whose
+    changes are more than additions, has its Alembic migrations."""
+    inspector = inspect(connection)
+    if not inspector.has_table(table.name):
+        return []
+    present = {column["name"] for column in inspector.get_columns(table.name)}
+    added = []
+    for column in table.columns:
+        if column.name in present:
+            continue
+        kind = column.type.compile(dialect=connection.dialect)
+        default = column.server_default.arg if column.server_default is not None else None  # type: ignore[attr-defined]
+        connection.exec_driver_sql(
+            f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"
+            + (f" NOT NULL DEFAULT '{default}'" if default is not None else " NULL"))
+        added.append(column.name)
+    indexes = {index["name"] for index in inspector.get_indexes(table.name)}
+    for index in table.indexes:
+        if index.name not in indexes:
+            index.create(connection)
+    return added
+
+
+def create_tables(engine: Engine, metadata: MetaData,
+                  when_added: Mapping[str, Callable[[Connection], None]] | None = None) -> None:
+    """Create the tables of `metadata` the database lacks and add the columns and indexes the
+    others lack, under the schema lock; `when_added` ("table.column" -> what to do) fills in a
+    column an older version's rows did not have, once, when it is added."""
     with for_schema_changes(engine) as ddl, writing(ddl) as connection, schema_lock(connection):
         metadata.create_all(connection)
+        for table in metadata.sorted_tables:
+            for column in add_what_is_missing(connection, table):
+                fill = (when_added or {}).get(f"{table.name}.{column}")
+                if fill is not None:
+                    fill(connection)
 
 
-def init_database(engine: Engine, metadata: MetaData, wait_seconds: float = 60) -> None:
-    """Wait until the database answers, then create the tables it lacks."""
+def init_database(engine: Engine, metadata: MetaData,
+                  when_added: Mapping[str, Callable[[Connection], None]] | None = None,
+                  wait_seconds: float = 60) -> None:
+    """Wait until the database answers, then create or complete its tables (`create_tables`)."""
     wait_for_database(engine, wait_seconds)
-    create_tables(engine, metadata)
+    create_tables(engine, metadata, when_added)

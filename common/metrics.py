@@ -76,6 +76,12 @@ EVENTS_HANDLED = Counter("saga_events_handled_total",
                          ["service", "type", "result"])
 DEAD_LETTERS = Counter("saga_dead_letters_total",
                        "Events set aside for good (where: outbox, inbox, broker).", ["service", "where"])
+EVENTS_REFUSED = Counter("saga_events_refused_total",
+                         "Events refused and never handled (reason: malformed, not_owner, unsigned, "
+                         "wrong_publisher, wrong_model, not_taken).", ["service", "reason"])
+REDRIVEN = Counter("saga_dead_letters_redriven_total",
+                   "Dead-lettered events sent or handled again on request (where: outbox, inbox, broker).",
+                   ["service", "where"])
 
 
 class _InFlight(Collector):

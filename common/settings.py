@@ -30,6 +30,15 @@ def flag(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 MIN_SECRET_LENGTH = 16
+# Loopback, and the names the processes have on compose's network (host names take no "_").
+DEFAULT_HOSTS = "127.0.0.1,localhost,orchestrator,service-a,service-b,service-c"
+DEFAULT_ORIGINS = "http://127.0.0.1:5000,http://localhost:5000"  # the dashboard, as make run serves it
+EXAMPLE_PASSWORD = "change-me"  # .env.example's stand-in for every secret
+
+
+def _names(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
+    """A comma-separated list setting."""
+    return tuple(part.strip() for part in env.get(name, default).split(",") if part.strip())
 
 
 def shared_settings(env: Mapping[str, str]) -> dict[str, Any]:
@@ -39,6 +48,11 @@ def shared_settings(env: Mapping[str, str]) -> dict[str, Any]:
         raise ValueError(f"LOG_FORMAT must be text or json, not {log_format!r}")
     return {
         "SERVICE_SECRET": env.get("SERVICE_SECRET", ""),
+        # The host names this system is served under (any other Host header is 400: a DNS
+        # rebinding page reaches the process under its own name), and the origins whose pages
+        # may write to it (the dashboard's).
+        "ALLOWED_HOSTS": _names(env, "ALLOWED_HOSTS", DEFAULT_HOSTS),
+        "ALLOWED_ORIGINS": _names(env, "ALLOWED_ORIGINS", DEFAULT_ORIGINS),
         "FAULTS_ENABLED": flag(env, "FAULTS_ENABLED", False),
         "DB_POOL_SIZE": int(env.get("DB_POOL_SIZE", "40")),
         "DB_TIMEOUT": float(env.get("DB_TIMEOUT", "2")),
@@ -62,8 +76,11 @@ def retry_settings(env: Mapping[str, str]) -> dict[str, Any]:
 
 def choreography_settings(env: Mapping[str, str]) -> dict[str, Any]:
     """The choreographed saga's settings, read by the participants and the observer alike."""
+    deadline = float(env.get("CHOREOGRAPHY_DEADLINE", "15"))
     return {
-        "CHOREOGRAPHY_DEADLINE": float(env.get("CHOREOGRAPHY_DEADLINE", "15")),
+        "CHOREOGRAPHY_DEADLINE": deadline,
+        # A saga still open this long after its deadline is stuck: nudged by A, flagged by /consistency.
+        "CHOREOGRAPHY_STUCK_AFTER": float(env.get("CHOREOGRAPHY_STUCK_AFTER", str(4 * deadline))),
         "BROKER_URL": env.get("BROKER_URL") or None,  # unset: the embedded transport (HTTP)
         "BROKER_NAMESPACE": env.get("BROKER_NAMESPACE", "saga"),  # prefix of exchanges and queues
         "OBSERVER_URL": env.get("OBSERVER_URL", "http://127.0.0.1:5000"),

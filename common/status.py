@@ -26,3 +26,11 @@ class SagaStatus(StrEnum):
 
 
 UNFINISHED = (SagaStatus.RUNNING, SagaStatus.COMPENSATING)
+
+
+class Model(StrEnum):
+    """The two ways a saga runs. A participant's row records the one that created it, and only
+    that model may change it."""
+
+    ORCHESTRATION = "orchestration"
+    CHOREOGRAPHY = "choreography"

@@ -6,17 +6,18 @@ from __future__ import annotations
 import logging
 from importlib.resources import files
 from typing import Any
-from urllib.parse import urlsplit
 
 import yaml
-from flask import Flask, jsonify, request
+from flask import Flask, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import Engine
+from werkzeug.exceptions import SecurityError
 from werkzeug.wrappers import Response
+from werkzeug.wsgi import get_host
 
 from common.db import database_state
-from common.errors import ApiError, register_error_handlers
-from common.logs import configure_logging
+from common.errors import ApiError, from_a_browser, register_error_handlers
+from common.logs import configure_logging, escape
 from common.metrics import exposition
 from common.signing import SIGNATURE_HEADER, BadSignature, verify
 from common.tracing import setup_tracing
@@ -46,6 +47,8 @@ def base_app(name: str, config: dict[str, Any], app_class: type[Flask] = Flask,
     configure_logging(app.config["LOG_LEVEL"], process=name, json_lines=app.config.get("LOG_JSON", False))
     setup_tracing(name)
     register_error_handlers(app)
+    app.config["TRUSTED_HOSTS"] = list(app.config["ALLOWED_HOSTS"])
+    app.before_request(refuse_unknown_hosts)  # first: before any other check answers
     app.before_request(refuse_cross_site_writes)
     app.after_request(add_security_headers)
     app.add_url_rule("/metrics", "metrics", metrics)
@@ -71,22 +74,39 @@ def metrics() -> Response:
     return Response(body, content_type=content_type)
 
 
+def refuse_unknown_hosts() -> None:
+    """400 for a Host header outside ALLOWED_HOSTS, on every path (Flask's TRUSTED_HOSTS check,
+    made before any other check can answer first)."""
+    try:
+        get_host(request.environ, current_app.config["TRUSTED_HOSTS"])
+    except SecurityError:
+        log.warning("refused a request for host %s", escape(request.environ.get("HTTP_HOST", "")))
+        raise ApiError(400, "unknown_host", "this system is not served under that host name; "
+                       "ALLOWED_HOSTS lists the names it answers to") from None
+
+
 def refuse_cross_site_writes() -> None:
     """A browser's write from another origin is refused (a page elsewhere cannot start a saga).
 
     Browsers say where a request comes from (Origin, Sec-Fetch-Site); curl and the services
-    send neither, so they are not affected.
+    send neither, so they are not affected. An Origin must be one of ALLOWED_ORIGINS (never
+    compared with the Host header, which a DNS-rebinding page controls).
     """
     if request.method not in UNSAFE_METHODS:
         return
     site = request.headers.get("Sec-Fetch-Site")
     origin = request.headers.get("Origin")
-    ours = urlsplit(request.host_url)
-    theirs = urlsplit(origin) if origin and origin != "null" else None
-    same_origin = theirs is not None and (theirs.scheme, theirs.netloc) == (ours.scheme, ours.netloc)
-    if site not in (None, "same-origin", "none") or (origin is not None and not same_origin):
+    if site not in (None, "same-origin", "none") or (
+            origin is not None and origin not in current_app.config["ALLOWED_ORIGINS"]):
         log.warning("refused a cross-site %s %s (Origin %s, Sec-Fetch-Site %s)", request.method,
                     request.path, origin, site)
+        raise ApiError(403, "cross_site_request", "requests from another site are refused")
+
+
+def refuse_cross_site_reads() -> None:
+    """For a read that costs the process work (a scan, a long wait): a browser may ask only from
+    the dashboard's own page, so a page elsewhere cannot make every visitor's browser ask."""
+    if request.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site"):
         raise ApiError(403, "cross_site_request", "requests from another site are refused")
 
 
@@ -100,11 +120,18 @@ def require_signature(secret: str) -> None:
     """401 unless the request carries a valid X-Saga-Signature made with `secret`."""
     try:
         verify(secret, request.headers.get(SIGNATURE_HEADER), request.method, request.path,
-               request.get_data(cache=True))
+               request.get_data(cache=True), headers=request.headers)
     except BadSignature as error:
         log.warning("refused an unsigned call: %s %s from %s: %s", request.method, request.path,
                     request.remote_addr, error)
         raise ApiError(401, "unauthorized", f"this call must be signed by a service: {error}") from None
+
+
+def require_signature_or_dashboard(secret: str) -> None:
+    """For an operator's write: the dashboard's own page may send it (a browser's request from
+    another origin never gets here: `refuse_cross_site_writes`); anything else must be signed."""
+    if not from_a_browser():
+        require_signature(secret)
 
 
 def database_health(engine: Engine, **identity: Any) -> ResponseReturnValue:

@@ -64,7 +64,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.services = Services(definitions=definitions, store=store, engine=engine, gateway=gateway,
                             recovery=recovery, logs=logs, observer=observer,
                             sagas=(OrchestratedSagas(store, definitions),
-                                   ChoreographedSagas(observer, gateway.knows_signup)))
+                                   ChoreographedSagas(observer, gateway.knows_signup,
+                                                      config["CHOREOGRAPHY_STUCK_AFTER"])))
     count_in_flight("sagas", lambda: {"orchestration": store.in_flight(),
                                       "choreography": observer.in_flight()})
     for blueprint in BLUEPRINTS:
@@ -81,17 +82,15 @@ def start_observer(app: Flask, database: Engine, gateway: ParticipantGateway) ->
     the saga): its tables, its API, and over RabbitMQ its consumers."""
     config = app.config
     create_tables(database, observer_metadata)
-    observer = Observer(database)
+    observer = Observer(database, orchestrated=SagaStore.holds)
     settings = ObserverSettings(secret=config["SERVICE_SECRET"], entry_url=config["SERVICE_URLS"][ENTRY],
-                                service_urls=config["SERVICE_URLS"])
+                                service_urls=config["SERVICE_URLS"], knows_signup=gateway.knows_signup)
     app.register_blueprint(observer_blueprint(observer, gateway, settings))
     if config["BROKER_URL"]:
-        from choreography.rabbitmq import OBSERVER_QUEUE, BrokerConsumer, DeadLetter
-
-        def dead(letter: DeadLetter) -> None:
-            observer.record_dead_letter(letter.queue, letter.reason, letter.body)
+        from choreography.rabbitmq import OBSERVER_QUEUE, BrokerConsumer, DeadLetterConsumer
 
         url, namespace = config["BROKER_URL"], config["BROKER_NAMESPACE"]
-        BrokerConsumer(url, namespace, OBSERVER_QUEUE, observer.receive).start()
-        BrokerConsumer(url, namespace, "dead", dead, dead_letters=True).start()
+        BrokerConsumer(url, namespace, OBSERVER_QUEUE, observer.receive, secret=config["SERVICE_SECRET"],
+                       party=OBSERVER_QUEUE).start()
+        DeadLetterConsumer(url, namespace, observer.record_dead_letter).start()
     return observer

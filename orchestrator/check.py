@@ -1,8 +1,8 @@
 """The consistency check from the command line: `python -m orchestrator.check` (or `make check`).
 
-Reads the saga log and asks the participants for their rows, with the same settings as the
-orchestrator (environment variables and `.env`); prints the report and exits 1 on any
-violation, 2 if a participant could not be read.
+Reads the saga log and the choreography observer's sagas, a page at a time, and asks the
+participants for their rows, with the same settings as the orchestrator (environment variables
+and `.env`); prints the report and exits 1 on any violation, 2 if a participant could not be read.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import sys
 
-from common.consistency import check_consistency
+from choreography.observer import ChoreographedSagas, Observer
+from common.consistency import SagaSource, check_everything
 from common.db import make_engine
 from common.settings import MIN_SECRET_LENGTH
 from orchestrator.client import ParticipantClient
@@ -25,12 +26,15 @@ def main() -> int:
     # The check only reads (GET /records): it signs nothing, so it needs no SERVICE_SECRET.
     config = orchestrator_config({"SERVICE_SECRET": "-" * MIN_SECRET_LENGTH})
     definitions: Definitions = config["DEFINITIONS"]
-    store = SagaStore(make_engine(config["DATABASE_URL"], timeout=config["DB_TIMEOUT"]),
-                      config["LEASE_SECONDS"])
+    database = make_engine(config["DATABASE_URL"], timeout=config["DB_TIMEOUT"])
+    store = SagaStore(database, config["LEASE_SECONDS"])
     fields = {step.participant: step.receives for step in definitions.default.steps}
     gateway = ParticipantGateway(ParticipantClient(config["SERVICE_SECRET"]), config["SERVICE_URLS"],
                                  fields)
-    report = check_consistency([OrchestratedSagas(store, definitions)], gateway)
+    sources: list[SagaSource] = [OrchestratedSagas(store, definitions),
+               ChoreographedSagas(Observer(database), gateway.knows_signup,
+                                  config["CHOREOGRAPHY_STUCK_AFTER"])]
+    report = check_everything(sources, gateway)
     print(json.dumps(report, indent=2))
     if not report["complete"]:
         print("incomplete: a service could not be read", file=sys.stderr)

@@ -70,10 +70,11 @@ class ParticipantClient:
         """POST once, with `timeout` seconds for the answer; never raises for what the call gave."""
         body = json.dumps(payload, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", ATTEMPT_HEADER: str(number),
-                   TIMEOUT_HEADER: f"{timeout:g}",
-                   SIGNATURE_HEADER: sign(self.secret, "POST", urlsplit(url).path, body)}
+                   TIMEOUT_HEADER: f"{timeout:g}"}
         if fault:
             headers[FAULT_HEADER] = fault
+        # The headers the participant obeys are signed with the body.
+        headers[SIGNATURE_HEADER] = sign(self.secret, "POST", urlsplit(url).path, body, headers=headers)
         inject(headers)  # the trace context: the participant's span is a child of this attempt's
         started = time.perf_counter()
 

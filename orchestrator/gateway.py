@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import requests
 from tenacity import Retrying, retry_if_exception, retry_if_result, stop_after_attempt, wait_fixed
@@ -86,12 +87,16 @@ class ParticipantGateway:
             raise Unreachable(f"{ENTRY}: {type(error).__name__}") from error
         return response.status_code == 200
 
-    def records(self, service: str, page_size: int = 1000) -> Iterator[dict[str, Any]]:
-        """Every row the service holds, oldest first, read in pages."""
-        after = 0
+    def records_between(self, service: str, after: str, until: str | None,
+                        page_size: int = 1000) -> Iterator[dict[str, Any]]:
+        """The rows the service holds for saga ids after `after` up to `until` (None: no end),
+        in the order of their saga ids, read in pages."""
+        params = {"saga_after": after, "limit": str(page_size)}
+        if until is not None:
+            params["saga_until"] = until
         while True:
             try:
-                response = self._read(f"{self.urls[service]}/records?after={after}&limit={page_size}")
+                response = self._read(f"{self.urls[service]}/records?{urlencode(params)}")
                 response.raise_for_status()  # a 404 here is not an answer
                 page: list[dict[str, Any]] = response.json()["records"]
             except Exception as error:  # noqa: BLE001
@@ -99,7 +104,7 @@ class ParticipantGateway:
             yield from page
             if len(page) < page_size:
                 return
-            after = page[-1]["id"]
+            params["saga_after"] = page[-1]["saga_id"]
 
     def probe(self, service: str, fault: str | None, timeout: float) -> Probe:
         """An /invoke on a throwaway saga id, compensated at once so no applied row stays."""

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from common.consistency import Part, SagaSnapshot
+from common.status import Model, SagaStatus
 from orchestrator.definition import Definitions
 from orchestrator.store import SagaStore
 
@@ -12,7 +11,7 @@ from orchestrator.store import SagaStore
 class OrchestratedSagas:
     """The saga log as a source for the check."""
 
-    model = "orchestration"
+    model = Model.ORCHESTRATION
 
     def __init__(self, store: SagaStore, definitions: Definitions) -> None:
         self.store = store
@@ -24,9 +23,12 @@ class OrchestratedSagas:
             return ()
         return tuple(Part(s.name, s.participant, s.receives[0]) for s in definition.steps)
 
-    def snapshot(self) -> Iterator[SagaSnapshot]:
-        for saga_id, status, saga_input, name, version in self.store.every_saga():
-            yield SagaSnapshot(saga_id, status, saga_input, self._parts(name, version))
+    def page(self, after: str, limit: int) -> list[SagaSnapshot]:
+        return [SagaSnapshot(saga.id, saga.status, saga.input,
+                             self._parts(saga.definition_name, saga.definition_version),
+                             attention=f"its compensation failed: {saga.compensation_error}"
+                             if saga.status is SagaStatus.COMPENSATION_FAILED else None)
+                for saga in self.store.page(after, limit)]
 
     def exists(self, saga_id: str) -> bool:
         return self.store.get(saga_id) is not None

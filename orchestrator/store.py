@@ -7,13 +7,13 @@ that the migrations and these tables agree.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Column,
+    Connection,
     Engine,
     Index,
     Integer,
@@ -149,6 +149,11 @@ class SagaStore:
                 raise
             raise DuplicateIdempotencyKey(idempotency_key) from None
         return saga
+
+    @staticmethod
+    def holds(connection: Connection, saga_id: str) -> bool:
+        """Is there a saga of this id in the log? (In a caller's transaction on this database.)"""
+        return connection.execute(select(sagas.c.id).where(sagas.c.id == saga_id)).first() is not None
 
     def by_idempotency_key(self, key: str) -> Saga | None:
         with reading(self.engine) as connection:
@@ -300,14 +305,11 @@ class SagaStore:
         with reading(self.engine) as connection:
             return int(connection.execute(query).scalar_one())
 
-    def every_saga(self) -> Iterator[tuple[str, SagaStatus, dict[str, str], str, int]]:
-        """(id, status, input, definition name, definition version) of every saga, streamed."""
-        query = select(sagas.c.id, sagas.c.status, sagas.c.input, sagas.c.definition_name,
-                       sagas.c.definition_version)
+    def page(self, after: str, limit: int) -> list[Saga]:
+        """The next `limit` sagas by id after `after` (ids sort by when they were made)."""
+        query = select(sagas).where(sagas.c.id > after).order_by(sagas.c.id).limit(limit)
         with reading(self.engine) as connection:
-            result = connection.execution_options(yield_per=5000).execute(query)
-            for saga_id, status, saga_input, name, version in result:
-                yield saga_id, SagaStatus(status), json.loads(saga_input), name, version
+            return [_saga(row) for row in connection.execute(query)]
 
     def events(self, saga_id: str) -> list[Event]:
         """The saga's attempts, in order."""

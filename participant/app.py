@@ -13,7 +13,7 @@ from common.web import base_app, serve_openapi
 from participant.choreography import ParticipantChoreography, choreography_tables
 from participant.choreography_api import choreography_routes
 from participant.config import participant_config
-from participant.records import RecordStore, records_table
+from participant.records import RecordStore, mark_choreographed_rows, records_table
 from participant.routes import ParticipantFlask, routes
 from participant.spec import ServiceSpec
 
@@ -27,7 +27,7 @@ def create_participant_app(spec: ServiceSpec, overrides: dict[str, Any] | None =
     metadata = MetaData()
     table = records_table(metadata, spec.table, spec.column)
     choreography_tables(metadata)
-    init_database(engine, metadata)
+    init_database(engine, metadata, {f"{spec.table}.model": lambda c: mark_choreographed_rows(c, table)})
     app.spec = spec
     app.records = RecordStore(engine, table, spec.column)
     app.fault_sleeps = threading.BoundedSemaphore(app.config["FAULT_SLEEP_SLOTS"])

@@ -12,14 +12,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from opentelemetry.trace import SpanKind
 from sqlalchemy import Connection, MetaData
 
 from choreography.deadlines import Deadlines, DeadlineWatcher, deadlines_table
-from choreography.events import BadEnvelope, Envelope
+from choreography.events import BadEnvelope, Envelope, Refused, parse_moment
 from choreography.flow import (
     ENTRY,
     EVENT_TYPES,
@@ -39,11 +39,11 @@ from choreography.relay import Relay
 from choreography.transport import HttpTransport, Transport
 from choreography.worker import InboxWorker
 from common.db import iso, utcnow, writing
-from common.faults import Fault, parse_fault
-from common.metrics import EVENTS_RECEIVED, HANDLER_DURATION
-from common.status import RecordStatus
+from common.faults import Fault, FaultKind, parse_fault
+from common.metrics import EVENTS_RECEIVED, HANDLER_DURATION, REDRIVEN
+from common.status import Model, RecordStatus
 from common.tracing import current_traceparent, parent, span_in, start_saga_trace
-from participant.records import RecordStore
+from participant.records import Outcome, RecordStore, WrongModel
 from participant.spec import ServiceSpec
 
 log = logging.getLogger(__name__)
@@ -62,10 +62,6 @@ def choreography_tables(metadata: MetaData) -> None:
     outbox_table(metadata)
     inbox_table(metadata)
     deadlines_table(metadata)
-
-
-def _when(text: str) -> datetime:
-    return datetime.fromisoformat(text.removesuffix("Z"))
 
 
 class Reactions:
@@ -91,14 +87,14 @@ class Reactions:
     # What the worker asks ---------------------------------------------------------------------
 
     def attempts_allowed(self, envelope: Envelope) -> int:
-        when = self._when(envelope)
+        when = self.reaction_to(envelope)
         retries = (self.config["CALL_RETRIES"] if when.reaction is Reaction.APPLY
                    else self.config["COMPENSATION_RETRIES"])
         return 1 + int(retries)
 
     def handle(self, envelope: Envelope, attempt: int) -> None:
-        when = self._when(envelope)
-        with self._span(envelope, when, attempt):
+        when = self.reaction_to(envelope)
+        with self._span(envelope, when, attempt), self._refusing_other_models():
             self._handle(envelope, when, attempt)
         self._woken()
 
@@ -109,11 +105,19 @@ class Reactions:
         elif when.reaction is Reaction.COMPENSATE:
             if fault is not None and fault.fails_compensation(attempt):
                 raise InjectedFault(f"injected fault {fault}: compensation failed (attempt {attempt})")
-            self._settle(envelope, attempt, lambda c: self._compensate(c, envelope, when))
+            self._in_one_commit(envelope, attempt, lambda c: self._compensate(c, envelope, when))
         elif when.reaction is Reaction.CANCEL:
-            self._settle(envelope, attempt, lambda c: self._cancel(c, envelope, when))
+            self._in_one_commit(envelope, attempt, lambda c: self._cancel(c, envelope, when))
         else:
-            self._settle(envelope, attempt, lambda c: self._close_clock(c, envelope.saga_id))
+            self._in_one_commit(envelope, attempt, lambda c: self._close_clock(c, envelope.saga_id))
+
+    @contextmanager
+    def _refusing_other_models(self) -> Iterator[None]:
+        """An event about a saga whose row here the orchestrator made is never handled."""
+        try:
+            yield
+        except WrongModel as error:
+            raise Refused(str(error), "wrong_model") from None
 
     @contextmanager
     def _span(self, envelope: Envelope, when: When, attempt: int) -> Iterator[None]:
@@ -130,14 +134,12 @@ class Reactions:
 
     def give_up(self, envelope: Envelope, attempt: int, error: str) -> None:
         """The attempts ran out: undo what may have committed, and say this step failed."""
-        when = self._when(envelope)
+        when = self.reaction_to(envelope)
 
         def failed(connection: Connection) -> None:
             if when.reaction is Reaction.APPLY:
-                before = self.records.status_in(connection, envelope.saga_id)
-                self.records.compensate_in(connection, envelope.saga_id)
-                if before in (None, RecordStatus.APPLIED) and when.otherwise:
-                    self._emit(connection, when.otherwise, envelope, {"reason": "error", "error": error})
+                self._undo_and_report(connection, envelope, when.otherwise,
+                                      {"reason": "error", "error": error})
                 log.warning("saga %s: %s gave up after %d attempt(s): %s", envelope.saga_id, envelope.type,
                             attempt, error)
             elif when.otherwise:  # a compensation that keeps failing: the saga needs attention
@@ -145,40 +147,38 @@ class Reactions:
                 log.error("saga %s: compensation of %s failed for good: %s", envelope.saga_id, self.me, error)
             self._close_clock(connection, envelope.saga_id)
 
-        with self._span(envelope, when, attempt):
-            self._settle(envelope, attempt, failed)
+        with self._span(envelope, when, attempt), self._refusing_other_models():
+            self._in_one_commit(envelope, attempt, failed)
         self._woken()
 
     # The reactions ----------------------------------------------------------------------------
 
     def _apply(self, envelope: Envelope, when: When, fault: Fault | None, attempt: int) -> None:
         saga_id, payload = envelope.saga_id, envelope.payload
-        deadline = _when(str(payload["deadline"]))
+        deadline = parse_moment(str(payload["deadline"]))
         value = str(payload["input"][self.field])
         if fault is not None:
             pause = fault.sleep_before_commit(0, 0)
-            if fault.kind == "timeout":  # outlast the saga's deadline, then try to commit late
+            if fault.kind is FaultKind.TIMEOUT:  # outlast the saga's deadline, then try to commit late
                 pause = max(0.0, (deadline - utcnow()).total_seconds()) + self.config["FAULT_LATE_MARGIN"]
             if pause:
                 self._sleep(saga_id, fault, pause, attempt)
             if fault.fails_before_commit(attempt):
                 raise InjectedFault(f"injected fault {fault}: failed before commit, nothing written "
                                     f"(attempt {attempt})")
-            if fault.fails_after_commit():
-                self.records.apply(saga_id, value)  # the row commits; the handler then fails
+            if fault.fails_after_commit():  # the row commits; the handler then fails
+                self.records.apply(saga_id, value, Model.CHOREOGRAPHY)
                 raise InjectedFault(f"injected fault {fault}: committed, then failed (attempt {attempt})")
 
         def apply(connection: Connection) -> None:
             if utcnow() > deadline:  # too late: nothing applies after the deadline, anywhere
-                before = self.records.status_in(connection, saga_id)
-                self.records.compensate_in(connection, saga_id)
-                if before in (None, RecordStatus.APPLIED) and when.otherwise:
-                    self._emit(connection, when.otherwise, envelope,
-                               {"reason": "timeout", "error": f"step {self.me}: the deadline passed"})
+                undone = self._undo_and_report(connection, envelope, when.otherwise, {
+                    "reason": "timeout", "error": f"step {self.me}: the deadline passed"})
+                if undone.changed:
                     self._close_clock(connection, saga_id)
                 log.warning("saga %s: apply refused, the saga's deadline passed", saga_id)
                 return
-            status = self.records.apply_in(connection, saga_id, value)
+            status = self.records.apply_in(connection, saga_id, value, Model.CHOREOGRAPHY).status
             if status is not RecordStatus.APPLIED:  # closed here already (a late apply)
                 log.info("saga %s: apply refused, the row is %s", saga_id, status.value)
                 return
@@ -187,29 +187,44 @@ class Reactions:
                 self._emit(connection, when.then, envelope, {**payload, "input": onward})
             log.info("saga %s: applied", saga_id)
 
-        self._settle(envelope, attempt, apply)
+        self._in_one_commit(envelope, attempt, apply)
 
     def _compensate(self, connection: Connection, envelope: Envelope, when: When) -> None:
-        before = self.records.status_in(connection, envelope.saga_id)
-        status = self.records.compensate_in(connection, envelope.saga_id)
-        if before in (None, RecordStatus.APPLIED) and when.then:  # undone (or tombstoned) now
-            self._emit(connection, when.then, envelope, {})
+        outcome = self._undo_and_report(connection, envelope, when.then, {})
         self._close_clock(connection, envelope.saga_id)
-        log.info("saga %s: compensated, the row is %s", envelope.saga_id, status.value)
+        log.info("saga %s: compensated, the row is %s", envelope.saga_id, outcome.status.value)
+
+    def _undo_and_report(self, connection: Connection, cause: Envelope, event_type: str | None,
+                         payload: dict[str, Any]) -> Outcome:
+        """Undo this step's row (a tombstone if it never applied) and, if that changed it now,
+        publish `event_type`: each step reports its undoing once, whoever asked first."""
+        outcome = self.records.compensate_in(connection, cause.saga_id, Model.CHOREOGRAPHY)
+        if outcome.changed and event_type:
+            self._emit(connection, event_type, cause, payload)
+        return outcome
 
     def _cancel(self, connection: Connection, envelope: Envelope, when: When) -> None:
-        """The deadline passed. If this (last) step never applied, it never will: the saga fails."""
-        if self.records.status_in(connection, envelope.saga_id) is not None:
-            return  # applied (the saga completed in time) or closed already
-        self.records.cancel_in(connection, envelope.saga_id)
-        if when.then:
-            self._emit(connection, when.then, envelope,
-                       {"reason": "timeout", "error": f"step {self.me}: not applied before the deadline"})
-        log.warning("saga %s: timed out before %s applied; cancelled", envelope.saga_id, self.me)
+        """The deadline passed. If this (last) step never applied, it never will: the saga fails.
+
+        Only a tombstone written now fails the saga: an apply that committed first (even one
+        in flight while this ran) means the saga completed in time. Asked again (A nudges a
+        saga stuck past its deadline), a step it closed already sends again what it could
+        not deliver."""
+        outcome = self.records.cancel_in(connection, envelope.saga_id, Model.CHOREOGRAPHY)
+        if outcome.changed:
+            if when.then:
+                self._emit(connection, when.then, envelope,
+                           {"reason": "timeout", "error": f"step {self.me}: not applied before the deadline"})
+            log.warning("saga %s: timed out before %s applied; cancelled", envelope.saga_id, self.me)
+        elif outcome.status is RecordStatus.CANCELLED:
+            again = self.outbox.redrive_saga(connection, envelope.saga_id)
+            if again:
+                log.warning("saga %s: asked again after its deadline; sending %d undelivered event(s) "
+                            "again", envelope.saga_id, again)
 
     # One transaction per reaction -----------------------------------------------------------
 
-    def _settle(self, envelope: Envelope, attempt: int, work: Callable[[Connection], None]) -> None:
+    def _in_one_commit(self, envelope: Envelope, attempt: int, work: Callable[[Connection], None]) -> None:
         """Run `work` and mark the event handled, in one transaction."""
         with writing(self.records.engine) as connection:
             work(connection)
@@ -247,10 +262,11 @@ class Reactions:
 
     # Helpers ----------------------------------------------------------------------------------
 
-    def _when(self, envelope: Envelope) -> When:
+    def reaction_to(self, envelope: Envelope) -> When:
+        """What this service does on the event; BadEnvelope if it takes no such event."""
         when = self.reactions.get(envelope.type)
         if when is None:
-            raise BadEnvelope(f"service {self.me} does not react to {envelope.type}")
+            raise BadEnvelope(f"service {self.me} does not react to {envelope.type}", "not_taken")
         return when
 
     def _fault(self, envelope: Envelope) -> Fault | None:
@@ -295,15 +311,16 @@ class ParticipantChoreography:
                            max_attempts=config["RELAY_MAX_ATTEMPTS"], poll=config["CHOREOGRAPHY_POLL"],
                            lanes=4 if config["BROKER_URL"] else 1)
         self.reactions.after_commit += [self.relay.wake, self.worker.wake]
-        self.watcher = (DeadlineWatcher(self.deadlines, self.reactions.time_out, interval=0.2)
+        self.watcher = (DeadlineWatcher(self.deadlines, self.reactions.time_out, interval=0.2,
+                                        stuck_after=config["CHOREOGRAPHY_STUCK_AFTER"])
                         if spec.name == ENTRY else None)
-        self.consumer: Any = None
 
     def _transport(self, config: dict[str, Any]) -> tuple[Transport, list[str]]:
         if config["BROKER_URL"]:
             from choreography.rabbitmq import BrokerTransport
 
-            broker = BrokerTransport(config["BROKER_URL"], config["BROKER_NAMESPACE"])
+            broker = BrokerTransport(config["BROKER_URL"], config["BROKER_NAMESPACE"],
+                                     config["SERVICE_SECRET"], self.spec.name)
             return broker, ["broker"]
         urls = {**config["PEER_URLS"], "observer": config["OBSERVER_URL"]}
         http = HttpTransport(urls, config["SERVICE_SECRET"])
@@ -318,13 +335,13 @@ class ParticipantChoreography:
         if self.config["BROKER_URL"]:
             from choreography.rabbitmq import BrokerConsumer
 
-            self.consumer = BrokerConsumer(self.config["BROKER_URL"], self.config["BROKER_NAMESPACE"],
-                                           queue=f"service_{self.spec.name}", receive=self.receive)
-            self.consumer.start()
+            BrokerConsumer(self.config["BROKER_URL"], self.config["BROKER_NAMESPACE"],
+                           queue=f"service_{self.spec.name}", receive=self.receive,
+                           secret=self.config["SERVICE_SECRET"], party=self.spec.name).start()
 
     def receive(self, envelope: Envelope) -> bool:
         """An event from another service (HTTP or broker): into the inbox, once; False if a repeat."""
-        self.reactions._when(envelope)  # BadEnvelope unless we react to it
+        self.reactions.reaction_to(envelope)  # BadEnvelope unless we react to it
         new = self.inbox.receive(envelope)
         EVENTS_RECEIVED.labels(self.spec.name, envelope.type, "new" if new else "duplicate").inc()
         self.worker.wake()
@@ -350,3 +367,18 @@ class ParticipantChoreography:
 
     def dead_letters(self) -> list[dict[str, object]]:
         return [*self.outbox.dead_letters(), *self.inbox.dead_letters()]
+
+    def redrive(self, where: str, event_id: str) -> int:
+        """Send (outbox) or handle (inbox) a dead-lettered event again; how many deliveries or
+        handlings that starts (0: nothing was dead-lettered under that id: idempotent). `broker`:
+        an event of ours the broker delivered and a consumer refused, published again."""
+        if where == "inbox":
+            again = int(self.inbox.redrive(event_id))
+            self.worker.wake()
+        else:
+            again = self.outbox.redrive(event_id, delivered_too=where == "broker")
+            self.relay.wake()
+        if again:
+            REDRIVEN.labels(self.spec.name, where).inc()
+            log.warning("dead-lettered event %s redriven from the %s (%d)", event_id, where, again)
+        return again

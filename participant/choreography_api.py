@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, cast
 
 from flask import Blueprint, current_app, jsonify, request
 
-from choreography.events import BadEnvelope, Envelope
+from choreography.events import EVENT_ID, BadEnvelope, Envelope
 from choreography.flow import ENTRY, EVENT_TYPES, FIELDS, SOURCES, STEPS
 from common.errors import ApiError, json_object
 from common.ids import new_saga_id
-from common.validation import parse_saga_request
+from common.metrics import EVENTS_REFUSED
+from common.validation import parse_saga_request, reject_unknown
 from common.web import require_signature
 from participant.choreography import ParticipantChoreography
 from participant.routes import ParticipantFlask
+
+log = logging.getLogger(__name__)
 
 choreography_routes = Blueprint("choreography", __name__)
 
@@ -57,8 +61,34 @@ def receive_event() -> tuple[Any, int]:
         envelope = Envelope.from_json(json_object(), EVENT_TYPES, SOURCES)
         new = _choreography().receive(envelope)
     except BadEnvelope as error:
+        service = _choreography().spec.name
+        EVENTS_REFUSED.labels(service, error.kind).inc()
+        log.warning("service %s refused an event: %s", service, error)
         raise ApiError(400, "bad_event", str(error)) from None
     return jsonify({"event_id": envelope.event_id, "status": "received" if new else "duplicate"}), 200
+
+
+@choreography_routes.post("/dead-letters/redrive")
+def redrive() -> tuple[Any, int]:
+    """Send or handle a dead-lettered event again (signed: the observer asks on the dashboard's
+    behalf): `{"where": "outbox" | "inbox" | "broker", "event_id"}`. Idempotent: an event not
+    dead-lettered (any more) changes nothing and answers `"redriven": 0`."""
+    require_signature(current_app.config["SERVICE_SECRET"])
+    body = json_object()
+    reject_unknown(body, ("where", "event_id"))
+    where = body.get("where")
+    if not isinstance(where, str) or where not in ("outbox", "inbox", "broker"):
+        raise ApiError(400, "invalid_field", "'where' must be outbox, inbox or broker")
+    event_id = body.get("event_id")
+    if not isinstance(event_id, str) or not EVENT_ID.fullmatch(event_id):
+        raise ApiError(400, "invalid_field", "'event_id' must be an event id (32 hex digits)")
+    choreography = _choreography()
+    if where == "broker" and not choreography.outbox.knows(event_id):
+        raise ApiError(404, "not_found", f"service {choreography.spec.name} never published event "
+                       f"{event_id}: only its owner can send an event again")
+    again = choreography.redrive(where, event_id)
+    return jsonify({"service": choreography.spec.name, "where": where, "event_id": event_id,
+                    "redriven": again}), 200
 
 
 @choreography_routes.get("/dead-letters")

@@ -16,12 +16,14 @@ from sqlalchemy import (
     Table,
     bindparam,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 
 from common.db import MYSQL_TABLE, Key, Timestamp, reading, utcnow, writing
-from common.status import RecordStatus
+from common.status import Model, RecordStatus
 
 
 def records_table(metadata: MetaData, name: str, value_column: str) -> Table:
@@ -33,10 +35,21 @@ def records_table(metadata: MetaData, name: str, value_column: str) -> Table:
         Column("saga_id", Key(64), nullable=False, unique=True),
         Column(value_column, String(255), nullable=True),  # NULL on a CANCELLED tombstone
         Column("status", String(16), nullable=False, index=True),
+        # The saga model that made the row: only that model's calls or events may change it.
+        Column("model", String(16), nullable=False, server_default=Model.ORCHESTRATION.value),
         Column("created_at", Timestamp, nullable=False, default=utcnow),
         Column("updated_at", Timestamp, nullable=False, default=utcnow, onupdate=utcnow),
         **MYSQL_TABLE,
     )
+
+
+def mark_choreographed_rows(connection: Connection, table: Table) -> None:
+    """Once, when the model column is added to a table an older version made (every row then
+    says orchestration): the rows of sagas this service took in as events are choreographed."""
+    if "inbox" in inspect(connection).get_table_names():
+        connection.execute(text(f"UPDATE {table.name} SET model = :model "  # noqa: S608 - our own name
+                                "WHERE saga_id IN (SELECT saga_id FROM inbox)"),
+                           {"model": Model.CHOREOGRAPHY.value})
 
 
 @dataclass(frozen=True)
@@ -47,8 +60,27 @@ class Record:
     saga_id: str
     value: str | None
     status: RecordStatus
+    model: Model
     created_at: datetime
     updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one operation on a saga's row came to: the row's status after it, and whether this
+    very operation wrote it (applied, undid, or tombstoned it now; not found it so already)."""
+
+    status: RecordStatus
+    changed: bool
+
+
+class WrongModel(Exception):
+    """The saga's row here belongs to the other saga model, which alone may change it."""
+
+    def __init__(self, saga_id: str, owner: Model) -> None:
+        run = "orchestrated" if owner is Model.ORCHESTRATION else "choreographed"
+        super().__init__(f"saga {saga_id} is {run} here; only {owner.value} may change its row")
+        self.owner = owner
 
 
 class RecordStore:
@@ -56,7 +88,8 @@ class RecordStore:
 
     Each operation comes twice: on its own (one transaction) and `_in` a transaction the
     caller holds, so that the choreography writes the row, the event it publishes and the
-    event it handled in one commit.
+    event it handled in one commit. Every one names the saga model asking (`model`), and
+    raises WrongModel for a row the other model made.
     """
 
     def __init__(self, engine: Engine, table: Table, value_column: str) -> None:
@@ -67,66 +100,66 @@ class RecordStore:
         self._insert = (insert(table).prefix_with("OR IGNORE", dialect="sqlite")
                         .prefix_with("IGNORE", dialect="mysql").prefix_with("IGNORE", dialect="mariadb"))
         self._undo = (update(table).where(table.c.saga_id == bindparam("key"),
-                                          table.c.status == RecordStatus.APPLIED.value))
-        self._status = select(table.c.status).where(table.c.saga_id == bindparam("key"))
+                                          table.c.status == RecordStatus.APPLIED.value,
+                                          table.c.model == bindparam("owner")))
+        self._current = select(table.c.status, table.c.model).where(table.c.saga_id == bindparam("key"))
 
     def _insert_unless_present(self, connection: Connection, saga_id: str, value: str | None,
-                               status: RecordStatus) -> RecordStatus:
+                               status: RecordStatus, model: Model) -> Outcome:
         """Insert the saga's row with `status`; if it has a row already, that row's status.
         The insert and the unique key are one atomic step: no window between check and write."""
         now = utcnow()
         inserted = connection.execute(self._insert, {
-            "saga_id": saga_id, self.value.key: value, "status": status.value,
+            "saga_id": saga_id, self.value.key: value, "status": status.value, "model": model.value,
             "created_at": now, "updated_at": now}).rowcount
         if inserted:
-            return status
-        return RecordStatus(connection.execute(self._status, {"key": saga_id}).scalar_one())
+            return Outcome(status, True)
+        found, owner = connection.execute(self._current, {"key": saga_id}).one()
+        if owner != model:
+            raise WrongModel(saga_id, Model(owner))
+        return Outcome(RecordStatus(found), False)
 
-    def apply(self, saga_id: str, value: str) -> RecordStatus:
+    def apply(self, saga_id: str, value: str, model: Model) -> Outcome:
         """Insert the APPLIED row; if the saga has a row already, that row's status decides.
 
         A repeat writes nothing, and a tombstone (CANCELLED) or a compensated row keeps a
         late invoke from ever applying.
         """
         with writing(self.engine) as connection:
-            return self.apply_in(connection, saga_id, value)
+            return self.apply_in(connection, saga_id, value, model)
 
-    def apply_in(self, connection: Connection, saga_id: str, value: str) -> RecordStatus:
-        return self._insert_unless_present(connection, saga_id, value, RecordStatus.APPLIED)
+    def apply_in(self, connection: Connection, saga_id: str, value: str, model: Model) -> Outcome:
+        return self._insert_unless_present(connection, saga_id, value, RecordStatus.APPLIED, model)
 
-    def compensate(self, saga_id: str) -> RecordStatus:
+    def compensate(self, saga_id: str, model: Model) -> Outcome:
         """Undo the saga's row, or leave a CANCELLED tombstone if nothing was applied."""
         with writing(self.engine) as connection:
-            return self.compensate_in(connection, saga_id)
+            return self.compensate_in(connection, saga_id, model)
 
-    def compensate_in(self, connection: Connection, saga_id: str) -> RecordStatus:
+    def compensate_in(self, connection: Connection, saga_id: str, model: Model) -> Outcome:
         for _ in range(10):
-            undone = connection.execute(self._undo, {"key": saga_id, "status": RecordStatus.COMPENSATED.value,
+            undone = connection.execute(self._undo, {"key": saga_id, "owner": model.value,
+                                                     "status": RecordStatus.COMPENSATED.value,
                                                      "updated_at": utcnow()}).rowcount
             if undone:
-                return RecordStatus.COMPENSATED
-            status = self._insert_unless_present(connection, saga_id, None, RecordStatus.CANCELLED)
-            if status is not RecordStatus.APPLIED:
-                return status  # tombstoned now, or compensated or cancelled before
+                return Outcome(RecordStatus.COMPENSATED, True)
+            outcome = self._insert_unless_present(connection, saga_id, None, RecordStatus.CANCELLED, model)
+            if outcome.status is not RecordStatus.APPLIED:
+                return outcome  # tombstoned now, or compensated or cancelled before
             # an invoke committed between the update and the insert: go round and undo it
         raise RuntimeError(f"could not settle the row of saga {saga_id} after 10 rounds")
 
-    def cancel(self, saga_id: str) -> RecordStatus:
+    def cancel(self, saga_id: str, model: Model) -> Outcome:
         """Leave a CANCELLED tombstone unless the saga has a row here; never undoes anything.
 
         For a step that cannot be compensated (a pivot): the answer says whether it had
         committed (APPLIED, left as it is) or is now sure never to (CANCELLED).
         """
         with writing(self.engine) as connection:
-            return self.cancel_in(connection, saga_id)
+            return self.cancel_in(connection, saga_id, model)
 
-    def cancel_in(self, connection: Connection, saga_id: str) -> RecordStatus:
-        return self._insert_unless_present(connection, saga_id, None, RecordStatus.CANCELLED)
-
-    def status_in(self, connection: Connection, saga_id: str) -> RecordStatus | None:
-        """The saga's row status here, within the caller's transaction; None if there is no row."""
-        status = connection.execute(self._status, {"key": saga_id}).scalar_one_or_none()
-        return None if status is None else RecordStatus(status)
+    def cancel_in(self, connection: Connection, saga_id: str, model: Model) -> Outcome:
+        return self._insert_unless_present(connection, saga_id, None, RecordStatus.CANCELLED, model)
 
     def get(self, saga_id: str) -> Record | None:
         """The saga's row, if any."""
@@ -150,6 +183,16 @@ class RecordStore:
                 .order_by(self.table.c.id).limit(limit)).all()
         return [self._record(row) for row in rows]
 
+    def between(self, after: str, until: str | None, limit: int) -> list[Record]:
+        """Rows of saga ids after `after` up to `until` (None: no end), in saga id order (a range
+        of the unique index): what the consistency check reads, a page of sagas at a time."""
+        t = self.table
+        query = select(t).where(t.c.saga_id > after).order_by(t.c.saga_id).limit(limit)
+        if until is not None:
+            query = query.where(t.c.saga_id <= until)
+        with reading(self.engine) as connection:
+            return [self._record(row) for row in connection.execute(query)]
+
     def _record(self, row: Any) -> Record:
         return Record(row.id, row.saga_id, row._mapping[self.value.key], RecordStatus(row.status),
-                      row.created_at, row.updated_at)
+                      Model(row.model), row.created_at, row.updated_at)

@@ -15,12 +15,12 @@ from common.db import iso
 from common.errors import ApiError, json_object
 from common.faults import ATTEMPT_HEADER, FAULT_HEADER, TIMEOUT_HEADER, Fault, parse_fault
 from common.metrics import HANDLER_DURATION, PARTICIPANT_REQUESTS
-from common.status import RecordStatus
+from common.status import Model, RecordStatus
 from common.tracing import end_server_span, start_server_span
 from common.validation import limit_arg, reject_unknown, saga_id_field, text_field, whole_number_arg
 from common.web import database_health, require_signature
 from participant.choreography import ParticipantChoreography
-from participant.records import Record, RecordStore
+from participant.records import Outcome, Record, RecordStore, WrongModel
 from participant.spec import ServiceSpec
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,8 @@ def _participant() -> tuple[ServiceSpec, RecordStore]:
 def record_json(record: Record, field: str) -> dict[str, Any]:
     """A row as the API shows it; the value is named by the saga input field it holds."""
     return {"id": record.id, "saga_id": record.saga_id, field: record.value,
-            "status": record.status.value, "created_at": iso(record.created_at),
+            "status": record.status.value, "model": record.model.value,
+            "created_at": iso(record.created_at),
             "updated_at": iso(record.updated_at)}
 
 
@@ -188,7 +189,7 @@ def invoke() -> tuple[Any, int]:
             log.info("saga %s: %s fails before commit (attempt %d)", saga_id, fault, attempt)
             raise _injected_failure(f"{fault}: failed before commit, nothing written "
                                     f"(attempt {attempt})")
-    status = store.apply(saga_id, value)
+    status = _orchestrated(lambda: store.apply(saga_id, value, Model.ORCHESTRATION)).status
     if status is not RecordStatus.APPLIED:
         log.info("saga %s: invoke refused, the row is %s", saga_id, status.value)
         return _answer(saga_id, status, 409)
@@ -202,17 +203,26 @@ def invoke() -> tuple[Any, int]:
 @routes.post("/compensate")
 def compensate() -> tuple[Any, int]:
     """Undo this service's local transaction for a saga, or tombstone it; idempotent."""
-    return _settle("compensation", RecordStore.compensate)
+    return _settle("compensation", lambda store, saga_id: store.compensate(saga_id, Model.ORCHESTRATION))
 
 
 @routes.post("/cancel")
 def cancel() -> tuple[Any, int]:
     """Make sure a saga's step never commits here, without undoing one that did: a tombstone
     if there is no row (CANCELLED), else the row's status as it is (APPLIED: it committed)."""
-    return _settle("cancel", RecordStore.cancel)
+    return _settle("cancel", lambda store, saga_id: store.cancel(saga_id, Model.ORCHESTRATION))
 
 
-def _settle(what: str, operation: Callable[[RecordStore, str], RecordStatus]) -> tuple[Any, int]:
+def _orchestrated(operation: Callable[[], Outcome]) -> Outcome:
+    """Run an operation for the orchestrator: 409 if the saga's row here is a choreographed one."""
+    try:
+        return operation()
+    except WrongModel as error:
+        log.warning("refused: %s", error)
+        raise ApiError(409, "wrong_model", str(error)) from None
+
+
+def _settle(what: str, operation: Callable[[RecordStore, str], Outcome]) -> tuple[Any, int]:
     """/compensate and /cancel: `{"saga_id"}` in, the row's status out; the same faults."""
     _, store = _participant()
     body = json_object()
@@ -222,19 +232,27 @@ def _settle(what: str, operation: Callable[[RecordStore, str], RecordStatus]) ->
     if fault is not None and fault.fails_compensation(attempt):
         log.info("saga %s: %s fails (%s, attempt %d)", saga_id, what, fault, attempt)
         raise _injected_failure(f"{fault}: {what} failed (attempt {attempt})")
-    status = operation(store, saga_id)
+    status = _orchestrated(lambda: operation(store, saga_id)).status
     log.info("saga %s: %s, the row is %s", saga_id, what, status.value)
     return _answer(saga_id, status)
 
 
 @routes.get("/records")
 def list_records() -> Any:
-    """The newest rows first, `?limit=` of them; with `?after=ID`, the rows after it, oldest first."""
+    """The newest rows first, `?limit=` of them; with `?after=ID`, the rows after it, oldest first;
+    with `?saga_after=S` (and `&saga_until=T`), the rows of saga ids after S (up to T), by saga id."""
     spec, store = _participant()
-    reject_unknown(request.args, ("limit", "after"), what="query_argument")
+    reject_unknown(request.args, ("limit", "after", "saga_after", "saga_until"), what="query_argument")
     limit = limit_arg(request.args, maximum=1000)
-    if "after" in request.args:
-        records = store.page(whole_number_arg(request.args, "after", default=0, maximum=2**62), limit)
+    after = whole_number_arg(request.args, "after", default=0, maximum=2**62)
+    by_saga = "saga_after" in request.args or "saga_until" in request.args
+    if by_saga and "after" in request.args:
+        raise ApiError(400, "conflicting_query", "page by row id (after) or by saga id (saga_after, "
+                       "saga_until), not both")
+    if by_saga:
+        records = store.between(request.args.get("saga_after", ""), request.args.get("saga_until"), limit)
+    elif "after" in request.args:
+        records = store.page(after, limit)
     else:
         records = store.recent(limit)
     return jsonify({"service": spec.name, "records": [record_json(r, spec.field) for r in records]})

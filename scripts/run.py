@@ -65,6 +65,9 @@ def settings() -> dict[str, str]:
         port = env.setdefault(variable, str(default))
         if program != "orchestrator":
             env.setdefault(f"{program.upper()}_URL", f"http://127.0.0.1:{port}")
+    # The dashboard's origin, wherever the orchestrator's port is.
+    env.setdefault("ALLOWED_ORIGINS", ",".join(f"http://{host}:{env['ORCHESTRATOR_PORT']}"
+                                               for host in ("127.0.0.1", "localhost")))
     env.setdefault("RUN_DIR", str(ROOT / "var"))
     return env
 

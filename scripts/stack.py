@@ -49,6 +49,11 @@ FAST_SETTINGS = {
 RECOVERS_FAILED_COMPENSATIONS = {"COMPENSATION_RETRY_AFTER": "1"}
 
 
+def party(process: str) -> str:
+    """Who a process is on the broker: the service's name, or the observer (the orchestrator's)."""
+    return "observer" if process == "orchestrator" else process
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -96,12 +101,18 @@ class Stack:
     db_urls: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     engines: dict[str, Engine] = field(default_factory=dict)
+    broker_urls: dict[str, str] = field(default_factory=dict)  # each process's own account
+
+    @property
+    def namespace(self) -> str:
+        return f"saga-test-{self.tag}"
 
     def start(self) -> Stack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.db_urls = database_urls(self.base_db_url, self.workdir, self.tag)
         self.ports = {name: free_port() for name in PROCESSES}
         self.urls = {name: f"http://127.0.0.1:{port}" for name, port in self.ports.items()}
+        self.broker_urls = self.broker_accounts()
         try:
             for name in PROCESSES:
                 self.start_process(name)
@@ -115,6 +126,22 @@ class Stack:
                         for name, url in self.db_urls.items()}
         return self
 
+    def broker_accounts(self) -> dict[str, str]:
+        """Over RabbitMQ, each process's URL: its own account (made here, for this run's
+        namespace), unless the settings say BROKER_ACCOUNTS=shared (all on the one URL given)."""
+        url = self.settings.get("BROKER_URL")
+        if not url:
+            return {}
+        if self.settings.get("BROKER_ACCOUNTS") == "shared":
+            return dict.fromkeys(PROCESSES, url)
+        from choreography.broker_accounts import install, url_for, vhost_of
+        from choreography.rabbitmq import account_name
+
+        passwords = {party(name): secrets.token_hex(16) for name in PROCESSES}
+        install(self.namespace, passwords, vhost_of(url), node=self.settings.get("BROKER_NODE"))
+        return {name: url_for(url, account_name(self.namespace, party(name)), passwords[party(name)])
+                for name in PROCESSES}
+
     @property
     def transport(self) -> str:
         """How the choreographed saga's events travel here."""
@@ -125,11 +152,14 @@ class Stack:
         env = {**os.environ, **FAST_SETTINGS, "SERVICE_SECRET": self.secret,
                "ORCHESTRATOR_ID": f"test-orchestrator-{self.tag}", "GUNICORN_THREADS": "16",
                "ORCHESTRATOR_DATABASE_URL": self.db_urls["orchestrator"],
-               "OBSERVER_URL": self.urls["orchestrator"], "BROKER_NAMESPACE": f"saga-test-{self.tag}"}
+               "OBSERVER_URL": self.urls["orchestrator"], "BROKER_NAMESPACE": self.namespace,
+               "ALLOWED_ORIGINS": ",".join(f"http://{host}:{self.ports['orchestrator']}"
+                                           for host in ("127.0.0.1", "localhost"))}
         for service in PROCESSES[1:]:
             env[f"SERVICE_{service.upper()}_URL"] = self.urls[service]
             env[f"SERVICE_{service.upper()}_DATABASE_URL"] = self.db_urls[service]
-        return {**env, **self.settings, **(extra or {})}
+        own = {"BROKER_URL": self.broker_urls[name]} if name in self.broker_urls else {}
+        return {**env, **self.settings, **own, **(extra or {})}
 
     def start_process(self, name: str, port: int | None = None,
                       extra_env: dict[str, str] | None = None, label: str | None = None) -> None:
@@ -182,10 +212,13 @@ class Stack:
             engine.dispose()
         drop_databases(self.base_db_url, self.db_urls)
         broker = self.settings.get("BROKER_URL")
-        if broker:  # this run's exchanges and queues
+        if broker:  # this run's exchanges, queues and accounts
+            from choreography.broker_accounts import remove
             from choreography.rabbitmq import purge
 
-            purge(broker, f"saga-test-{self.tag}")
+            purge(broker, self.namespace)
+            if self.settings.get("BROKER_ACCOUNTS") != "shared":
+                remove(self.namespace, node=self.settings.get("BROKER_NODE"))
 
     # Reading the real tables -------------------------------------------------------
 
@@ -201,8 +234,8 @@ class Stack:
     def signed_post(self, service: str, path: str, payload: Any, **headers: str) -> requests.Response:
         """POST to a participant as the orchestrator would: the body signed with the secret."""
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        headers = {"Content-Type": "application/json",
-                   SIGNATURE_HEADER: sign(self.secret, "POST", path, body), **headers}
+        headers = {"Content-Type": "application/json", **headers}
+        headers[SIGNATURE_HEADER] = sign(self.secret, "POST", path, body, headers=headers)
         return requests.post(f"{self.urls[service]}{path}", data=body, headers=headers, timeout=10)
 
     def rows_of(self, service: str, saga_id: str) -> list[dict[str, Any]]:

@@ -98,6 +98,9 @@ CREATE TABLE choreo_dead_letters (
 	reason VARCHAR(64) NOT NULL,
 	body TEXT NOT NULL,
 	at DATETIME(6) NOT NULL,
+	detail TEXT,
+	published_by VARCHAR(128),
+	redriven_at DATETIME(6),
 	PRIMARY KEY (id)
 )ENGINE=InnoDB CHARSET=utf8mb4;
 

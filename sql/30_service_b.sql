@@ -44,6 +44,8 @@ CREATE TABLE saga_deadlines (
 	saga_id VARCHAR(64) COLLATE utf8mb4_bin NOT NULL,
 	deadline DATETIME(6) NOT NULL,
 	closed_at DATETIME(6),
+	timed_out_at DATETIME(6),
+	nudged_at DATETIME(6),
 	PRIMARY KEY (saga_id)
 )ENGINE=InnoDB CHARSET=utf8mb4;
 
@@ -54,6 +56,7 @@ CREATE TABLE table_b (
 	saga_id VARCHAR(64) COLLATE utf8mb4_bin NOT NULL,
 	address VARCHAR(255),
 	status VARCHAR(16) NOT NULL,
+	model VARCHAR(16) NOT NULL DEFAULT 'orchestration',
 	created_at DATETIME(6) NOT NULL,
 	updated_at DATETIME(6) NOT NULL,
 	PRIMARY KEY (id),

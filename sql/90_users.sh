@@ -3,6 +3,12 @@
 # MySQL's entrypoint runs this once, at its first start, with the passwords from .env;
 # each process then connects as its own user, who can reach its own database only.
 set -e
+for variable in MYSQL_ROOT_PASSWORD ORCHESTRATOR_DB_PASSWORD SERVICE_A_DB_PASSWORD SERVICE_B_DB_PASSWORD SERVICE_C_DB_PASSWORD; do
+    eval "value=\${$variable:-}"
+    case "$value" in
+        ""|change-me) echo "set $variable in .env to a secret of your own (make up does)" >&2; exit 1 ;;
+    esac
+done
 mysql --protocol=socket --user=root --password="$MYSQL_ROOT_PASSWORD" <<SQL
 CREATE USER IF NOT EXISTS 'orchestrator'@'%' IDENTIFIED BY '${ORCHESTRATOR_DB_PASSWORD}';
 GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX, REFERENCES ON orchestrator.* TO 'orchestrator'@'%';

@@ -63,11 +63,25 @@ def assert_rows(stack: Stack, saga_id: str, user: dict[str, str], expected: dict
         assert row["value"] == want_value, f"{service} stored {row['value']!r}"
 
 
-def consistency(stack: Stack, process: str = "orchestrator") -> dict[str, Any]:
-    """The consistency report, which must have read every service."""
-    report = requests.get(f"{stack.urls[process]}/consistency", timeout=60).json()
-    assert report["complete"], report
-    return report  # type: ignore[no-any-return]
+def consistency(stack: Stack, process: str = "orchestrator", limit: int = 1000) -> dict[str, Any]:
+    """The consistency report of every page, which must have read every service."""
+    total: dict[str, Any] = {"checked": 0, "in_progress": 0, "needs_attention": [], "violations": [],
+                             "pages": 0}
+    after = ""
+    while True:
+        params = {"limit": str(limit), **({"after": after} if after else {})}
+        report = requests.get(f"{stack.urls[process]}/consistency", params=params, timeout=60).json()
+        assert "unreachable" not in report, report
+        total["pages"] += 1
+        for key in ("checked", "in_progress"):
+            total[key] += report[key]
+        for key in ("needs_attention", "violations"):
+            total[key] += report[key]
+        if report["next"] is None:
+            assert report["complete"], report
+            return {**total, "ok": not total["violations"], "complete": True}
+        assert not report["complete"], report
+        after = report["next"]
 
 
 def invoke(stack: Stack, service: str, saga_id: str, value: str = "v", **headers: str) -> requests.Response:

@@ -8,13 +8,13 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from common.consistency import check_consistency
+from common.consistency import DEFAULT_PAGE, MAX_PAGE, check_consistency
 from common.db import utcnow
 from common.errors import ApiError, json_object
 from common.faults import FAULT_MODES, parse_fault
 from common.stats import buckets
-from common.validation import limit_arg, reject_unknown, whole_number_arg
-from common.web import database_health
+from common.validation import SAGA_ID_PATTERN, limit_arg, reject_unknown, whole_number_arg
+from common.web import database_health, refuse_cross_site_reads
 from orchestrator.api.views import definition_json
 from orchestrator.services import services
 
@@ -23,8 +23,15 @@ operations_api = Blueprint("operations", __name__)
 
 @operations_api.get("/consistency")
 def consistency() -> tuple[Any, int]:
-    """Check every finished saga of both models against the rows its participants hold."""
-    report = check_consistency(services().sagas, services().gateway)
+    """Check a page of sagas of both models against the rows their participants hold: the next
+    `?limit=` sagas after the cursor `?after=` (the previous page's `next`)."""
+    refuse_cross_site_reads()  # a page elsewhere must not make this process read its tables
+    reject_unknown(request.args, ("after", "limit"), what="query_argument")
+    after = request.args.get("after", "")
+    if "after" in request.args and not SAGA_ID_PATTERN.fullmatch(after):
+        raise ApiError(400, "invalid_after", "after must be a saga id, as a page's `next` gives it")
+    limit = limit_arg(request.args, default=DEFAULT_PAGE, maximum=MAX_PAGE)
+    report = check_consistency(services().sagas, services().gateway, after, limit)
     return jsonify(report), 200
 
 

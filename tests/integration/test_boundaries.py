@@ -180,6 +180,35 @@ def test_the_dashboard_itself_and_curl_still_start_sagas(stack: Stack) -> None:
     assert assert_json_error(a_page_in_text, 415)["error"]["code"] == "unsupported_media_type"
 
 
+@pytest.mark.parametrize("process", ["orchestrator", "a", "b", "c"])
+@pytest.mark.parametrize(("method", "path"), [("GET", "/sagas"), ("POST", "/start"), ("GET", "/health"),
+                                              ("GET", "/"), ("POST", "/invoke"), ("GET", "/nowhere")])
+def test_a_dns_rebinding_page_is_refused_on_every_path(stack: Stack, process: str, method: str,
+                                                       path: str) -> None:
+    """A page at rebind.evil.example whose name now points at 127.0.0.1 reaches the process with
+    its own name in Host and Origin, which are then alike: the Host allow-list refuses it."""
+    counts = all_counts(stack)
+    port = stack.ports[process]
+    answer = requests.request(method, f"{stack.urls[process]}{path}", json=USER, timeout=10,
+                              headers={"Host": f"rebind.evil.example:{port}",
+                                       "Origin": f"http://rebind.evil.example:{port}"})
+    assert assert_json_error(answer, 400)["error"]["code"] == "unknown_host"
+    assert all_counts(stack) == counts
+
+
+def test_an_origin_is_compared_with_the_allowed_origins_not_with_the_host(stack: Stack) -> None:
+    port = stack.ports["orchestrator"]
+    counts = all_counts(stack)
+    for origin in (f"http://localhost:{port + 1}", f"https://127.0.0.1:{port}", "http://127.0.0.1"):
+        answer = requests.post(f"{stack.urls['orchestrator']}/start", json=USER, timeout=10,
+                               headers={"Origin": origin})
+        assert_json_error(answer, 403)
+    assert all_counts(stack) == counts
+    by_its_other_name = requests.post(f"http://localhost:{port}/start", json=USER, timeout=10,
+                                      headers={"Origin": f"http://localhost:{port}"})
+    assert by_its_other_name.status_code == 200, by_its_other_name.text
+
+
 def test_the_dashboard_sends_security_headers_and_has_an_icon(stack: Stack) -> None:
     page = requests.get(f"{stack.urls['orchestrator']}/", timeout=5)
     policy = page.headers["Content-Security-Policy"]

@@ -29,22 +29,25 @@ class FakeGateway:
         self.rows: dict[tuple[str, str], dict[str, Any]] = {}
         self.down = False
         self.services = ("a", "b", "c")
+        self.probes: list[tuple[str, str | None, float]] = []
 
     def record(self, service: str, saga_id: str) -> dict[str, Any] | None:
         if self.down:
             raise Unreachable(f"{service}: down")
         return self.rows.get((service, saga_id))
 
-    def records(self, service: str) -> Iterator[dict[str, Any]]:
+    def records_between(self, service: str, after: str, until: str | None) -> Iterator[dict[str, Any]]:
         if self.down:
             raise Unreachable(f"{service}: down")
-        return iter([row for (s, _), row in self.rows.items() if s == service])
+        return iter([row for (s, saga_id), row in sorted(self.rows.items())
+                     if s == service and after < saga_id and (until is None or saga_id <= until)])
 
     def health(self, service: str) -> dict[str, Any]:
         return {"url": f"http://{service}", "status": "down" if self.down else "ok"}
 
     def probe(self, service: str, fault: str | None, timeout: float) -> Probe:
-        return Probe(service, "probe-1", Attempt(1, 200, "ok", 1, None, {"status": "APPLIED"}))
+        self.probes.append((service, fault, timeout))
+        return Probe(service, "probe-1", Attempt(1, 409, "rejected", 7, "closed", {"status": "CANCELLED"}))
 
 
 @pytest.fixture
@@ -146,10 +149,19 @@ def test_definition_lists_every_step_with_its_kind_and_policy(client: FlaskClien
     assert {(s["timeout"], s["retries"], s["compensation_retries"]) for s in body["steps"]} == {(5.0, 2, 5)}
 
 
-def test_test_status_probes_a_service_of_the_definition(client: FlaskClient) -> None:
-    answer = client.post("/test_status", json={"service": "b"})
-    assert (answer.status_code, answer.json["service"], answer.json["status_code"]) == (200, "b", 200)
+def test_test_status_probes_a_service_of_the_definition(app: OrchestratorFlask, client: FlaskClient) -> None:
+    """The probe goes to the service asked (with its fault, in canonical form, and the call
+    timeout), and its answer is passed on as the service gave it."""
+    gateway: FakeGateway = app.services.gateway  # type: ignore[assignment]
+    answer = client.post("/test_status", json={"service": "b", "fail": " transient:2"})
+    assert answer.status_code == 200
+    assert answer.json == {"service": "b", "saga_id": "probe-1", "status_code": 409, "outcome": "rejected",
+                           "response": {"status": "CANCELLED"}}
+    assert client.post("/test_status").json["service"] == "a", "the first step's, unless told"
+    assert gateway.probes == [("b", "transient:2", 5.0), ("a", None, 5.0)]
     assert client.post("/test_status", json={"service": "z"}).status_code == 400
+    assert client.post("/test_status", json={"fail": "explode"}).status_code == 400
+    assert len(gateway.probes) == 2, "nothing probed for a bad request"
 
 
 def test_health_is_503_without_the_databases_words(app: OrchestratorFlask, client: FlaskClient,

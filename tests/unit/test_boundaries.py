@@ -11,7 +11,7 @@ import pytest
 
 from common.errors import ApiError
 from common.logs import JsonFormatter, TextFormatter, escape
-from common.signing import BadSignature, sign, verify
+from common.signing import BadSignature, sign, sign_event, verify, verify_event
 from common.validation import text_field
 from orchestrator.instances import instance_prefix, parse_instance, process_alive, this_instance
 
@@ -38,6 +38,45 @@ def test_a_missing_malformed_or_stale_signature_is_refused(header: str | None, n
                                                            message: str) -> None:
     with pytest.raises(BadSignature, match=message):
         verify(SECRET, header, "POST", "/invoke", b"", now=now)
+
+
+def test_a_call_without_the_headers_a_participant_obeys_is_signed_as_before() -> None:
+    plain = sign(SECRET, "POST", "/events", b"{}", now=1000, headers={"Content-Type": "application/json"})
+    assert plain == sign(SECRET, "POST", "/events", b"{}", now=1000) and ",v1=" in plain
+
+
+OBEYED = {"X-Saga-Attempt": "2", "X-Saga-Timeout": "5", "X-Saga-Fault": "delay:100"}
+
+
+@pytest.mark.parametrize("tampering", [
+    {"X-Saga-Fault": "timeout"},  # changed
+    {"X-Saga-Attempt": "9"},  # changed
+    {"X-Saga-Fault": None},  # dropped
+    {"X-Saga-Attempt": None, "X-Saga-Timeout": None, "X-Saga-Fault": None},  # all dropped: v1 expected
+])
+def test_the_headers_a_participant_obeys_are_signed(tampering: dict[str, str | None]) -> None:
+    header = sign(SECRET, "POST", "/invoke", b"{}", now=1000, headers=OBEYED)
+    assert ",v2=" in header
+    verify(SECRET, header, "POST", "/invoke", b"{}", now=1000, headers=OBEYED)
+    sent = {k: v for k, v in {**OBEYED, **tampering}.items() if v is not None}
+    with pytest.raises(BadSignature):
+        verify(SECRET, header, "POST", "/invoke", b"{}", now=1000, headers=sent)
+
+
+def test_a_header_added_to_a_plain_signed_call_breaks_its_signature() -> None:
+    header = sign(SECRET, "POST", "/invoke", b"{}", now=1000)
+    with pytest.raises(BadSignature, match="v2"):
+        verify(SECRET, header, "POST", "/invoke", b"{}", now=1000, headers={"X-Saga-Fault": "timeout"})
+
+
+def test_an_event_signature_covers_its_body_and_nothing_else_forges_it() -> None:
+    body = b'{"event_id":"e","type":"AccountCreated"}'
+    verify_event(SECRET, sign_event(SECRET, body), body)
+    for signature, sent in [(sign_event(SECRET, body), body.replace(b"Account", b"Payment")),
+                            (sign_event("x" * 32, body), body), (None, body), ("v1=zz", body),
+                            (sign(SECRET, "POST", "/events", body), body)]:
+        with pytest.raises(BadSignature):
+            verify_event(SECRET, signature, sent)
 
 
 def test_instance_ids_round_trip_and_group_by_name_and_host() -> None:

@@ -113,5 +113,5 @@ def test_the_gateway_gives_up_on_a_participant_that_stays_busy(serve: Callable[[
     with pytest.raises(Unreachable, match="HTTP 503"):
         gateway.record("a", "s1")
     with pytest.raises(Unreachable):
-        list(gateway.records("a"))
+        list(gateway.records_between("a", "", None))
     assert rows.calls == 2 * READ_ATTEMPTS

@@ -129,17 +129,29 @@ async function checkConsistency() {
   const result = $("#check-result");
   result.className = "check-result";
   result.textContent = "Checking every saga of both models against the services' rows…";
+  // A page at a time (the orchestrator checks a bounded number of sagas per request).
+  const total = { checked: 0, in_progress: 0, violations: [], needs_attention: [] };
+  let after = "";
   try {
-    const { body } = await api("/consistency");
-    if (!body.complete) {
-      result.className = "check-result bad";
-      result.textContent = `Could not check: ${body.unreachable.join("; ")}`;
-      return;
+    for (;;) {
+      const { body } = await api(`/consistency${after ? `?after=${encodeURIComponent(after)}` : ""}`);
+      if (body.unreachable) {
+        result.className = "check-result bad";
+        result.textContent = `Could not check: ${body.unreachable.join("; ")}`;
+        return;
+      }
+      for (const key of ["checked", "in_progress"]) total[key] += body[key];
+      total.violations.push(...body.violations);
+      total.needs_attention.push(...body.needs_attention);
+      if (body.next === null) break;
+      after = body.next;
     }
-    result.className = `check-result ${body.ok ? "ok" : "bad"}`;
-    result.textContent = `${body.checked} finished sagas checked: ${body.violations.length} violation(s)` +
-      `, ${body.needs_attention.length} needing attention, ${body.in_progress} in progress.` +
-      body.violations.slice(0, 5).map((v) => ` ${v.saga_id.slice(-8)}: ${v.detail}.`).join("");
+    const ok = total.violations.length === 0;
+    result.className = `check-result ${ok ? "ok" : "bad"}`;
+    result.textContent = `${total.checked} sagas checked: ${total.violations.length} violation(s)` +
+      `, ${total.needs_attention.length} needing attention, ${total.in_progress} in progress.` +
+      total.violations.slice(0, 5).map((v) => ` ${v.saga_id.slice(-8)}: ${v.detail}.`).join("") +
+      total.needs_attention.slice(0, 3).map((n) => ` ${n.saga_id.slice(-8)} needs attention: ${n.reason}.`).join("");
   } catch (_) { result.textContent = "Could not check: the orchestrator is not answering."; }
 }
 

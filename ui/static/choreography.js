@@ -1,7 +1,7 @@
 // One choreographed saga: the services and the events between them, drawn from the flow table
 // (GET /choreography/flow) and marked as the observer saw them; its events; the dead letters.
 
-import { $, STATE_COLOURS, api, clock, el, esc, page, state, upper } from "./core.js";
+import { $, STATE_COLOURS, api, clock, el, errorText, esc, page, postJson, state, upper } from "./core.js";
 
 const UNDOING = new Set(["compensate", "cancel"]);
 
@@ -241,6 +241,28 @@ export async function refreshDeadLetters() {
       show.addEventListener("click", () => page.select("choreography", letter.saga_id));
       item.append(show);
     }
+    const redrivable = letter.where === "broker" ? letter.event_id && !letter.redriven_at : letter.event_id;
+    if (redrivable) {
+      const again = el("button", { type: "button", class: "redrive", text: "Redrive",
+                                   title: "Send or handle this event again (idempotent)" });
+      again.addEventListener("click", () => redrive(letter, again));
+      item.append(" ", again);
+    } else if (letter.redriven_at) {
+      item.append(el("span", { class: "hint", text: " redriven" }));
+    }
     return item;
   }));
+}
+
+async function redrive(letter, button) {
+  button.disabled = true;
+  const request = letter.where === "broker" ? { where: "broker", id: letter.id }
+    : { where: letter.where, service: letter.service, event_id: letter.event_id };
+  try {
+    const answer = await postJson("/choreography/dead-letters/redrive", request);
+    button.textContent = answer.ok ? `Redriven (${answer.body.redriven})` : `Refused: ${errorText(answer)}`;
+  } catch (_) {
+    button.textContent = "The orchestrator is not answering";
+  }
+  $("#dead-letters-box").dataset.signature = "";  // redraw at the next refresh
 }

@@ -1,0 +1,96 @@
+"""Nothing stays stuck unseen: a choreographed saga whose events were dead-lettered (C was down
+longer than the relays' attempts) is flagged by /consistency, nudged by A, and finished by a
+redrive of its dead letters, or by the nudge once C is back."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from tenacity import Retrying, stop_after_delay, wait_fixed
+
+from scripts.stack import Stack
+from tests.support import TEST_DATABASE_URL, USER, assert_rows, choreographed, consistency, sign_up
+
+# The deadline 4 s (the tests'); a relay gives up on a destination after 3 attempts (about a
+# second); a saga open 2 s past its deadline is stuck.
+SETTINGS = {"RELAY_MAX_ATTEMPTS": "3", "CHOREOGRAPHY_STUCK_AFTER": "2"}
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = Stack(tmp_path_factory.mktemp("stuck"), TEST_DATABASE_URL, settings=SETTINGS).start()
+    yield running
+    running.stop()
+
+
+def dead_letters_of(stack: Stack, saga_id: str) -> list[dict[str, Any]]:
+    answer = requests.get(f"{stack.urls['orchestrator']}/choreography/dead-letters", timeout=10).json()
+    return [letter for letter in answer["dead_letters"] if letter.get("saga_id") == saga_id]
+
+
+def stuck_with_c_down(stack: Stack) -> tuple[str, dict[str, str]]:
+    """Sign up while C is down and wait until the saga is stuck: what B and A sent to C is
+    dead-lettered, and /consistency lists the saga as needing attention."""
+    stack.kill("c")
+    signup = {**USER, "username": f"stuck-{uuid.uuid4().hex[:8]}"}
+    saga_id = sign_up(stack, signup)
+    for attempt in Retrying(stop=stop_after_delay(30), wait=wait_fixed(0.2), reraise=True):
+        with attempt:
+            letters = dead_letters_of(stack, saga_id)
+            assert {(d["service"], d["type"], d["destination"]) for d in letters} >= {
+                ("b", "AddressStored", "c"), ("a", "SignupTimedOut", "c")}, letters
+            # (C is down: the check cannot judge rows, but it lists what needs attention.)
+            report = requests.get(f"{stack.urls['orchestrator']}/consistency", timeout=30).json()
+            flagged = [n for n in report["needs_attention"] if n["saga_id"] == saga_id]
+            assert flagged and flagged[0]["model"] == "choreography", flagged
+            assert "after its deadline" in flagged[0]["reason"]
+    assert choreographed(stack, saga_id, statuses=("COMPENSATING",))["status"] == "COMPENSATING"
+    assert_rows(stack, saga_id, signup, {"a": "APPLIED", "b": "APPLIED", "c": None})
+    return saga_id, signup
+
+
+def assert_compensated(stack: Stack, saga_id: str, signup: dict[str, str]) -> None:
+    saga = choreographed(stack, saga_id, seconds=30)
+    assert (saga["status"], saga["reason"]) == ("COMPENSATED", "timeout"), saga
+    assert_rows(stack, saga_id, signup, {"a": "COMPENSATED", "b": "COMPENSATED", "c": "CANCELLED"})
+    report = consistency(stack)
+    assert report["violations"] == []
+    assert saga_id not in [n["saga_id"] for n in report["needs_attention"]]
+
+
+def test_a_redrive_of_the_dead_letters_finishes_a_stuck_saga(system: Stack) -> None:
+    saga_id, signup = stuck_with_c_down(system)
+    system.restart("c")
+    origin = system.urls["orchestrator"]
+    for letter in dead_letters_of(system, saga_id):  # as the dashboard's button sends it
+        request = {"where": letter["where"], "service": letter["service"], "event_id": letter["event_id"]}
+        answer = requests.post(f"{origin}/choreography/dead-letters/redrive", json=request, timeout=10,
+                               headers={"Origin": origin})
+        assert answer.status_code == 200, answer.text
+        again = requests.post(f"{origin}/choreography/dead-letters/redrive", json=request, timeout=10,
+                              headers={"Origin": origin})
+        assert (again.status_code, again.json()["redriven"]) == (200, 0), "idempotent"
+    assert_compensated(system, saga_id, signup)
+    assert dead_letters_of(system, saga_id) == [], "none left: each went out again"
+
+
+def test_a_stuck_saga_is_finished_by_a_nudge_once_c_is_back(system: Stack) -> None:
+    """No redrive: A publishes SignupTimedOut again for a saga stuck past its deadline."""
+    saga_id, signup = stuck_with_c_down(system)
+    system.restart("c")
+    assert_compensated(system, saga_id, signup)
+    assert f"saga {saga_id}: still open" in system.log("a"), "A nudged it"
+
+
+def test_a_redrive_needs_a_signature_or_the_dashboard(system: Stack) -> None:
+    request = {"where": "outbox", "service": "b", "event_id": "0" * 32}
+    url = f"{system.urls['orchestrator']}/choreography/dead-letters/redrive"
+    assert requests.post(url, json=request, timeout=10).status_code == 401
+    elsewhere = requests.post(url, json=request, timeout=10, headers={"Origin": "http://evil.example"})
+    assert elsewhere.status_code == 403
+    signed = system.signed_post("orchestrator", "/choreography/dead-letters/redrive", request)
+    assert (signed.status_code, signed.json()["redriven"]) == (200, 0), "nothing dead-lettered: nothing to do"
