@@ -166,6 +166,14 @@ def _configure_sqlite(engine: Engine, timeout: float) -> None:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.close()
 
+    @event.listens_for(engine, "handle_error")
+    def on_error(context: Any) -> None:
+        # SQLite opens a file it may not write read-only, and such a connection stays read-only
+        # after the file is writable again: throw the pool's connections away, as after a
+        # lost connection, so that the next use opens the file afresh.
+        if "readonly database" in str(context.original_exception):
+            context.is_disconnect = True
+
     @event.listens_for(engine, "begin")
     def on_begin(connection: Any) -> None:
         # A read takes a WAL snapshot and no lock at all, so readers never queue behind writers.

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -94,5 +95,9 @@ def check_shared(config: Mapping[str, Any]) -> None:
     if len(config["SERVICE_SECRET"]) < MIN_SECRET_LENGTH:
         raise ValueError(f"SERVICE_SECRET must be set, at least {MIN_SECRET_LENGTH} characters: every "
                          "call between services is signed with it (`make run` makes one for its run)")
+    for key in ("DATABASE_URL", "BROKER_URL"):
+        if config.get(key) and urlsplit(config[key]).password == EXAMPLE_PASSWORD:
+            raise ValueError(f"{key} holds .env.example's password {EXAMPLE_PASSWORD!r}: set a secret of "
+                             "your own (make up writes .env with fresh ones)")
     if not 0 < config["DB_TIMEOUT"] <= 60:
         raise ValueError("DB_TIMEOUT must be more than 0 and at most 60 seconds")

@@ -4,7 +4,8 @@ supervisord restarts any process that dies (kill -9 included) within about a sec
 the others keep serving, and stops them all on Ctrl-C. This script only prepares its run:
 the settings (the environment over `.env`), a random SERVICE_SECRET when none is set (all
 four processes get the same one), fault injection on unless FAULTS_ENABLED says otherwise,
-and the supervisord configuration in RUN_DIR (var/ by default); then it becomes supervisord.
+with BROKER_URL a broker account per process (BROKER_ACCOUNTS), and the supervisord
+configuration in RUN_DIR (var/ by default); then it becomes supervisord.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ stopwaitsecs=15
 stdout_logfile=/dev/stdout
 stdout_logfile_maxbytes=0
 redirect_stderr=true
-"""
+{environment}"""
 
 
 def settings() -> dict[str, str]:
@@ -72,10 +73,40 @@ def settings() -> dict[str, str]:
     return env
 
 
-def config(env: dict[str, str]) -> str:
+def broker_accounts(env: dict[str, str]) -> dict[str, str]:
+    """With BROKER_URL set: each program's own broker URL, an account made now (fresh passwords
+    for the run) that may publish only its service's events; none when BROKER_ACCOUNTS=shared,
+    or when rabbitmqctl cannot manage the broker here (then all four share BROKER_URL's)."""
+    url = env.get("BROKER_URL")
+    if not url or env.get("BROKER_ACCOUNTS", "per_service") == "shared":
+        return {}
+    from choreography.broker_accounts import install, rabbitmqctl_available, url_for, vhost_of
+    from choreography.rabbitmq import OBSERVER_QUEUE, account_name
+
+    if not rabbitmqctl_available():
+        print("make run: rabbitmqctl cannot manage the broker here, so all four processes share the account "
+              "of BROKER_URL (the broker cannot tell them apart); BROKER_ACCOUNTS=shared says so quietly",
+              file=sys.stderr)
+        return {}
+    namespace = env.get("BROKER_NAMESPACE", "saga")
+    parties = {name: OBSERVER_QUEUE if name == "orchestrator" else name.removeprefix("service_")
+               for name in PROGRAMS}
+    passwords = {party: secrets.token_hex(16) for party in parties.values()}
+    install(namespace, passwords, vhost_of(url))
+    return {name: url_for(url, account_name(namespace, party), passwords[party])
+            for name, party in parties.items()}
+
+
+def config(env: dict[str, str], broker_urls: dict[str, str] | None = None) -> str:
     gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or "gunicorn"
+
+    def environment(name: str) -> str:
+        url = (broker_urls or {}).get(name)
+        return f'environment=BROKER_URL="{url.replace("%", "%%")}"\n' if url else ""
+
     return SUPERVISORD.format(run_dir=env["RUN_DIR"]) + "".join(
-        PROGRAM.format(name=name, gunicorn=gunicorn, port=env[variable], root=ROOT)
+        PROGRAM.format(name=name, gunicorn=gunicorn, port=env[variable], root=ROOT,
+                       environment=environment(name))
         for name, (variable, _) in PROGRAMS.items())
 
 
@@ -84,7 +115,10 @@ def main() -> None:
     run_dir = Path(env["RUN_DIR"])
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "supervisord.conf"
-    path.write_text(config(env))
+    path.unlink(missing_ok=True)  # made afresh, readable by us alone: it may hold broker passwords
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as written:
+        written.write(config(env, broker_accounts(env)))
     supervisord = shutil.which("supervisord", path=str(Path(sys.executable).parent)) or "supervisord"
     os.chdir(ROOT)
     os.execve(supervisord, [supervisord, "--configuration", str(path)], env)

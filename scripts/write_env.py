@@ -6,6 +6,7 @@ Standard library only: it runs before any virtual environment exists. Leaves an 
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -25,8 +26,10 @@ def main() -> int:
             # Hex only: safe inside the SQL and the URLs the passwords go into.
             line = f"{name}={secrets.token_hex(24)}"
         lines.append(line)
-    target.write_text("\n".join(lines) + "\n")
-    target.chmod(0o600)
+    # Made readable by its owner only from the start: no moment when others may read it.
+    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as env:
+        env.write("\n".join(lines) + "\n")
     print("wrote .env with fresh secrets")
     return 0
 

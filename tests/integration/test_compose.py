@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -29,6 +30,7 @@ from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
+from choreography.broker_accounts import remove, url_for
 from choreography.rabbitmq import purge
 from scripts.schema import SQL, password_variable, users_sql
 from scripts.stack import ROOT, free_port
@@ -65,7 +67,11 @@ def test_compose_shape_and_least_privilege(env_file: Path) -> None:
     assert all(services[name]["profiles"] == ["observability"] for name in observability)
     assert all("profiles" not in services[name] for name in ("mysql", "rabbitmq", *APPS)), \
         "docker compose up without a profile runs the system, nothing more"
-    assert services["rabbitmq"]["healthcheck"]["test"][1] == "rabbitmq-diagnostics"
+    broker = services["rabbitmq"]
+    assert "RABBITMQ_DEFAULT_USER" not in broker["environment"], "no administrator account for the apps"
+    assert broker["entrypoint"] == ["/bin/sh", "/opt/saga/start.sh"]
+    assert any(str(v).endswith("/ops/rabbitmq:/opt/saga:ro") for v in broker["volumes"])
+    assert "accounts-ready" in broker["healthcheck"]["test"][1], "healthy once the accounts exist"
     assert services["mysql"]["image"].startswith("mysql:8")
     assert any(str(v).endswith("/sql:/docker-entrypoint-initdb.d:ro") for v in services["mysql"]["volumes"])
     assert "--password" not in " ".join(services["mysql"]["healthcheck"]["test"]), \
@@ -76,7 +82,13 @@ def test_compose_shape_and_least_privilege(env_file: Path) -> None:
         assert {"mysql", "rabbitmq"} <= set(depends), f"{name} waits for its database and the broker"
         assert "healthcheck" in services[name], name
         assert services[name]["environment"]["SERVICE_SECRET"], name
-        assert services[name]["environment"]["BROKER_URL"].startswith("amqp://saga:"), name
+        party = "observer" if name == "orchestrator" else name.removeprefix("service_")
+        assert services[name]["environment"]["BROKER_URL"].startswith(f"amqp://saga-{party}:"), \
+            f"{name} publishes as its own broker account"
+        if name != "orchestrator":  # reached under a host name that takes no "_"
+            assert services[name]["networks"]["default"]["aliases"] == [name.replace("_", "-")]
+            assert services["orchestrator"]["environment"][f"{name.upper()}_URL"] == \
+                f"http://{name.replace('_', '-')}:{PORTS[name]}"
     assert set(services["orchestrator"]["depends_on"]) == {"mysql", "rabbitmq", "service_a", "service_b",
                                                            "service_c"}
     published = {name: service.get("ports", []) for name, service in services.items()
@@ -101,14 +113,21 @@ def compose_here(tmp_path: Path, env_file: Path) -> Iterator[dict[str, Any]]:
     services = resolved(env_file)["services"]
     tag = uuid.uuid4().hex[:8]
     ports = {name: free_port() for name in APPS}
-    hosts = {f"{name}:{port}": f"127.0.0.1:{ports[name]}" for name, port in PORTS.items()}
+    hosts = {f"{name.replace('_', '-')}:{port}": f"127.0.0.1:{ports[name]}" for name, port in PORTS.items()}
+    namespace = f"saga-compose-{tag}"
+    passwords = dict(line.split("=", 1) for line in env_file.read_text().splitlines()
+                     if "=" in line and not line.startswith("#"))
+    # The broker's accounts, as compose's broker makes them: its own script, with .env's
+    # passwords, here in a namespace of this test's (and the machine's guest kept).
+    made = subprocess.run(["sh", str(ROOT / "ops" / "rabbitmq" / "accounts.sh")], capture_output=True,
+                          text=True, timeout=60,
+                          env={**os.environ, **passwords, "BROKER_NAMESPACE": namespace, "DELETE_GUEST": "0"})
+    assert made.returncode == 0, made.stderr
     databases: dict[str, str] = {}
     admin = create_engine(TEST_DATABASE_URL, isolation_level="AUTOCOMMIT") if TEST_DATABASE_URL else None
     if admin is not None:  # as MySQL's entrypoint would: sql/ into an empty server, then the users
         for name in APPS:
             load_sql(admin, tag, name)
-        passwords = dict(line.split("=", 1) for line in env_file.read_text().splitlines()
-                         if "=" in line and not line.startswith("#"))
         sql = users_sql({f"{name}_{tag}": f"saga_compose_{tag}_{name}" for name in APPS},
                         {f"{name}_{tag}": passwords[password_variable(name)] for name in APPS})
         with admin.connect() as connection:
@@ -136,9 +155,11 @@ def compose_here(tmp_path: Path, env_file: Path) -> Iterator[dict[str, Any]]:
                 value = str(value)
                 if value.startswith("mysql+pymysql://"):
                     value = database_url(value)
-                if key == "BROKER_URL":  # this machine's RabbitMQ, in a namespace of this test's
-                    value = BROKER_URL
-                    env["BROKER_NAMESPACE"] = f"saga-compose-{tag}"
+                if key == "BROKER_URL":  # this machine's RabbitMQ: the account compose's script made
+                    account = urlsplit(value)
+                    party = str(account.username).removeprefix("saga-")
+                    value = url_for(BROKER_URL, f"{namespace}-{party}", str(account.password))
+                    env["BROKER_NAMESPACE"] = namespace
                 for compose_host, local in hosts.items():
                     value = value.replace(f"http://{compose_host}", f"http://{local}")
                 env[key] = value
@@ -158,7 +179,8 @@ def compose_here(tmp_path: Path, env_file: Path) -> Iterator[dict[str, Any]]:
             os.killpg(app["process"].pid, signal.SIGTERM)
         for app in running.values():
             app["process"].wait(timeout=15)
-        purge(BROKER_URL, f"saga-compose-{tag}")
+        purge(BROKER_URL, namespace)
+        remove(namespace)
         if admin is not None:
             with admin.connect() as connection:
                 for name in APPS:
@@ -212,10 +234,17 @@ def test_compose_services_start_pass_their_health_checks_and_run_sagas(compose_h
 @pytest.mark.skipif(not TEST_DATABASE_URL, reason="database users: MySQL/MariaDB only")
 def test_each_process_user_reaches_its_own_database_only(compose_here: dict[str, Any]) -> None:
     tag, databases = compose_here["tag"], compose_here["databases"]
+    user = {"username": "own", "address": "1 Own Way", "payment": "visa"}
+    for attempt in Retrying(stop=stop_after_delay(30), wait=wait_fixed(0.2), reraise=True):
+        with attempt:  # once it is up: the orchestrator, as its own user, logs a saga
+            done = requests.post(f"{compose_here['apps']['orchestrator']['url']}/start", json=user,
+                                 timeout=30)
+            assert done.status_code == 200, done.text
     orchestrator = create_engine(databases["orchestrator"])
     try:
         with orchestrator.connect() as connection:
-            assert connection.execute(text("SELECT COUNT(*) FROM sagas")).scalar_one() >= 0
+            logged = connection.execute(text("SELECT id FROM sagas")).scalars().all()
+            assert logged == [done.json()["saga_id"]], "its own user reads and writes its own database"
             with pytest.raises((OperationalError, ProgrammingError), match="denied"):
                 connection.execute(text(f"SELECT * FROM `saga_compose_{tag}_service_a`.table_a"))
     finally:
@@ -227,6 +256,40 @@ def test_each_process_user_reaches_its_own_database_only(compose_here: dict[str,
             connection.execute(text(f"UPDATE `saga_compose_{tag}_orchestrator`.sagas SET status = 'X'"))
     finally:
         service_a.dispose()
+
+
+@pytest.mark.parametrize("script", ["ops/rabbitmq/accounts.sh", "sql/90_users.sh"])
+def test_the_examples_change_me_passwords_are_refused(script: str, tmp_path: Path) -> None:
+    """A .env copied from .env.example as it is: the broker's and MySQL's first start fail, and
+    say why (a `mysql` or `rabbitmqctl` that would run is never reached)."""
+    example = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
+                   if "=" in line and not line.startswith("#"))
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for tool in ("mysql", "rabbitmqctl"):
+        (fake / tool).write_text("#!/bin/sh\necho reached >&2\nexit 0\n")
+        (fake / tool).chmod(0o755)
+    ran = subprocess.run(["sh", str(ROOT / script)], capture_output=True, text=True, timeout=60,
+                         env={"PATH": f"{fake}:{os.environ['PATH']}", **example})
+    assert ran.returncode == 1 and "change-me" not in ran.stdout
+    assert "in .env to a secret of your own" in ran.stderr and "reached" not in ran.stderr, ran.stderr
+
+
+def test_make_up_writes_env_readable_by_its_owner_only(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from scripts import write_env
+
+    (tmp_path / ".env.example").write_text((ROOT / ".env.example").read_text())
+    monkeypatch.setattr(write_env, "ROOT", tmp_path)
+    old = os.umask(0)  # even with nothing masked, the file is made 0600 from the start
+    try:
+        assert write_env.main() == 0
+    finally:
+        os.umask(old)
+    written = tmp_path / ".env"
+    assert written.stat().st_mode & 0o777 == 0o600
+    assert not any(line.endswith("=change-me") for line in written.read_text().splitlines())
+    assert ".env" in (ROOT / ".gitignore").read_text().splitlines(), "never committed"
 
 
 def test_the_image_holds_every_package_the_apps_import() -> None:

@@ -11,9 +11,11 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -135,3 +137,32 @@ def test_make_run_restarts_a_killed_process_and_the_saga_finishes(make_run: dict
     make_run["process"].wait(timeout=30)
     for name in PORTS:
         assert pids(make_run, name) == [], f"{name} still running after Ctrl-C"
+
+
+def test_make_run_gives_each_process_a_broker_account_of_its_own() -> None:
+    """With BROKER_URL set, make run makes an account per process (fresh passwords each run), each
+    allowed only its own events, and hands each its own URL; BROKER_ACCOUNTS=shared opts out."""
+    import pika
+
+    from choreography.broker_accounts import remove
+    from choreography.rabbitmq import purge
+    from scripts.run import broker_accounts, config
+    from tests.support import BROKER_URL
+
+    namespace = f"saga-run-{uuid.uuid4().hex[:8]}"
+    env = {"BROKER_URL": BROKER_URL, "BROKER_NAMESPACE": namespace, "RUN_DIR": "/tmp",
+           **{variable: str(5000 + i) for i, variable in enumerate(PORTS.values())}}
+    assert broker_accounts({**env, "BROKER_ACCOUNTS": "shared"}) == {}
+    urls = broker_accounts(env)
+    try:
+        parties = {"orchestrator": "observer", "service_a": "a", "service_b": "b", "service_c": "c"}
+        assert {name: urlsplit(url).username for name, url in urls.items()} == {
+            name: f"{namespace}-{party}" for name, party in parties.items()}
+        for url in urls.values():  # each a working account
+            pika.BlockingConnection(pika.URLParameters(url)).close()
+        written = config(env, urls)
+        assert written.count("environment=BROKER_URL=") == 4
+        assert "%%2F" in written, "supervisord reads % as the start of an expansion"
+    finally:
+        purge(BROKER_URL, namespace)
+        remove(namespace)

@@ -26,7 +26,7 @@ def test_prometheus_scrapes_the_four_processes_where_compose_runs_them() -> None
     config = yaml.safe_load((OPS / "prometheus" / "prometheus.yml").read_text())
     groups = [group for job in config["scrape_configs"] for group in job["static_configs"]]
     targets = {target for group in groups for target in group["targets"]}
-    assert targets == {"orchestrator:5000", "service_a:5001", "service_b:5002", "service_c:5003"}
+    assert targets == {"orchestrator:5000", "service-a:5001", "service-b:5002", "service-c:5003"}
 
 
 def exposed(stack: Stack) -> set[str]:

@@ -71,3 +71,22 @@ def test_every_process_refuses_to_start_without_a_secret(secret: str) -> None:
 def test_faults_are_off_unless_turned_on() -> None:
     assert orchestrator_config(env=SECRET)["FAULTS_ENABLED"] is False
     assert participant_config(B, env={**SECRET, "FAULTS_ENABLED": "1"})["FAULTS_ENABLED"] is True
+
+
+@pytest.mark.parametrize(("variable", "url"), [
+    ("ORCHESTRATOR_DATABASE_URL", "mysql+pymysql://orchestrator:change-me@mysql:3306/orchestrator"),
+    ("BROKER_URL", "amqp://saga-a:change-me@rabbitmq:5672/%2F"),
+])
+def test_the_examples_stand_in_password_is_refused(variable: str, url: str) -> None:
+    """A .env copied from .env.example as it is, with compose: every process refuses to start."""
+    with pytest.raises(ValueError, match="change-me"):
+        orchestrator_config(env={**SECRET, variable: url})
+
+
+def test_the_allowed_hosts_and_origins_are_lists() -> None:
+    config = participant_config(B, env={**SECRET, "ALLOWED_HOSTS": "a.example, b.example",
+                                        "ALLOWED_ORIGINS": "https://a.example"})
+    assert (config["ALLOWED_HOSTS"], config["ALLOWED_ORIGINS"]) == (("a.example", "b.example"),
+                                                                    ("https://a.example",))
+    defaults = participant_config(B, env=SECRET)
+    assert "service-b" in defaults["ALLOWED_HOSTS"] and "127.0.0.1" in defaults["ALLOWED_HOSTS"]
