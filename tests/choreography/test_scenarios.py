@@ -163,6 +163,10 @@ def test_the_observer_lists_newest_first_filters_and_404s(choreo: Stack) -> None
     completed = requests.get(f"{base}?status=COMPLETED&limit=500", timeout=5).json()["sagas"]
     assert first in [s["saga_id"] for s in completed] and second not in [s["saga_id"] for s in completed]
     assert_json_error(requests.get(f"{base}/{uuid.uuid4().hex}", timeout=5), 404)
+    # Nobody knows that saga: 404 at once, not after the 30 s asked for (the timeout would fail).
+    assert_json_error(requests.get(f"{base}/{uuid.uuid4().hex}?wait=30", timeout=10), 404)
+    cross_site = requests.get(f"{base}/{first}?wait=30", headers={"Sec-Fetch-Site": "cross-site"}, timeout=10)
+    assert_json_error(cross_site, 403)
     assert_json_error(requests.get(f"{base}?status=HAPPY", timeout=5), 400)
     flow = requests.get(f"{choreo.urls['orchestrator']}/choreography/flow", timeout=5).json()
     assert flow["steps"] == ["a", "b", "c"] and flow["reactions"][0]["on"] == REQUESTED

@@ -80,7 +80,7 @@ def test_a_dead_orchestrators_sagas_are_taken_over_exactly_once(stack: Stack) ->
     add_orchestrator(stack, "second", "second-orchestrator")
     saga_ids = start_many(stack, ["orchestrator", "second"], 16)
     first = stack.env("orchestrator")["ORCHESTRATOR_ID"]
-    for attempt in Retrying(stop=stop_after_delay(10), wait=wait_fixed(0.02), reraise=True):
+    for attempt in Retrying(stop=stop_after_delay(30), wait=wait_fixed(0.02), reraise=True):
         with attempt:  # a busy machine may not have begun them yet: kill it mid-saga
             assert running_sagas_driven_by(stack, first) > 0
     stack.kill("orchestrator")  # half of the sagas are in flight there

@@ -75,6 +75,27 @@ def test_a_forged_signature_is_refused(stack: Stack, forgery: str) -> None:
     assert stack.row("b", saga_id) is None
 
 
+@pytest.mark.parametrize("tampering", ["a fault added", "the attempt changed", "the timeout dropped"])
+def test_the_headers_a_participant_obeys_are_covered_by_the_signature(stack: Stack, tampering: str) -> None:
+    """The orchestrator's call, signed over its X-Saga-* headers, then changed on the way."""
+    saga_id = uuid.uuid4().hex
+    body = json.dumps({"saga_id": saga_id, "address": "intruder"}).encode()
+    signed = {"Content-Type": "application/json", "X-Saga-Attempt": "1", "X-Saga-Timeout": "1"}
+    signed[SIGNATURE_HEADER] = sign(stack.secret, "POST", "/invoke", body, headers=signed)
+    sent = dict(signed)
+    if tampering == "a fault added":
+        sent["X-Saga-Fault"] = "timeout"
+    elif tampering == "the attempt changed":
+        sent["X-Saga-Attempt"] = "2"
+    else:
+        del sent["X-Saga-Timeout"]
+    answer = requests.post(f"{stack.urls['b']}/invoke", data=body, headers=sent, timeout=5)
+    assert_json_error(answer, 401)
+    assert stack.row("b", saga_id) is None
+    as_signed = requests.post(f"{stack.urls['b']}/invoke", data=body, headers=signed, timeout=5)
+    assert as_signed.status_code == 200, "the call as it was signed is taken"
+
+
 def test_reads_stay_open(stack: Stack) -> None:
     saga_id = start(stack, USER).json()["saga_id"]
     assert requests.get(f"{stack.urls['b']}/records/{saga_id}", timeout=5).status_code == 200

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from scripts.stack import RECOVERS_FAILED_COMPENSATIONS, ROOT, Stack
-from tests.support import wait_for_saga
+from tests.support import consistency, wait_for_saga
 
 USER = {"username": "ada", "address": "1 Main St", "payment": "visa"}
 
@@ -107,8 +107,9 @@ def test_consistency_finds_every_kind_of_violation(fresh_stack: Stack) -> None:
     done = start(stack, USER).json()["saga_id"]
     other = start(stack, USER).json()["saga_id"]
     undone = start(stack, {**USER, "fail": {"c": "before_commit"}}).json()["saga_id"]
+    mixed = start(stack, USER).json()["saga_id"]
     report = requests.get(f"{stack.urls['orchestrator']}/consistency", timeout=30).json()
-    assert (report["ok"], report["checked"], report["violations"]) == (True, 3, [])
+    assert (report["ok"], report["checked"], report["violations"]) == (True, 4, [])
     assert run_check(stack).returncode == 0
     with stack.engines["a"].begin() as connection:  # break each guarantee by hand
         connection.execute(text("UPDATE table_a SET status = 'COMPENSATED' WHERE saga_id = :s"), {"s": done})
@@ -116,15 +117,24 @@ def test_consistency_finds_every_kind_of_violation(fresh_stack: Stack) -> None:
         connection.execute(text("UPDATE table_b SET status = 'APPLIED' WHERE saga_id = :s"), {"s": undone})
     with stack.engines["b"].begin() as connection:  # the intruder's address, on a COMPLETED saga
         connection.execute(text("UPDATE table_b SET address = 'elsewhere' WHERE saga_id = :s"), {"s": other})
+    with stack.engines["a"].begin() as connection:  # a row the choreography would have made
+        connection.execute(text("UPDATE table_a SET model = 'choreography' WHERE saga_id = :s"), {"s": mixed})
     orphan = uuid.uuid4().hex
     stack.signed_post("c", "/invoke", {"saga_id": orphan, "payment": "x"})
+    expected = {(done, "completed_without_row"), (undone, "compensated_with_applied_row"),
+                (other, "value_mismatch"), (mixed, "model_mismatch"), (orphan, "applied_row_without_saga")}
     report = requests.get(f"{stack.urls['orchestrator']}/consistency", timeout=30).json()
-    found = {(v["saga_id"], v["kind"]) for v in report["violations"]}
-    assert found == {(done, "completed_without_row"), (undone, "compensated_with_applied_row"),
-                     (other, "value_mismatch"), (orphan, "applied_row_without_saga")}
-    assert report["ok"] is False
+    assert {(v["saga_id"], v["kind"]) for v in report["violations"]} == expected
+    assert (report["ok"], report["complete"], report["next"]) == (False, True, None)
+    # A page at a time (one saga each): the same violations, found over several pages.
+    paged = consistency(stack, limit=1)
+    assert {(v["saga_id"], v["kind"]) for v in paged["violations"]} == expected
+    assert (paged["checked"], paged["pages"]) == (report["checked"], report["checked"] + 1)
     check = run_check(stack)
-    assert check.returncode == 1 and "4 violation(s)" in check.stderr, check.stderr
+    assert check.returncode == 1 and "5 violation(s)" in check.stderr, check.stderr
+    cross_site = requests.get(f"{stack.urls['orchestrator']}/consistency", timeout=10,
+                              headers={"Sec-Fetch-Site": "cross-site"})
+    assert cross_site.status_code == 403, "a page elsewhere cannot make it scan"
 
 
 def test_the_check_reports_nothing_false_under_load(fresh_stack: Stack) -> None:
