@@ -159,7 +159,7 @@ def test_injected_sleeps_cannot_take_every_thread(tight: Stack) -> None:
 def test_the_async_queue_is_bounded(tight: Stack) -> None:
     stack = tight
     logged = stack.count("orchestrator", "sagas")
-    slow = {**USER, "fail": {"b": "delay:900"}}
+    slow = {**USER, "fail": {"b": "delay:3000"}}  # the first two still running at the third, however busy
     answers = [requests.post(f"{stack.urls['orchestrator']}/start", json=slow, timeout=10,
                              headers={"Prefer": "respond-async"}) for _ in range(3)]
     assert [a.status_code for a in answers] == [202, 202, 503]
