@@ -9,13 +9,12 @@ not a part of it.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
-import requests
 from flask import Blueprint, Response, jsonify, request
 
 from choreography.events import EVENT_ID, Envelope, Refused
@@ -23,8 +22,8 @@ from choreography.flow import ENTRY, EVENT_TYPES, FIELDS, FLOW, SOURCES, STEPS
 from choreography.observer import PARTS, Observer
 from common.consistency import RowReader, Unreachable, verdict
 from common.errors import ApiError, json_object
+from common.http import CallFailed, Http, Reply
 from common.metrics import EVENTS_REFUSED
-from common.signing import SIGNATURE_HEADER, sign
 from common.status import SagaStatus
 from common.validation import limit_arg, reject_unknown, whole_number_arg
 from common.web import refuse_cross_site_reads, require_signature, require_signature_or_dashboard
@@ -36,6 +35,7 @@ MAX_WAIT = 30  # seconds a reader may ask to wait for a saga to finish
 
 @dataclass(frozen=True)
 class ObserverSettings:
+    http: Http  # the process's calls to the services (signed with its secret)
     secret: str
     entry_url: str  # where sign-ups enter (service A)
     service_urls: dict[str, str]  # for their dead letters
@@ -45,17 +45,12 @@ class ObserverSettings:
 def observer_blueprint(observer: Observer, rows: RowReader, settings: ObserverSettings) -> Blueprint:
     """The /choreography blueprint over `observer`; `rows` reads the participants' rows."""
     api = Blueprint("observer", __name__, url_prefix="/choreography")
-    session = requests.Session()
-    session.trust_env = False
+    http = settings.http
 
-    def signed_post(service: str, path: str, payload: dict[str, Any]) -> requests.Response:
-        body = json.dumps(payload).encode()
-        headers = {"Content-Type": "application/json",
-                   SIGNATURE_HEADER: sign(settings.secret, "POST", path, body)}
+    def signed_post(service: str, path: str, payload: dict[str, Any]) -> Reply:
         try:
-            return session.post(f"{settings.service_urls[service]}{path}", data=body, headers=headers,
-                                timeout=5)
-        except requests.RequestException:
+            return http.post_json(f"{settings.service_urls[service]}{path}", payload, timeout=5)
+        except CallFailed:
             raise ApiError(503, "service_unreachable", f"service {service} does not answer",
                            headers={"Retry-After": "1"}) from None
 
@@ -76,17 +71,17 @@ def observer_blueprint(observer: Observer, rows: RowReader, settings: ObserverSe
     def sign_up() -> tuple[Any, int]:
         """Start a choreographed sign-up: passed on, as it came, to the entry service's /signups."""
         json_object()  # a JSON object, or 4xx here; passed on as the bytes it came as
+        query = urlencode(list(request.args.items(multi=True)))
         try:
-            answer = session.post(f"{settings.entry_url}/signups", data=request.get_data(), timeout=10,
-                                  headers={"Content-Type": "application/json"},
-                                  params=list(request.args.items(multi=True)))
-        except requests.RequestException:
+            answer = http.post(f"{settings.entry_url}/signups{'?' + query if query else ''}",
+                               request.get_data(), timeout=10, signed=False)
+        except CallFailed:
             raise ApiError(503, "entry_unreachable", f"service {ENTRY.upper()} does not answer",
                            headers={"Retry-After": "1"}) from None
-        status = answer.status_code
+        status = answer.status
         if status == 202:  # listed at once, so that the page can follow it from the start
             observer.expect(answer.json()["saga_id"])
-        passed_on = Response(answer.content, status, content_type="application/json")
+        passed_on = Response(answer.data, status, content_type="application/json")
         if "Retry-After" in answer.headers:
             passed_on.headers["Retry-After"] = answer.headers["Retry-After"]
         return passed_on, status
@@ -169,12 +164,12 @@ def observer_blueprint(observer: Observer, rows: RowReader, settings: ObserverSe
                                 "event_id": letter["event_id"], "redriven": 0}), 200
             answer = signed_post(owner, "/dead-letters/redrive",
                                  {"where": "broker", "event_id": letter["event_id"]})
-            if answer.status_code == 404:
+            if answer.status == 404:
                 raise ApiError(409, "not_published_by_its_owner",
                                f"service {owner} never published event {letter['event_id']}: a forgery "
                                "is never sent again")
-            if answer.status_code != 200:
-                raise ApiError(503, "service_unavailable", f"service {owner} answered {answer.status_code}",
+            if answer.status != 200:
+                raise ApiError(503, "service_unavailable", f"service {owner} answered {answer.status}",
                                headers={"Retry-After": "1"})
             observer.mark_redriven(letter_id)
             return jsonify({"where": where, "id": letter_id, "service": owner,
@@ -190,11 +185,11 @@ def observer_blueprint(observer: Observer, rows: RowReader, settings: ObserverSe
         if not isinstance(event_id, str) or not EVENT_ID.fullmatch(event_id):
             raise ApiError(400, "invalid_field", "'event_id' must be an event id (32 hex digits)")
         answer = signed_post(service, "/dead-letters/redrive", {"where": where, "event_id": event_id})
-        if answer.status_code >= 500:
-            raise ApiError(503, "service_unavailable", f"service {service} answered {answer.status_code}",
+        if answer.status >= 500:
+            raise ApiError(503, "service_unavailable", f"service {service} answered {answer.status}",
                            headers={"Retry-After": "1"})
-        passed_on = Response(answer.content, answer.status_code, content_type="application/json")
-        return passed_on, answer.status_code
+        passed_on = Response(answer.data, answer.status, content_type="application/json")
+        return passed_on, answer.status
 
     @api.get("/dead-letters")
     def dead_letters() -> Any:
@@ -203,9 +198,9 @@ def observer_blueprint(observer: Observer, rows: RowReader, settings: ObserverSe
         unreachable = []
         for service, url in settings.service_urls.items():
             try:
-                answer = session.get(f"{url}/dead-letters", timeout=2)
+                answer = http.get(f"{url}/dead-letters", timeout=2)
                 found += [{**letter, "service": service} for letter in answer.json()["dead_letters"]]
-            except (requests.RequestException, ValueError, KeyError):
+            except (CallFailed, ValueError, KeyError, TypeError):
                 unreachable.append(service)
         return jsonify({"dead_letters": found, "unreachable": unreachable})
 

@@ -13,9 +13,9 @@ import logging
 import threading
 
 from choreography.outbox import Outbox, OutboxRow
-from choreography.pacing import Pacing
 from choreography.transport import Transport
 from common.metrics import DEAD_LETTERS, EVENTS_PUBLISHED
+from common.pacing import Pacing
 
 log = logging.getLogger(__name__)
 

@@ -7,14 +7,10 @@ the broker, whose bindings do the fan-out.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Protocol
 
-import requests
-from requests.adapters import HTTPAdapter
-
-from common.signing import SIGNATURE_HEADER, sign
+from common.http import CallFailed, Http
 
 OBSERVER = "observer"
 EVENTS_PATH = "/events"
@@ -41,39 +37,24 @@ class Transport(Protocol):
 class HttpTransport:
     """The embedded transport: no server; each relay POSTs its events to their subscribers."""
 
-    def __init__(self, urls: dict[str, str], secret: str, timeout: float = 5.0) -> None:
+    def __init__(self, urls: dict[str, str], http: Http, timeout: float = 5.0) -> None:
         self.urls = urls  # service name (and "observer") -> base URL
-        self.secret = secret
+        self.http = http
         self.timeout = timeout
-        self._local = threading.local()
 
     def destinations(self, subscribers: tuple[str, ...]) -> list[str]:
         return [*subscribers, OBSERVER]
 
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.trust_env = False
-            session.mount("http://", HTTPAdapter(pool_connections=8, pool_maxsize=2))
-            self._local.session = session
-        return session
-
     def deliver(self, destination: str, envelope: str) -> Delivery:
         path = OBSERVER_PATH if destination == OBSERVER else EVENTS_PATH
-        body = envelope.encode()
-        headers = {"Content-Type": "application/json",
-                   SIGNATURE_HEADER: sign(self.secret, "POST", path, body)}
         try:
-            answer = self._session().post(f"{self.urls[destination]}{path}", data=body,
-                                          headers=headers, timeout=self.timeout)
-        except requests.RequestException as error:
-            return Delivery(False, error=f"{type(error).__name__}: {error}")
-        if answer.status_code < 300:
+            reply = self.http.post(f"{self.urls[destination]}{path}", envelope.encode(), self.timeout)
+        except CallFailed as error:
+            return Delivery(False, error=str(error))
+        if reply.status < 300:
             return Delivery(True)
-        retryable = answer.status_code >= 500 or answer.status_code in (408, 429)
-        return Delivery(False, permanent=not retryable,
-                        error=f"HTTP {answer.status_code}: {answer.text[:300]}")
+        retryable = reply.status >= 500 or reply.status in (408, 429)
+        return Delivery(False, permanent=not retryable, error=f"HTTP {reply.status}: {reply.text[:300]}")
 
     def close(self) -> None:
         return None

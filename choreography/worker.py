@@ -10,8 +10,8 @@ from typing import Protocol
 
 from choreography.events import BadEnvelope, Envelope, Refused
 from choreography.inbox import Inbox, InboxRow
-from choreography.pacing import Pacing
 from common.metrics import DEAD_LETTERS, EVENTS_HANDLED, EVENTS_REFUSED
+from common.pacing import Pacing
 
 log = logging.getLogger(__name__)
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +30,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import mysql
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import PoolResetState
 from tenacity import Retrying, before_sleep_log, stop_after_delay, wait_fixed
@@ -197,6 +198,74 @@ def writing(engine: Engine) -> Iterator[Connection]:
     gate = _write_gates.get(engine)
     with gate.held() if gate else nullcontext(), engine.begin() as connection:
         yield connection
+
+
+class Prepared:
+    """A Core statement compiled once, for one engine, to run on a DB-API cursor: the hot path's
+    writes skip SQLAlchemy's per-statement work (an execution context, the result object) and
+    keep its SQL, its types' conversions (a time stamp as SQLite stores it) and its errors."""
+
+    def __init__(self, engine: Engine, statement: Any, keys: Iterable[str] = ()) -> None:
+        compiled = statement.compile(dialect=engine.dialect, column_keys=list(keys))
+        self.sql = str(compiled)
+        self.names = list(compiled.positiontup) if compiled.positional else list(compiled.binds)
+        self.positional = compiled.positional
+        dialect = engine.dialect
+        self.processors = {name: processor for name, bind in compiled.binds.items()
+                           if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect))}
+
+    def parameters(self, values: Mapping[str, Any]) -> Any:
+        converted = {name: self.processors[name](values[name]) if name in self.processors else values[name]
+                     for name in self.names}
+        return tuple(converted[name] for name in self.names) if self.positional else converted
+
+
+class Raw:
+    """A transaction on the DB-API connection itself (see `raw_writing`)."""
+
+    def __init__(self, cursor: Any) -> None:
+        self.cursor = cursor
+
+    def execute(self, prepared: Prepared, values: Mapping[str, Any]) -> int:
+        """Run the statement; the rows it changed."""
+        self.cursor.execute(prepared.sql, prepared.parameters(values))
+        return int(self.cursor.rowcount)
+
+
+@contextmanager
+def raw_writing(engine: Engine) -> Iterator[Raw]:
+    """A write transaction as `writing` makes one (the write gate, BEGIN IMMEDIATE on SQLite,
+    pooled and pre-pinged connections on MySQL), on the DB-API connection, for `Prepared`
+    statements; a driver's error is raised as SQLAlchemy's (an IntegrityError, an
+    OperationalError), and a lost connection is thrown away, as SQLAlchemy does."""
+    gate = _write_gates.get(engine)
+    with gate.held() if gate else nullcontext():
+        connection = engine.raw_connection()
+        cursor = None
+        try:
+            cursor = connection.cursor()
+            if engine.dialect.name == "sqlite":
+                cursor.execute("BEGIN IMMEDIATE")
+            yield Raw(cursor)
+            connection.commit()
+        except engine.dialect.loaded_dbapi.Error as error:
+            _rollback(connection)
+            if engine.dialect.is_disconnect(error, connection, cursor) or "readonly database" in str(error):
+                connection.invalidate(error)
+            raise DBAPIError.instance(None, None, error, engine.dialect.loaded_dbapi.Error) from error
+        except BaseException:
+            _rollback(connection)
+            raise
+        finally:
+            if cursor is not None:
+                with contextlib.suppress(Exception):
+                    cursor.close()
+            connection.close()  # back to the pool
+
+
+def _rollback(connection: Any) -> None:
+    with contextlib.suppress(Exception):
+        connection.rollback()
 
 
 def ping(engine: Engine) -> None:

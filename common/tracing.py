@@ -6,8 +6,10 @@ the saga's record as a W3C `traceparent`, so that every later piece of work on t
 carry the context in the `traceparent` header, events in their envelope.
 
 Spans are exported with OTLP over HTTP when OTEL_EXPORTER_OTLP_ENDPOINT (or
-OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set; without it they are made all the same, so the
-trace id exists and is logged either way. The SDK reads its other OTEL_* settings itself.
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set. Without it nothing would ever read them, so none is
+recorded (the sampler says no), but every span still has its context: the trace id exists, is
+kept with the saga, travels with every call and event, and is logged, at a fraction of the
+cost. The SDK reads its other OTEL_* settings itself.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import Span, SpanKind
 
 tracer = trace.get_tracer("saga")
@@ -31,8 +34,11 @@ def setup_tracing(service: str) -> None:
     """Install this process's tracer provider (once: later calls, as in tests, keep the first)."""
     if isinstance(trace.get_tracer_provider(), TracerProvider):
         return
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+    exported = bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+                    or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+    provider = TracerProvider(resource=Resource.create({"service.name": service}),
+                              sampler=None if exported else ALWAYS_OFF)
+    if exported:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))

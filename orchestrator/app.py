@@ -83,7 +83,8 @@ def start_observer(app: Flask, database: Engine, gateway: ParticipantGateway) ->
     config = app.config
     create_tables(database, observer_metadata)
     observer = Observer(database, orchestrated=SagaStore.holds)
-    settings = ObserverSettings(secret=config["SERVICE_SECRET"], entry_url=config["SERVICE_URLS"][ENTRY],
+    settings = ObserverSettings(http=gateway.client.http, secret=config["SERVICE_SECRET"],
+                                entry_url=config["SERVICE_URLS"][ENTRY],
                                 service_urls=config["SERVICE_URLS"], knows_signup=gateway.knows_signup)
     app.register_blueprint(observer_blueprint(observer, gateway, settings))
     if config["BROKER_URL"]:

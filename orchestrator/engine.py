@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.trace import SpanKind, StatusCode
-from tenacity import Retrying, retry_if_result, stop_never, wait_exponential_jitter
 
 from common.db import utcnow
 from common.ids import new_saga_id
@@ -30,6 +30,7 @@ from common.metrics import (
     SAGAS_STARTED,
     STEP_ATTEMPTS,
 )
+from common.pacing import Pacing
 from common.status import RecordStatus, SagaStatus
 from common.tracing import parent, span_in, start_saga_trace, trace_id
 from orchestrator.client import Attempt, ParticipantClient
@@ -84,8 +85,7 @@ class SagaEngine:
         self.defaults = defaults
         self.failpoints = failpoints or Failpoints(None)
         self.background = background or ThreadPoolExecutor(4, thread_name_prefix="saga")
-        self.wait = wait_exponential_jitter(multiplier=defaults.backoff, max=defaults.backoff_max,
-                                            jitter=defaults.jitter)
+        self.pacing = Pacing(defaults.backoff, defaults.backoff_max, defaults.jitter)
         # Sagas this process drives or has queued: all share our lease owner id, so the lease
         # cannot tell them apart; this set keeps recovery from starting a second driver here.
         self._busy: set[str] = set()
@@ -216,6 +216,8 @@ class SagaEngine:
                          lambda attempt: applied, failed)
         if new.status is SagaStatus.COMPLETED:
             log.info("saga %s: COMPLETED", saga.id)
+        elif new.status is SagaStatus.RUNNING:
+            log.debug("saga %s: step %s applied", saga.id, step.name)
         elif new.status is SagaStatus.COMPENSATING:
             log.warning("saga %s: step %s failed (%s); compensating", saga.id, step.name, new.error)
         return new
@@ -282,10 +284,8 @@ class SagaEngine:
         budget = self._budget(saga, step, action, retries, run)
         until_success = retries is None
         timeout = step.timeout if step.timeout is not None else self.defaults.timeout
-        numbers = iter(range(budget.first, 1 << 62))
 
-        def attempt_once() -> Transition | None:
-            number = next(numbers)
+        def attempt_once(number: int) -> Transition | None:
             with span_in(f"{action} {step.name}", kind=SpanKind.CLIENT,
                          attributes={"saga.id": saga.id, "saga.step": step.name, "saga.action": action,
                                      "saga.attempt": number}) as span:
@@ -308,16 +308,18 @@ class SagaEngine:
             self.store.record_attempt(saga.id, lease, Event(
                 step.name, action, attempt.number, attempt.http_status, attempt.outcome,
                 attempt.latency_ms, attempt.error), decided)
-            log.info("saga %s: %s %s attempt %d -> %s%s (%d ms)", saga.id, action, step.name,
-                     attempt.number, attempt.outcome,
-                     f" {attempt.http_status}" if attempt.http_status else "", attempt.latency_ms,
-                     extra={"saga_id": saga.id, "step": step.name, "attempt": attempt.number})
+            # An attempt that went as planned is in the saga's timeline; the log says what went wrong.
+            log.log(logging.DEBUG if attempt.outcome == "ok" else logging.INFO,
+                    "saga %s: %s %s attempt %d -> %s%s (%d ms)", saga.id, action, step.name,
+                    attempt.number, attempt.outcome,
+                    f" {attempt.http_status}" if attempt.http_status else "", attempt.latency_ms,
+                    extra={"saga_id": saga.id, "step": step.name, "attempt": attempt.number})
             return decided
 
         self.failpoints.hit(f"before_{action}", step.name)
-        # The budget decides which attempt is the last; tenacity paces the attempts until one decides.
-        retrying = Retrying(stop=stop_never, wait=self.wait,
-                            retry=retry_if_result(lambda decided: decided is None))
-        decided = retrying(attempt_once)
-        assert decided is not None, "tenacity retries until an attempt decides"
+        # The budget decides which attempt is the last; the pacing, how long to wait before the next.
+        number = budget.first
+        while (decided := attempt_once(number)) is None:
+            time.sleep(self.pacing.after(number - budget.first + 1))
+            number += 1
         return decided.applied_to(saga)

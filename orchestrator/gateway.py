@@ -8,21 +8,22 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-import requests
-from tenacity import Retrying, retry_if_exception, retry_if_result, stop_after_attempt, wait_fixed
+from tenacity import Retrying, retry_if_exception_type, retry_if_result, stop_after_attempt, wait_fixed
 
 from choreography.flow import ENTRY
 from common.consistency import Unreachable
+from common.http import CallFailed, Reply
 from orchestrator.client import Attempt, ParticipantClient
 
 READ_ATTEMPTS = 3  # a read is idempotent: a slow or lost one is asked again before giving up
 
 
-def _worth_another_read(error: BaseException) -> bool:
-    """No answer, or a 5xx: the service may be busy. A 4xx will not change."""
-    if isinstance(error, requests.HTTPError):
-        return error.response is not None and error.response.status_code >= 500
-    return isinstance(error, requests.RequestException)
+class Busy(Exception):
+    """A participant answered a read with a 5xx: it may be busy, so it is asked again."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(f"HTTP {reply.status}")
+        self.reply = reply
 
 
 @dataclass(frozen=True)
@@ -57,35 +58,36 @@ class ParticipantGateway:
             return {"url": url, "status": "down", "error": type(error).__name__}
         return {"url": url, **{k: v for k, v in body.items() if k in ("status", "database")}}
 
-    def _read(self, url: str) -> requests.Response:
-        """GET a participant's rows (a 404 is an answer), asked again if it is slow or busy."""
+    def _read(self, url: str) -> Reply:
+        """GET a participant's rows (a 4xx is an answer), asked again if it is slow or busy."""
         for attempt in Retrying(stop=stop_after_attempt(READ_ATTEMPTS), wait=wait_fixed(0.2),
-                                retry=retry_if_exception(_worth_another_read), reraise=True):
+                                retry=retry_if_exception_type((CallFailed, Busy)), reraise=True):
             with attempt:
-                response = self.client.get(url)
-                if response.status_code != 404:
-                    response.raise_for_status()
-        return response
+                reply = self.client.get(url)
+                if reply.status >= 500:
+                    raise Busy(reply)
+        return reply
 
     def record(self, service: str, saga_id: str) -> dict[str, Any] | None:
         """The service's row for a saga, None if it holds none; Unreachable if it cannot say."""
         try:
-            response = self._read(f"{self.urls[service]}/records/{saga_id}")
-        except requests.HTTPError as error:
-            raise Unreachable(f"{service}: HTTP {error.response.status_code}") from error
-        except Exception as error:  # noqa: BLE001
-            raise Unreachable(f"{service}: {type(error).__name__}") from error
-        if response.status_code == 404:
+            reply = self._read(f"{self.urls[service]}/records/{saga_id}")
+        except (CallFailed, Busy) as error:
+            raise Unreachable(f"{service}: {error}") from error
+        if reply.status == 404:
             return None
-        return response.json()  # type: ignore[no-any-return]
+        row = reply.json_object()
+        if reply.status != 200 or row is None:
+            raise Unreachable(f"{service}: HTTP {reply.status}")
+        return row
 
     def knows_signup(self, saga_id: str) -> bool:
         """Did the choreography's entry service take in this sign-up? (It records each one first.)"""
         try:
-            response = self.client.get(f"{self.urls[ENTRY]}/signups/{saga_id}")
-        except Exception as error:  # noqa: BLE001
-            raise Unreachable(f"{ENTRY}: {type(error).__name__}") from error
-        return response.status_code == 200
+            reply = self.client.get(f"{self.urls[ENTRY]}/signups/{saga_id}")
+        except CallFailed as error:
+            raise Unreachable(f"{ENTRY}: {error}") from error
+        return reply.status == 200
 
     def records_between(self, service: str, after: str, until: str | None,
                         page_size: int = 1000) -> Iterator[dict[str, Any]]:
@@ -96,10 +98,11 @@ class ParticipantGateway:
             params["saga_until"] = until
         while True:
             try:
-                response = self._read(f"{self.urls[service]}/records?{urlencode(params)}")
-                response.raise_for_status()  # a 404 here is not an answer
-                page: list[dict[str, Any]] = response.json()["records"]
-            except Exception as error:  # noqa: BLE001
+                reply = self._read(f"{self.urls[service]}/records?{urlencode(params)}")
+                if reply.status != 200:  # a 404 here is not an answer
+                    raise Unreachable(f"{service}: HTTP {reply.status}")
+                page: list[dict[str, Any]] = reply.json()["records"]
+            except (CallFailed, Busy, ValueError, KeyError) as error:
                 raise Unreachable(f"{service}: {error}") from error
             yield from page
             if len(page) < page_size:

@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from common.db import MYSQL_TABLE, Key, Timestamp, reading, utcnow, writing
+from common.db import MYSQL_TABLE, Key, Prepared, Timestamp, raw_writing, reading, utcnow, writing
 from common.status import UNFINISHED, SagaStatus
 from orchestrator.model import DuplicateIdempotencyKey, Event, Lease, LeaseLost, Saga, Transition
 
@@ -112,12 +112,32 @@ def _saga(row: Any) -> Saga:
                 created_at=row.created_at, updated_at=row.updated_at)
 
 
+SAGA_COLUMNS = ("id", "status", "input", "faults", "current_step", "compensation_rounds", "definition_name",
+                "definition_version", "idempotency_key", "request_hash", "lease_owner", "lease_epoch",
+                "lease_expires_at", "trace_parent", "created_at", "updated_at")
+EVENT_COLUMNS = ("saga_id", "step", "action", "attempt", "http_status", "outcome", "latency_ms", "error",
+                 "orchestrator", "at")
+
+
 class SagaStore:
-    """Reads and writes the saga log; every write by a driver is fenced by its lease."""
+    """Reads and writes the saga log; every write by a driver is fenced by its lease.
+
+    The writes of a saga's drive (its creation, and each attempt with the state it decided)
+    run on the DB-API connection (`raw_writing`): the log is written at every transition, and
+    that is most of what the orchestrator's database costs."""
 
     def __init__(self, engine: Engine, lease_seconds: float) -> None:
         self.engine = engine
         self.lease = timedelta(seconds=lease_seconds)
+        self._insert_saga = Prepared(engine, _INSERT_SAGA, SAGA_COLUMNS)
+        self._insert_event = Prepared(engine, _INSERT_EVENT, EVENT_COLUMNS)
+        self._renewals: dict[frozenset[str], Prepared] = {}  # by the columns a renewal sets
+
+    def _renew(self, columns: frozenset[str]) -> Prepared:
+        prepared = self._renewals.get(columns)
+        if prepared is None:
+            prepared = self._renewals[columns] = Prepared(self.engine, _RENEW, sorted(columns))
+        return prepared
 
     def create(self, saga_id: str, definition: tuple[str, int], saga_input: dict[str, str],
                faults: dict[str, str], owner: str, idempotency_key: str | None = None,
@@ -135,8 +155,8 @@ class SagaStore:
                     lease_owner=owner, lease_epoch=1, lease_expires_at=now + self.lease,
                     trace_parent=trace_parent, created_at=now, updated_at=now)
         try:
-            with writing(self.engine) as connection:
-                connection.execute(_INSERT_SAGA, {
+            with raw_writing(self.engine) as connection:
+                connection.execute(self._insert_saga, {
                     "id": saga.id, "status": saga.status.value, "input": json.dumps(saga_input),
                     "faults": json.dumps(faults), "current_step": 0, "compensation_rounds": 0,
                     "definition_name": name, "definition_version": version,
@@ -176,16 +196,17 @@ class SagaStore:
 
         Raises LeaseLost, writing nothing, unless `lease` (owner and epoch) still holds."""
         now = utcnow()
-        values = {} if then is None else self._state(then)
-        with writing(self.engine) as connection:
-            connection.execute(_INSERT_EVENT, {
+        values = {"lease_expires_at": now + self.lease, "updated_at": now,
+                  **({} if then is None else self._state(then))}
+        renew = self._renew(frozenset(values))
+        with raw_writing(self.engine) as connection:
+            connection.execute(self._insert_event, {
                 "saga_id": saga_id, "step": event.step, "action": event.action,
                 "attempt": event.attempt, "http_status": event.http_status,
                 "outcome": event.outcome, "latency_ms": event.latency_ms, "error": event.error,
                 "orchestrator": lease.owner, "at": now})
-            changed = connection.execute(_RENEW, {
-                "fenced_id": saga_id, "fenced_owner": lease.owner, "fenced_epoch": lease.epoch,
-                "lease_expires_at": now + self.lease, "updated_at": now, **values}).rowcount
+            changed = connection.execute(renew, {
+                "fenced_id": saga_id, "fenced_owner": lease.owner, "fenced_epoch": lease.epoch, **values})
             if changed != 1:  # the attempt's row goes with the rollback
                 raise LeaseLost(f"saga {saga_id} is no longer leased to {lease.owner} "
                                 f"(epoch {lease.epoch})")

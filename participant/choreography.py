@@ -34,13 +34,14 @@ from choreography.flow import (
 )
 from choreography.inbox import Inbox, inbox_table
 from choreography.outbox import Outbox, outbox_table
-from choreography.pacing import Pacing
 from choreography.relay import Relay
 from choreography.transport import HttpTransport, Transport
 from choreography.worker import InboxWorker
 from common.db import iso, utcnow, writing
 from common.faults import Fault, FaultKind, parse_fault
+from common.http import Http
 from common.metrics import EVENTS_RECEIVED, HANDLER_DURATION, REDRIVEN
+from common.pacing import Pacing
 from common.status import Model, RecordStatus
 from common.tracing import current_traceparent, parent, span_in, start_saga_trace
 from participant.records import Outcome, RecordStore, WrongModel
@@ -323,7 +324,7 @@ class ParticipantChoreography:
                                      config["SERVICE_SECRET"], self.spec.name)
             return broker, ["broker"]
         urls = {**config["PEER_URLS"], "observer": config["OBSERVER_URL"]}
-        http = HttpTransport(urls, config["SERVICE_SECRET"])
+        http = HttpTransport(urls, Http(config["SERVICE_SECRET"]))
         return http, [step for step in STEPS if step != self.spec.name] + ["observer"]
 
     def start(self) -> None:
