@@ -33,7 +33,7 @@ from sqlalchemy import (
     update,
 )
 
-from common.db import MYSQL_TABLE, Key, Timestamp, iso, reading, utcnow, writing
+from common.db import MYSQL_TABLE, Key, Timestamp, iso, reading, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +110,10 @@ class Deadlines:
 
 
 class DeadlineWatcher:
-    """Every `interval` seconds, time out what passed and nudge what is stuck:
-    `time_out(connection, saga_id)` publishes the event in the transaction that records it."""
+    """Every `interval` seconds, time out what passed and nudge what is stuck: `time_out(saga_id,
+    again)` records it and publishes the event in one transaction (False if it had no cause to)."""
 
-    def __init__(self, deadlines: Deadlines, time_out: Callable[[Connection, str], None],
+    def __init__(self, deadlines: Deadlines, time_out: Callable[[str, bool], bool],
                  interval: float, stuck_after: float) -> None:
         self.deadlines = deadlines
         self.time_out = time_out
@@ -129,18 +129,14 @@ class DeadlineWatcher:
         """Time out and nudge what is due; how many events were published."""
         published = 0
         for saga_id in self.deadlines.passed():
-            with writing(self.deadlines.engine) as connection:
-                if self.deadlines.time_out(connection, saga_id):
-                    self.time_out(connection, saga_id)
-                    published += 1
-                    log.warning("saga %s: deadline passed; publishing SignupTimedOut", saga_id)
+            if self.time_out(saga_id, False):
+                published += 1
+                log.warning("saga %s: deadline passed; publishing SignupTimedOut", saga_id)
         for saga_id in self.deadlines.stuck(self.stuck_after):
-            with writing(self.deadlines.engine) as connection:
-                if self.deadlines.nudge(connection, saga_id, self.stuck_after):
-                    self.time_out(connection, saga_id)
-                    published += 1
-                    log.error("saga %s: still open %g s after its deadline; publishing SignupTimedOut "
-                              "again", saga_id, self.stuck_after.total_seconds())
+            if self.time_out(saga_id, True):
+                published += 1
+                log.error("saga %s: still open %g s after its deadline; publishing SignupTimedOut "
+                          "again", saga_id, self.stuck_after.total_seconds())
         return published
 
     def _run(self) -> None:

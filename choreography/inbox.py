@@ -58,6 +58,7 @@ class InboxRow:
     envelope: str
     attempts: int
     last_error: str | None
+    parsed: Envelope | None = None  # the envelope itself, when it was taken in by this process
 
 
 class Inbox:
@@ -70,17 +71,22 @@ class Inbox:
                                             table.c.status == PENDING)
         self._mark = update(table).where(table.c.event_id == bindparam("key"))
 
-    def receive(self, envelope: Envelope) -> bool:
-        """Record an event that arrived; False if it had arrived before (a redelivery)."""
+    def receive(self, envelopes: list[Envelope], handover: float) -> list[InboxRow | None]:
+        """Record events that arrived, in one transaction; for each, the row to hand the worker
+        once it has committed, or None if it had arrived before (a redelivery)."""
         with writing(self.engine) as connection:
-            return self.add(connection, envelope)
+            return [self.add(connection, envelope, handover) for envelope in envelopes]
 
-    def add(self, connection: Connection, envelope: Envelope) -> bool:
-        now = utcnow()
-        return bool(connection.execute(self._insert, {
+    def add(self, connection: Connection, envelope: Envelope, handover: float = 0.0) -> InboxRow | None:
+        """Record an event in the caller's transaction, due `handover` seconds after (the worker
+        is handed it in memory at the commit; the scan finds it only if that never happened);
+        None if it had arrived before."""
+        now, text = utcnow(), envelope.dumps()
+        new = connection.execute(self._insert, {
             "event_id": envelope.event_id, "event_type": envelope.type, "saga_id": envelope.saga_id,
-            "envelope": envelope.dumps(), "status": PENDING, "attempts": 0, "next_attempt_at": now,
-            "received_at": now}).rowcount)
+            "envelope": text, "status": PENDING, "attempts": 0,
+            "next_attempt_at": now + timedelta(seconds=handover), "received_at": now}).rowcount
+        return InboxRow(envelope.event_id, text, 0, None, envelope) if new else None
 
     def due(self, limit: int = 64) -> list[InboxRow]:
         """Events to handle now, oldest first."""
@@ -90,14 +96,6 @@ class Inbox:
                  .order_by(t.c.next_attempt_at).limit(limit))
         with reading(self.engine) as connection:
             return [InboxRow(*row) for row in connection.execute(query)]
-
-    def get(self, event_id: str) -> InboxRow | None:
-        t = self.table
-        query = (select(t.c.event_id, t.c.envelope, t.c.attempts, t.c.last_error)
-                 .where(t.c.event_id == event_id, t.c.status == PENDING))
-        with reading(self.engine) as connection:
-            row = connection.execute(query).first()
-        return None if row is None else InboxRow(*row)
 
     def first_of(self, connection: Connection, saga_id: str, event_type: str) -> Envelope | None:
         """The first event of `event_type` this inbox took for the saga, if any."""

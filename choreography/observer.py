@@ -27,6 +27,7 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
+    delete,
     func,
     insert,
     select,
@@ -123,6 +124,7 @@ class Observer:
         self._new_event = _insert_ignore(choreo_events)
         self._lock_saga = select(choreo_sagas.c.status, choreo_sagas.c.created_at).where(
             choreo_sagas.c.saga_id == bindparam("key")).with_for_update()
+        self._forget_saga = delete(choreo_sagas).where(choreo_sagas.c.saga_id == bindparam("key"))
         self._events_of = (select(choreo_events.c.type, choreo_events.c.payload)
                            .where(choreo_events.c.saga_id == bindparam("key")).order_by(choreo_events.c.id))
         self._update = update(choreo_sagas).where(choreo_sagas.c.saga_id == bindparam("key"))
@@ -131,42 +133,75 @@ class Observer:
         self._waiting_guard = threading.Lock()
 
     def receive(self, envelope: Envelope) -> bool:
-        """Record an event (False if it was seen before) and bring its saga's status up to date."""
+        """Record one event (False if it was seen before); Refused for a saga the log runs."""
+        outcome = self.receive_all([envelope])[0]
+        if isinstance(outcome, Refused):
+            raise outcome
+        return outcome
+
+    def receive_all(self, envelopes: list[Envelope]) -> list[bool | Refused]:
+        """Record events (a relay's batch) in one transaction, each once, and bring each saga's
+        status up to date, once per saga; for each event: True if new, False if seen before, or
+        why it was refused (a choreography event about a saga the orchestrator runs)."""
         now = utcnow()
+        outcomes: dict[str, bool | Refused] = {}
+        finished: list[str] = []
+        known: list[str] = []  # sagas seen for the first time
+        counted: list[tuple[Envelope, SagaStatus, SagaStatus, datetime]] = []
+        by_saga: dict[str, list[Envelope]] = {}
+        for envelope in envelopes:
+            by_saga.setdefault(envelope.saga_id, []).append(envelope)
         with writing(self.engine) as connection:
-            key = envelope.saga_id
-            first = connection.execute(self._new_saga, {"saga_id": key, "status": SagaStatus.RUNNING.value,
-                                                        "created_at": now, "updated_at": now}).rowcount
-            if first and self.orchestrated(connection, key):  # rolled back with the transaction
-                raise Refused(f"saga {key} is orchestrated: a choreography event may not touch it",
-                              "wrong_model")
-            before, created = connection.execute(self._lock_saga, {"key": key}).one()  # one at a time
-            new = connection.execute(self._new_event, {
-                "event_id": envelope.event_id, "saga_id": envelope.saga_id, "type": envelope.type,
-                "source": envelope.source, "occurred_at": envelope.occurred_at or iso(now),
-                "received_at": now, "payload": json.dumps(envelope.payload)}).rowcount
-            EVENTS_RECEIVED.labels("observer", envelope.type, "new" if new else "duplicate").inc()
-            if not new:
-                return False
-            seen = [(t, json.loads(p)) for t, p in connection.execute(self._events_of, {"key": key})]
-            status, failed_step, reason, error = derive(seen)
-            values: dict[str, Any] = {"status": status.value, "failed_step": failed_step, "reason": reason,
-                                      "error": error, "updated_at": now}
-            if status.finished and not SagaStatus(before).finished:  # when it finished, once
-                values["finished_at"] = now
-            if envelope.type == REQUESTED:
-                values["input"] = json.dumps(envelope.payload.get("input", {}))
-                values["faults"] = json.dumps(envelope.payload.get("fail", {}))
-                values["trace_id"] = trace_id(envelope.traceparent)
-                values["deadline"] = _moment(envelope.payload.get("deadline"))
-            connection.execute(self._update, {"key": key, **values})
-        self._count(envelope, SagaStatus(before), status, created, now)
-        if status.finished:
+            for key in sorted(by_saga):  # one lock order for every batch: no deadlock between two
+                events = by_saga[key]
+                first = connection.execute(self._new_saga, {
+                    "saga_id": key, "status": SagaStatus.RUNNING.value, "created_at": now,
+                    "updated_at": now}).rowcount
+                if first and self.orchestrated(connection, key):  # not ours to follow: undo the insert
+                    connection.execute(self._forget_saga, {"key": key})
+                    refusal = Refused(f"saga {key} is orchestrated: a choreography event may not touch it",
+                                      "wrong_model")
+                    outcomes.update(dict.fromkeys((e.event_id for e in events), refusal))
+                    continue
+                if first:
+                    known.append(key)
+                before, created = connection.execute(self._lock_saga, {"key": key}).one()  # one at a time
+                new = []
+                for envelope in events:
+                    taken = bool(connection.execute(self._new_event, {
+                        "event_id": envelope.event_id, "saga_id": key, "type": envelope.type,
+                        "source": envelope.source, "occurred_at": envelope.occurred_at or iso(now),
+                        "received_at": now, "payload": json.dumps(envelope.payload)}).rowcount)
+                    EVENTS_RECEIVED.labels("observer", envelope.type, "new" if taken else "duplicate").inc()
+                    outcomes[envelope.event_id] = outcomes.get(envelope.event_id) or taken
+                    if taken:
+                        new.append(envelope)
+                if not new:
+                    continue
+                seen = [(t, json.loads(p)) for t, p in connection.execute(self._events_of, {"key": key})]
+                status, failed_step, reason, error = derive(seen)
+                values: dict[str, Any] = {"status": status.value, "failed_step": failed_step,
+                                          "reason": reason, "error": error, "updated_at": now}
+                if status.finished and not SagaStatus(before).finished:  # when it finished, once
+                    values["finished_at"] = now
+                    finished.append(key)
+                requested = next((e for e in new if e.type == REQUESTED), None)
+                if requested is not None:
+                    values["input"] = json.dumps(requested.payload.get("input", {}))
+                    values["faults"] = json.dumps(requested.payload.get("fail", {}))
+                    values["trace_id"] = trace_id(requested.traceparent)
+                    values["deadline"] = _moment(requested.payload.get("deadline"))
+                connection.execute(self._update, {"key": key, **values})
+                counted += [(e, SagaStatus(before), status, created) for e in new]
+        for index, (envelope, before_status, status, created) in enumerate(counted):
+            last_of_saga = index + 1 == len(counted) or counted[index + 1][0].saga_id != envelope.saga_id
+            self._count(envelope, before_status, status if last_of_saga else before_status, created, now)
+        for key in {*known, *finished}:  # wake the readers waiting to learn of it, or for its end
             with self._waiting_guard:
-                finished = self._waiting.get(key)
-            if finished is not None:
-                finished.set()
-        return True
+                waiting = self._waiting.get(key)
+            if waiting is not None:
+                waiting.set()
+        return [outcomes[envelope.event_id] for envelope in envelopes]
 
     @staticmethod
     def _count(envelope: Envelope, before: SagaStatus, status: SagaStatus, created: datetime,
@@ -234,19 +269,26 @@ class Observer:
             {**json.loads(e.payload), "type": e.type, "service": e.source, "event_id": e.event_id,
              "at": e.occurred_at, "received_at": iso(e.received_at)} for e in events]}
 
-    def wait(self, saga_id: str, seconds: float) -> dict[str, Any] | None:
+    def wait(self, saga_id: str, seconds: float,
+             unknown_after: float | None = None) -> dict[str, Any] | None:
         """The saga once it has finished, or as it stands after `seconds` (woken by the event
-        that finishes it, and every half second in case another process took that event)."""
+        that finishes it, and every half second in case another process took that event); None
+        if no event of it has come within `unknown_after` seconds."""
         with self._waiting_guard:
-            finished = self._waiting.setdefault(saga_id, threading.Event())
+            woken = self._waiting.setdefault(saga_id, threading.Event())
         try:
-            until = time.monotonic() + seconds
+            started = time.monotonic()
+            until = started + seconds
             while True:
+                woken.clear()
                 saga = self.get(saga_id)
-                left = until - time.monotonic()
-                if saga is not None and SagaStatus(saga["status"]).finished or left <= 0:
+                now = time.monotonic()
+                if saga is None and unknown_after is not None and now - started >= unknown_after:
+                    return None
+                if saga is not None and SagaStatus(saga["status"]).finished or now >= until:
                     return saga
-                finished.wait(min(left, 0.5))
+                pause = 0.5 if saga is not None or unknown_after is None else unknown_after - (now - started)
+                woken.wait(min(until - now, pause))
         finally:
             with self._waiting_guard:
                 self._waiting.pop(saga_id, None)

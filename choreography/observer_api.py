@@ -17,13 +17,13 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Response, jsonify, request
 
-from choreography.events import EVENT_ID, Envelope, Refused
+from choreography.events import EVENT_ID, Envelope
 from choreography.flow import ENTRY, EVENT_TYPES, FIELDS, FLOW, SOURCES, STEPS
 from choreography.observer import PARTS, Observer
+from choreography.transport import take_in
 from common.consistency import RowReader, Unreachable, verdict
-from common.errors import ApiError, json_object
+from common.errors import ApiError, json_body, json_object
 from common.http import CallFailed, Http, Reply
-from common.metrics import EVENTS_REFUSED
 from common.status import SagaStatus
 from common.validation import limit_arg, reject_unknown, whole_number_arg
 from common.web import refuse_cross_site_reads, require_signature, require_signature_or_dashboard
@@ -31,6 +31,7 @@ from common.web import refuse_cross_site_reads, require_signature, require_signa
 log = logging.getLogger(__name__)
 
 MAX_WAIT = 30  # seconds a reader may ask to wait for a saga to finish
+UNKNOWN_AFTER = 0.3  # seconds a ?wait= waits for the first event of a saga the observer has not seen
 
 
 @dataclass(frozen=True)
@@ -58,14 +59,9 @@ def observer_blueprint(observer: Observer, rows: RowReader, settings: ObserverSe
     def receive() -> tuple[Any, int]:
         """An event from a service's relay (signed): recorded once; a repeat changes nothing."""
         require_signature(settings.secret)
-        try:
-            envelope = Envelope.from_json(json_object(), EVENT_TYPES, SOURCES)
-            new = observer.receive(envelope)
-        except Refused as error:
-            EVENTS_REFUSED.labels("observer", error.kind).inc()
-            log.warning("the observer refused an event: %s", error)
-            raise ApiError(400, "bad_event", str(error)) from None
-        return jsonify({"event_id": envelope.event_id, "status": "received" if new else "duplicate"}), 200
+        answer, status = take_in(json_body(), lambda item: Envelope.from_json(item, EVENT_TYPES, SOURCES),
+                                 observer.receive_all, "observer")
+        return jsonify(answer), status
 
     @api.post("/signups")
     def sign_up() -> tuple[Any, int]:
@@ -106,10 +102,13 @@ def observer_blueprint(observer: Observer, rows: RowReader, settings: ObserverSe
         if wait:
             refuse_cross_site_reads()  # a page elsewhere must not hold this process's threads
         saga = observer.get(saga_id)
-        # Wait only for a saga someone knows: the observer, or the entry service (the sign-up may
-        # have been taken in a moment before its first event reached the observer).
-        known = saga is not None or (wait and _entry_knows(saga_id))
-        if wait and known and (saga is None or not SagaStatus(saga["status"]).finished):
+        if wait and saga is None:
+            # Wait only for a saga someone knows: a sign-up taken in a moment ago, whose first
+            # event comes within a fraction of a second, or one the entry service says it took.
+            saga = observer.wait(saga_id, wait, unknown_after=UNKNOWN_AFTER)
+            if saga is None and _entry_knows(saga_id):
+                saga = observer.wait(saga_id, wait)
+        elif wait and saga is not None and not SagaStatus(saga["status"]).finished:
             saga = observer.wait(saga_id, wait)
         if saga is None:
             raise ApiError(404, "not_found", f"no choreographed saga {saga_id}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -55,34 +56,61 @@ def outbox_table(metadata: MetaData) -> Table:
 
 @dataclass(frozen=True)
 class OutboxRow:
-    id: int
+    """One event waiting for one destination (a row is its event id and destination)."""
+
     destination: str
+    event_id: str
     envelope: str
     attempts: int
 
 
-class Outbox:
-    """Writes events inside a caller's transaction; the relay reads and marks them."""
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one row's delivery, for `settle`."""
 
-    def __init__(self, engine: Engine, table: Table) -> None:
+    row: OutboxRow
+    sent: bool
+    dead: bool = False
+    error: str | None = None
+    retry_in: float = 0.0  # seconds until the next attempt, for a row neither sent nor dead
+
+
+class Outbox:
+    """Writes events inside a caller's transaction; the relay reads and marks them.
+
+    A row is written due `handover` seconds after its commit: the relay is handed it in memory
+    the moment the transaction commits, and sends it at once; only if that never happens (the
+    process died first) does the relay's scan of the table find it, once it falls due."""
+
+    def __init__(self, engine: Engine, table: Table, handover: float = 5.0) -> None:
         self.engine = engine
         self.table = table
-        self._mark = update(table).where(table.c.id == bindparam("row_id"))
+        self.handover = timedelta(seconds=handover)
+        t = table
+        self._sent = (update(t).where(t.c.destination == bindparam("sent_to"),
+                                      t.c.event_id.in_(bindparam("event_ids", expanding=True)),
+                                      t.c.status == PENDING)
+                      .values(status=SENT, sent_at=bindparam("now"), last_error=None))
+        self._mark = update(t).where(t.c.destination == bindparam("row_destination"),
+                                     t.c.event_id == bindparam("row_event_id"))
 
-    def add(self, connection: Connection, envelope: Envelope, destinations: Iterable[str]) -> None:
-        """Queue `envelope` for each destination, in the caller's transaction."""
+    def add(self, connection: Connection, envelope: Envelope, destinations: Iterable[str]) -> list[OutboxRow]:
+        """Queue `envelope` for each destination, in the caller's transaction; the rows to hand
+        the relay once it commits."""
         now, text = utcnow(), envelope.dumps()
-        rows = [{"event_id": envelope.event_id, "destination": destination, "event_type": envelope.type,
-                 "saga_id": envelope.saga_id, "envelope": text, "status": PENDING, "attempts": 0,
-                 "next_attempt_at": now, "created_at": now} for destination in destinations]
+        rows: list[dict[str, Any]] = [
+            {"event_id": envelope.event_id, "destination": destination, "event_type": envelope.type,
+             "saga_id": envelope.saga_id, "envelope": text, "status": PENDING, "attempts": 0,
+             "next_attempt_at": now + self.handover, "created_at": now} for destination in destinations]
         if rows:
             connection.execute(insert(self.table), rows)
+        return [OutboxRow(row["destination"], envelope.event_id, text, 0) for row in rows]
 
     def due(self, destination: str, limit: int = 100, lane: tuple[int, int] = (0, 1)) -> list[OutboxRow]:
         """Events waiting to be published to `destination` now, oldest first; `lane` (k, n): only
         the rows whose id is k modulo n."""
         t = self.table
-        query = (select(t.c.id, t.c.destination, t.c.envelope, t.c.attempts)
+        query = (select(t.c.destination, t.c.event_id, t.c.envelope, t.c.attempts)
                  .where(t.c.destination == destination, t.c.status == PENDING,
                         t.c.next_attempt_at <= utcnow())
                  .order_by(t.c.next_attempt_at).limit(limit))
@@ -91,19 +119,24 @@ class Outbox:
         with reading(self.engine) as connection:
             return [OutboxRow(*row) for row in connection.execute(query)]
 
-    def sent(self, row_id: int) -> None:
-        self._set(row_id, status=SENT, sent_at=utcnow(), last_error=None)
-
-    def retry_later(self, row_id: int, attempts: int, error: str, delay: float) -> None:
-        self._set(row_id, attempts=attempts, last_error=error[:2000],
-                  next_attempt_at=utcnow() + timedelta(seconds=delay))
-
-    def dead(self, row_id: int, attempts: int, error: str) -> None:
-        self._set(row_id, status=DEAD, attempts=attempts, last_error=error[:2000])
-
-    def _set(self, row_id: int, **values: object) -> None:
+    def settle(self, outcomes: list[Outcome]) -> None:
+        """Record what came of a batch of deliveries, in one transaction: the rows sent, the rows
+        to try again later, and the rows dead-lettered."""
+        now = utcnow()
+        sent: dict[str, list[str]] = {}
+        for outcome in outcomes:
+            if outcome.sent:
+                sent.setdefault(outcome.row.destination, []).append(outcome.row.event_id)
+        marks = [{"row_destination": o.row.destination, "row_event_id": o.row.event_id,
+                  "status": DEAD if o.dead else PENDING, "attempts": o.row.attempts + 1,
+                  "last_error": (o.error or "")[:2000],
+                  "next_attempt_at": now + timedelta(seconds=o.retry_in)}
+                 for o in outcomes if not o.sent]
         with writing(self.engine) as connection:
-            connection.execute(self._mark, {"row_id": row_id, **values})
+            for destination, event_ids in sent.items():
+                connection.execute(self._sent, {"sent_to": destination, "event_ids": event_ids, "now": now})
+            if marks:
+                connection.execute(self._mark, marks)
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, object]]:
         """Events that could not be delivered, newest first."""

@@ -181,7 +181,11 @@ class BrokerTransport:
             self._local.connection, self._local.channel = connection, channel
         return channel
 
-    def deliver(self, destination: str, envelope: str) -> Delivery:
+    def deliver(self, destination: str, envelopes: list[str]) -> list[Delivery]:
+        """Each in turn, each once the broker confirms it (the relay's lanes publish side by side)."""
+        return [self._publish(envelope) for envelope in envelopes]
+
+    def _publish(self, envelope: str) -> Delivery:
         body = envelope.encode()
         event = json.loads(envelope)
         headers = {SIGNATURE_HEADER: sign_event(self.secret, body)}

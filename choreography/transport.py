@@ -7,14 +7,22 @@ the broker, whose bindings do the fan-out.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+from choreography.events import Envelope, Refused
+from common.errors import ApiError
 from common.http import CallFailed, Http
+from common.metrics import EVENTS_REFUSED
+
+log = logging.getLogger(__name__)
 
 OBSERVER = "observer"
 EVENTS_PATH = "/events"
 OBSERVER_PATH = "/choreography/events"
+MAX_BATCH = 500  # events in one delivery over HTTP
 
 
 @dataclass(frozen=True)
@@ -29,13 +37,16 @@ class Delivery:
 class Transport(Protocol):
     def destinations(self, subscribers: tuple[str, ...]) -> list[str]: ...
 
-    def deliver(self, destination: str, envelope: str) -> Delivery: ...
+    def deliver(self, destination: str, envelopes: list[str]) -> list[Delivery]:
+        """Hand a batch of events to a destination; what became of each."""
+        ...
 
     def close(self) -> None: ...
 
 
 class HttpTransport:
-    """The embedded transport: no server; each relay POSTs its events to their subscribers."""
+    """The embedded transport: no server; each relay POSTs its events to their subscribers, a
+    batch (a JSON array) in one signed call, and the receiver says what it did with each."""
 
     def __init__(self, urls: dict[str, str], http: Http, timeout: float = 5.0) -> None:
         self.urls = urls  # service name (and "observer") -> base URL
@@ -45,16 +56,68 @@ class HttpTransport:
     def destinations(self, subscribers: tuple[str, ...]) -> list[str]:
         return [*subscribers, OBSERVER]
 
-    def deliver(self, destination: str, envelope: str) -> Delivery:
+    def deliver(self, destination: str, envelopes: list[str]) -> list[Delivery]:
         path = OBSERVER_PATH if destination == OBSERVER else EVENTS_PATH
+        body = ("[" + ",".join(envelopes) + "]").encode()
         try:
-            reply = self.http.post(f"{self.urls[destination]}{path}", envelope.encode(), self.timeout)
+            reply = self.http.post(f"{self.urls[destination]}{path}", body, self.timeout)
         except CallFailed as error:
-            return Delivery(False, error=str(error))
-        if reply.status < 300:
-            return Delivery(True)
-        retryable = reply.status >= 500 or reply.status in (408, 429)
-        return Delivery(False, permanent=not retryable, error=f"HTTP {reply.status}: {reply.text[:300]}")
+            return [Delivery(False, error=str(error))] * len(envelopes)
+        answer = reply.json_object() if reply.status < 300 else None
+        results = answer.get("results") if answer else None
+        if isinstance(results, list) and len(results) == len(envelopes):
+            return [Delivery(True) if isinstance(r, dict) and r.get("status") in ("received", "duplicate")
+                    else Delivery(False, permanent=True, error=f"refused: {(r or {}).get('error')}")
+                    for r in results]
+        retryable = reply.status >= 500 or reply.status in (408, 429) or reply.status < 300
+        return [Delivery(False, permanent=not retryable,
+                         error=f"HTTP {reply.status}: {reply.text[:300]}")] * len(envelopes)
 
     def close(self) -> None:
         return None
+
+
+Received = Callable[[list[Envelope]], "list[bool] | list[bool | Refused]"]
+
+
+def take_in(body: Any, check: Callable[[Any], Envelope], receive: Received,
+            service: str) -> tuple[dict[str, Any], int]:
+    """The receiving side of the embedded transport: a POSTed event (an object) or a batch of
+    them (an array), each checked (`check` raises Refused), the good ones taken in by `receive`
+    in one go (True: new, False: a repeat, or why it refused one). One event answers
+    `{"event_id", "status"}`, or 400 if refused; a batch answers `{"results": [...]}`, one for
+    each, in order (`received`, `duplicate`, or `refused` with the reason: the sender
+    dead-letters those and marks the others delivered)."""
+    batch = isinstance(body, list)
+    items = body if batch else [body]
+    if batch and not 1 <= len(items) <= MAX_BATCH:
+        raise ApiError(400, "invalid_json", f"a batch holds 1 to {MAX_BATCH} events")
+    results: list[dict[str, Any]] = []
+    taken: list[Envelope] = []
+
+    def refused(item: Any, error: Refused) -> dict[str, Any]:
+        EVENTS_REFUSED.labels(service, error.kind).inc()
+        log.warning("%s refused an event: %s", service, error)
+        if not batch:
+            raise ApiError(400, "bad_event", str(error))
+        event_id = item.get("event_id") if isinstance(item, dict) else None
+        return {"event_id": event_id if isinstance(event_id, str) else None, "status": "refused",
+                "error": str(error)}
+
+    for item in items:
+        try:
+            envelope = check(item)
+        except Refused as error:
+            results.append(refused(item, error))
+            continue
+        taken.append(envelope)
+        results.append({"event_id": envelope.event_id, "status": None})
+    outcomes = iter(receive(taken) if taken else [])
+    for index, result in enumerate(results):
+        if result["status"] is None:
+            outcome = next(outcomes)
+            if isinstance(outcome, Refused):
+                results[index] = refused({"event_id": result["event_id"]}, outcome)
+            else:
+                result["status"] = "received" if outcome else "duplicate"
+    return ({"results": results} if batch else results[0]), 200

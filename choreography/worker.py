@@ -53,11 +53,11 @@ class InboxWorker:
     def wake(self) -> None:
         self._wake.set()
 
-    def run_now(self, event_id: str) -> None:
-        """Handle one event in the calling thread (unless a handler thread has it already)."""
-        row = self.inbox.get(event_id)
-        if row is not None and self._claim(row.event_id):
-            self._process(row)
+    def hand(self, rows: list[InboxRow]) -> None:
+        """Events just committed to the inbox: handle them now, on the pool's threads."""
+        for row in rows:
+            if self._claim(row.event_id):
+                self._pool.submit(self._process, row)
 
     def _claim(self, event_id: str) -> bool:
         with self._guard:
@@ -96,7 +96,7 @@ class InboxWorker:
     def _attempt(self, row: InboxRow) -> None:
         attempt = row.attempts + 1
         try:
-            envelope = Envelope.loads(row.envelope, self.handler.known_types)
+            envelope = row.parsed or Envelope.loads(row.envelope, self.handler.known_types)
         except BadEnvelope as error:
             self._refuse(row, attempt, error)
             return

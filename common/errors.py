@@ -41,6 +41,20 @@ def from_a_browser() -> bool:
     return any(name in request.headers for name in ("Origin", "Sec-Fetch-Site", "Sec-Fetch-Mode"))
 
 
+def json_body() -> Any:
+    """The request body as JSON (any JSON value), or a 4xx that says what is wrong with it (as
+    `json_object` says it)."""
+    raw = request.get_data(cache=True)
+    if not request.is_json and from_a_browser():
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    try:
+        return json.loads(raw) if raw else None
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "the request body is nested too deeply") from None
+    except ValueError:
+        raise ApiError(400, "invalid_json", "the request body is not JSON") from None
+
+
 def json_object() -> dict[str, Any]:
     """The request body as a JSON object, or a 4xx that says what is wrong with it.
 

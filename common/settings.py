@@ -87,6 +87,9 @@ def choreography_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "OBSERVER_URL": env.get("OBSERVER_URL", "http://127.0.0.1:5000"),
         "RELAY_MAX_ATTEMPTS": int(env.get("RELAY_MAX_ATTEMPTS", "50")),
         "CHOREOGRAPHY_POLL": float(env.get("CHOREOGRAPHY_POLL", "0.5")),
+        # Seconds after its commit an event is left to the relay or the inbox worker it was handed
+        # to in memory, before a scan of the table takes it (the process died first, say).
+        "CHOREOGRAPHY_HANDOVER": max(1.0, 4 * float(env.get("CHOREOGRAPHY_POLL", "0.5"))),
     }
 
 

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -32,15 +33,15 @@ from choreography.flow import (
     reactions_of,
     subscribers,
 )
-from choreography.inbox import Inbox, inbox_table
-from choreography.outbox import Outbox, outbox_table
+from choreography.inbox import Inbox, InboxRow, inbox_table
+from choreography.outbox import Outbox, OutboxRow, outbox_table
 from choreography.relay import Relay
 from choreography.transport import HttpTransport, Transport
 from choreography.worker import InboxWorker
 from common.db import iso, utcnow, writing
 from common.faults import Fault, FaultKind, parse_fault
 from common.http import Http
-from common.metrics import EVENTS_RECEIVED, HANDLER_DURATION, REDRIVEN
+from common.metrics import EVENTS_HANDLED, EVENTS_RECEIVED, HANDLER_DURATION, REDRIVEN
 from common.pacing import Pacing
 from common.status import Model, RecordStatus
 from common.tracing import current_traceparent, parent, span_in, start_saga_trace
@@ -65,6 +66,16 @@ def choreography_tables(metadata: MetaData) -> None:
     deadlines_table(metadata)
 
 
+@dataclass
+class Commit:
+    """One local transaction of this service's: its connection, and what it publishes, handed
+    to the relay (and, our own events for ourselves, to the inbox worker) once it commits."""
+
+    connection: Connection
+    outbox: list[OutboxRow] = field(default_factory=list)
+    inbox: list[InboxRow] = field(default_factory=list)
+
+
 class Reactions:
     """What this service does with each event it reacts to (flow.py says which)."""
 
@@ -83,7 +94,17 @@ class Reactions:
         self.transport = transport
         self.sleeps = sleeps
         self.reactions = reactions_of(self.me)
-        self.after_commit: list[Callable[[], None]] = []  # wake the relay and the inbox worker
+        self.handover = config["CHOREOGRAPHY_HANDOVER"]
+        # What a commit hands on: its outbox rows to the relay, its inbox rows to the worker.
+        self.committed: Callable[[Commit], None] = lambda _commit: None
+
+    @contextmanager
+    def commit(self) -> Iterator[Commit]:
+        """A transaction; what it published is handed on only once it has committed."""
+        with writing(self.records.engine) as connection:
+            done = Commit(connection)
+            yield done
+        self.committed(done)
 
     # What the worker asks ---------------------------------------------------------------------
 
@@ -94,23 +115,40 @@ class Reactions:
         return 1 + int(retries)
 
     def handle(self, envelope: Envelope, attempt: int) -> None:
+        """Act out the fault the sign-up asked of this step, if any; then react, in one commit."""
         when = self.reaction_to(envelope)
-        with self._span(envelope, when, attempt), self._refusing_other_models():
-            self._handle(envelope, when, attempt)
-        self._woken()
+        with self.span(envelope, when, attempt), self._refusing_other_models():
+            self._act_out(envelope, when, self._fault(envelope), attempt)
+            with self.commit() as commit:
+                self.react(commit, envelope, when, attempt)
 
-    def _handle(self, envelope: Envelope, when: When, attempt: int) -> None:
-        fault = self._fault(envelope)
+    def react(self, commit: Commit, envelope: Envelope, when: When, attempt: int) -> None:
+        """The reaction itself, in the caller's commit, which also marks the event handled."""
         if when.reaction is Reaction.APPLY:
-            self._apply(envelope, when, fault, attempt)
+            self._apply(commit, envelope, when)
         elif when.reaction is Reaction.COMPENSATE:
-            if fault is not None and fault.fails_compensation(attempt):
-                raise InjectedFault(f"injected fault {fault}: compensation failed (attempt {attempt})")
-            self._in_one_commit(envelope, attempt, lambda c: self._compensate(c, envelope, when))
+            self._compensate(commit, envelope, when)
         elif when.reaction is Reaction.CANCEL:
-            self._in_one_commit(envelope, attempt, lambda c: self._cancel(c, envelope, when))
+            self._cancel(commit, envelope, when)
         else:
-            self._in_one_commit(envelope, attempt, lambda c: self._close_clock(c, envelope.saga_id))
+            self._close_clock(commit, envelope.saga_id)
+        if not self.inbox.handled(commit.connection, envelope.event_id, attempt):
+            raise AlreadyHandled(envelope.event_id)
+
+    def give_up(self, envelope: Envelope, attempt: int, error: str) -> None:
+        """The attempts ran out: undo what may have committed, and say this step failed."""
+        when = self.reaction_to(envelope)
+        with self.span(envelope, when, attempt), self._refusing_other_models(), self.commit() as commit:
+            if when.reaction is Reaction.APPLY:
+                self._undo_and_report(commit, envelope, when.otherwise, {"reason": "error", "error": error})
+                log.warning("saga %s: %s gave up after %d attempt(s): %s", envelope.saga_id, envelope.type,
+                            attempt, error)
+            elif when.otherwise:  # a compensation that keeps failing: the saga needs attention
+                self._emit(commit, when.otherwise, envelope, {"error": error})
+                log.error("saga %s: compensation of %s failed for good: %s", envelope.saga_id, self.me, error)
+            self._close_clock(commit, envelope.saga_id)
+            if not self.inbox.handled(commit.connection, envelope.event_id, attempt):
+                raise AlreadyHandled(envelope.event_id)
 
     @contextmanager
     def _refusing_other_models(self) -> Iterator[None]:
@@ -121,7 +159,7 @@ class Reactions:
             raise Refused(str(error), "wrong_model") from None
 
     @contextmanager
-    def _span(self, envelope: Envelope, when: When, attempt: int) -> Iterator[None]:
+    def span(self, envelope: Envelope, when: When, attempt: int) -> Iterator[None]:
         """A span for handling an event, a child of the span that published it, and its timing."""
         started = time.perf_counter()
         attributes = {"saga.id": envelope.saga_id, "saga.service": self.me, "saga.event": envelope.type,
@@ -133,133 +171,127 @@ class Reactions:
         finally:
             HANDLER_DURATION.labels(self.me, "event").observe(time.perf_counter() - started)
 
-    def give_up(self, envelope: Envelope, attempt: int, error: str) -> None:
-        """The attempts ran out: undo what may have committed, and say this step failed."""
-        when = self.reaction_to(envelope)
-
-        def failed(connection: Connection) -> None:
-            if when.reaction is Reaction.APPLY:
-                self._undo_and_report(connection, envelope, when.otherwise,
-                                      {"reason": "error", "error": error})
-                log.warning("saga %s: %s gave up after %d attempt(s): %s", envelope.saga_id, envelope.type,
-                            attempt, error)
-            elif when.otherwise:  # a compensation that keeps failing: the saga needs attention
-                self._emit(connection, when.otherwise, envelope, {"error": error})
-                log.error("saga %s: compensation of %s failed for good: %s", envelope.saga_id, self.me, error)
-            self._close_clock(connection, envelope.saga_id)
-
-        with self._span(envelope, when, attempt), self._refusing_other_models():
-            self._in_one_commit(envelope, attempt, failed)
-        self._woken()
-
     # The reactions ----------------------------------------------------------------------------
 
-    def _apply(self, envelope: Envelope, when: When, fault: Fault | None, attempt: int) -> None:
+    def _act_out(self, envelope: Envelope, when: When, fault: Fault | None, attempt: int) -> None:
+        """A fault acted out before the reaction's commit: a sleep, a failure, or a commit of
+        the row on its own and then a failure (after_commit)."""
+        if fault is None:
+            return
+        if when.reaction is Reaction.COMPENSATE:
+            if fault.fails_compensation(attempt):
+                raise InjectedFault(f"injected fault {fault}: compensation failed (attempt {attempt})")
+            return
+        if when.reaction is not Reaction.APPLY:
+            return
+        saga_id = envelope.saga_id
+        deadline = parse_moment(str(envelope.payload["deadline"]))
+        pause = fault.sleep_before_commit(0, 0)
+        if fault.kind is FaultKind.TIMEOUT:  # outlast the saga's deadline, then try to commit late
+            pause = max(0.0, (deadline - utcnow()).total_seconds()) + self.config["FAULT_LATE_MARGIN"]
+        if pause:
+            self._sleep(saga_id, fault, pause, attempt)
+        if fault.fails_before_commit(attempt):
+            raise InjectedFault(f"injected fault {fault}: failed before commit, nothing written "
+                                f"(attempt {attempt})")
+        if fault.fails_after_commit():  # the row commits; the handler then fails
+            self.records.apply(saga_id, str(envelope.payload["input"][self.field]), Model.CHOREOGRAPHY)
+            raise InjectedFault(f"injected fault {fault}: committed, then failed (attempt {attempt})")
+
+    def _apply(self, commit: Commit, envelope: Envelope, when: When) -> None:
         saga_id, payload = envelope.saga_id, envelope.payload
-        deadline = parse_moment(str(payload["deadline"]))
+        if utcnow() > parse_moment(str(payload["deadline"])):  # nothing applies after the deadline, anywhere
+            undone = self._undo_and_report(commit, envelope, when.otherwise, {
+                "reason": "timeout", "error": f"step {self.me}: the deadline passed"})
+            if undone.changed:
+                self._close_clock(commit, saga_id)
+            log.warning("saga %s: apply refused, the saga's deadline passed", saga_id)
+            return
         value = str(payload["input"][self.field])
-        if fault is not None:
-            pause = fault.sleep_before_commit(0, 0)
-            if fault.kind is FaultKind.TIMEOUT:  # outlast the saga's deadline, then try to commit late
-                pause = max(0.0, (deadline - utcnow()).total_seconds()) + self.config["FAULT_LATE_MARGIN"]
-            if pause:
-                self._sleep(saga_id, fault, pause, attempt)
-            if fault.fails_before_commit(attempt):
-                raise InjectedFault(f"injected fault {fault}: failed before commit, nothing written "
-                                    f"(attempt {attempt})")
-            if fault.fails_after_commit():  # the row commits; the handler then fails
-                self.records.apply(saga_id, value, Model.CHOREOGRAPHY)
-                raise InjectedFault(f"injected fault {fault}: committed, then failed (attempt {attempt})")
+        status = self.records.apply_in(commit.connection, saga_id, value, Model.CHOREOGRAPHY).status
+        if status is not RecordStatus.APPLIED:  # closed here already (a late apply)
+            log.info("saga %s: apply refused, the row is %s", saga_id, status.value)
+            return
+        onward = {k: v for k, v in payload["input"].items() if k != self.field}
+        if when.then:
+            self._emit(commit, when.then, envelope, {**payload, "input": onward})
+        log.info("saga %s: applied", saga_id)
 
-        def apply(connection: Connection) -> None:
-            if utcnow() > deadline:  # too late: nothing applies after the deadline, anywhere
-                undone = self._undo_and_report(connection, envelope, when.otherwise, {
-                    "reason": "timeout", "error": f"step {self.me}: the deadline passed"})
-                if undone.changed:
-                    self._close_clock(connection, saga_id)
-                log.warning("saga %s: apply refused, the saga's deadline passed", saga_id)
-                return
-            status = self.records.apply_in(connection, saga_id, value, Model.CHOREOGRAPHY).status
-            if status is not RecordStatus.APPLIED:  # closed here already (a late apply)
-                log.info("saga %s: apply refused, the row is %s", saga_id, status.value)
-                return
-            onward = {k: v for k, v in payload["input"].items() if k != self.field}
-            if when.then:
-                self._emit(connection, when.then, envelope, {**payload, "input": onward})
-            log.info("saga %s: applied", saga_id)
-
-        self._in_one_commit(envelope, attempt, apply)
-
-    def _compensate(self, connection: Connection, envelope: Envelope, when: When) -> None:
-        outcome = self._undo_and_report(connection, envelope, when.then, {})
-        self._close_clock(connection, envelope.saga_id)
+    def _compensate(self, commit: Commit, envelope: Envelope, when: When) -> None:
+        outcome = self._undo_and_report(commit, envelope, when.then, {})
+        self._close_clock(commit, envelope.saga_id)
         log.info("saga %s: compensated, the row is %s", envelope.saga_id, outcome.status.value)
 
-    def _undo_and_report(self, connection: Connection, cause: Envelope, event_type: str | None,
+    def _undo_and_report(self, commit: Commit, cause: Envelope, event_type: str | None,
                          payload: dict[str, Any]) -> Outcome:
         """Undo this step's row (a tombstone if it never applied) and, if that changed it now,
         publish `event_type`: each step reports its undoing once, whoever asked first."""
-        outcome = self.records.compensate_in(connection, cause.saga_id, Model.CHOREOGRAPHY)
+        outcome = self.records.compensate_in(commit.connection, cause.saga_id, Model.CHOREOGRAPHY)
         if outcome.changed and event_type:
-            self._emit(connection, event_type, cause, payload)
+            self._emit(commit, event_type, cause, payload)
         return outcome
 
-    def _cancel(self, connection: Connection, envelope: Envelope, when: When) -> None:
+    def _cancel(self, commit: Commit, envelope: Envelope, when: When) -> None:
         """The deadline passed. If this (last) step never applied, it never will: the saga fails.
 
         Only a tombstone written now fails the saga: an apply that committed first (even one
         in flight while this ran) means the saga completed in time. Asked again (A nudges a
         saga stuck past its deadline), a step it closed already sends again what it could
         not deliver."""
-        outcome = self.records.cancel_in(connection, envelope.saga_id, Model.CHOREOGRAPHY)
+        outcome = self.records.cancel_in(commit.connection, envelope.saga_id, Model.CHOREOGRAPHY)
         if outcome.changed:
             if when.then:
-                self._emit(connection, when.then, envelope,
+                self._emit(commit, when.then, envelope,
                            {"reason": "timeout", "error": f"step {self.me}: not applied before the deadline"})
             log.warning("saga %s: timed out before %s applied; cancelled", envelope.saga_id, self.me)
         elif outcome.status is RecordStatus.CANCELLED:
-            again = self.outbox.redrive_saga(connection, envelope.saga_id)
+            again = self.outbox.redrive_saga(commit.connection, envelope.saga_id)
             if again:
                 log.warning("saga %s: asked again after its deadline; sending %d undelivered event(s) "
                             "again", envelope.saga_id, again)
 
-    # One transaction per reaction -----------------------------------------------------------
+    # Publishing --------------------------------------------------------------------------------
 
-    def _in_one_commit(self, envelope: Envelope, attempt: int, work: Callable[[Connection], None]) -> None:
-        """Run `work` and mark the event handled, in one transaction."""
-        with writing(self.records.engine) as connection:
-            work(connection)
-            if not self.inbox.handled(connection, envelope.event_id, attempt):
-                raise AlreadyHandled(envelope.event_id)
-
-    def _emit(self, connection: Connection, event_type: str, cause: Envelope,
-              payload: dict[str, Any]) -> None:
+    def _emit(self, commit: Commit, event_type: str, cause: Envelope, payload: dict[str, Any]) -> None:
         """Publish an event of ours, in the caller's transaction (the transactional outbox). The
         saga's context (its faults and deadline) goes along with every event."""
         context: dict[str, Any] = {key: cause.payload[key] for key in ("fail", "deadline")
                                    if key in cause.payload}
         envelope = Envelope(event_type, cause.saga_id, self.me, {**context, **payload},
                             traceparent=current_traceparent() or cause.traceparent)
-        self.publish(connection, envelope)
+        self.publish(commit, envelope)
 
-    def publish(self, connection: Connection, envelope: Envelope) -> None:
+    def publish(self, commit: Commit, envelope: Envelope) -> None:
         reacting = subscribers(envelope.type)
         if self.me in reacting:  # our own event, for ourselves: straight into our inbox
-            self.inbox.add(connection, envelope)
+            row = self.inbox.add(commit.connection, envelope, self.handover)
+            if row is not None:
+                commit.inbox.append(row)
         others = tuple(service for service in reacting if service != self.me)
-        self.outbox.add(connection, envelope, self.transport.destinations(others))
+        commit.outbox += self.outbox.add(commit.connection, envelope, self.transport.destinations(others))
 
-    def time_out(self, connection: Connection, saga_id: str) -> None:
-        """For the deadline watcher: publish SignupTimedOut, in the transaction that closes the
-        clock, in the saga's trace (the sign-up in our inbox has it)."""
-        requested = self.inbox.first_of(connection, saga_id, REQUESTED)
-        self.publish(connection, Envelope(TIMED_OUT, saga_id, self.me, {},
+    def time_out(self, saga_id: str, again: bool) -> bool:
+        """For the deadline watcher: publish SignupTimedOut for a saga still open past its
+        deadline, in the transaction that records it (`again`: for a saga stuck since, at most
+        once every CHOREOGRAPHY_STUCK_AFTER), in the saga's trace (the sign-up in our inbox has
+        it); False if the saga closed, or was dealt with, meanwhile."""
+        with self.commit() as commit:
+            connection = commit.connection
+            if again:
+                due = self.deadlines.nudge(connection, saga_id, timedelta(seconds=self.config[
+                    "CHOREOGRAPHY_STUCK_AFTER"]))
+            else:
+                due = self.deadlines.time_out(connection, saga_id)
+            if not due:
+                return False
+            requested = self.inbox.first_of(connection, saga_id, REQUESTED)
+            self.publish(commit, Envelope(TIMED_OUT, saga_id, self.me, {},
                                           traceparent=requested.traceparent if requested else None))
-        self._woken()
+        return True
 
-    def _close_clock(self, connection: Connection, saga_id: str) -> None:
+    def _close_clock(self, commit: Commit, saga_id: str) -> None:
         if self.me == ENTRY:
-            self.deadlines.close(connection, saga_id)
+            self.deadlines.close(commit.connection, saga_id)
 
     # Helpers ----------------------------------------------------------------------------------
 
@@ -286,10 +318,6 @@ class Reactions:
         finally:
             self.sleeps.release()
 
-    def _woken(self) -> None:
-        for wake in self.after_commit:
-            wake()
-
 
 class ParticipantChoreography:
     """Everything a participant runs for the choreographed saga, built from its settings."""
@@ -300,7 +328,7 @@ class ParticipantChoreography:
         self.spec = spec
         self.config = config
         self.inbox = Inbox(engine, metadata.tables["inbox"])
-        self.outbox = Outbox(engine, metadata.tables["outbox"])
+        self.outbox = Outbox(engine, metadata.tables["outbox"], handover=config["CHOREOGRAPHY_HANDOVER"])
         self.deadlines = Deadlines(engine, metadata.tables["saga_deadlines"])
         self.transport, destinations = self._transport(config)
         pacing = Pacing(config["RETRY_BACKOFF"], config["RETRY_BACKOFF_MAX"], config["RETRY_JITTER"])
@@ -311,10 +339,16 @@ class ParticipantChoreography:
         self.relay = Relay(spec.name, self.outbox, self.transport, destinations, Pacing(0.2, 10.0, 0.2),
                            max_attempts=config["RELAY_MAX_ATTEMPTS"], poll=config["CHOREOGRAPHY_POLL"],
                            lanes=4 if config["BROKER_URL"] else 1)
-        self.reactions.after_commit += [self.relay.wake, self.worker.wake]
+        self.reactions.committed = self._committed
         self.watcher = (DeadlineWatcher(self.deadlines, self.reactions.time_out, interval=0.2,
                                         stuck_after=config["CHOREOGRAPHY_STUCK_AFTER"])
                         if spec.name == ENTRY else None)
+
+    def _committed(self, commit: Commit) -> None:
+        if commit.outbox:
+            self.relay.push(commit.outbox)
+        if commit.inbox:
+            self.worker.hand(commit.inbox)
 
     def _transport(self, config: dict[str, Any]) -> tuple[Transport, list[str]]:
         if config["BROKER_URL"]:
@@ -337,33 +371,40 @@ class ParticipantChoreography:
             from choreography.rabbitmq import BrokerConsumer
 
             BrokerConsumer(self.config["BROKER_URL"], self.config["BROKER_NAMESPACE"],
-                           queue=f"service_{self.spec.name}", receive=self.receive,
+                           queue=f"service_{self.spec.name}",
+                           receive=lambda envelope: self.receive([envelope]),
                            secret=self.config["SERVICE_SECRET"], party=self.spec.name).start()
 
-    def receive(self, envelope: Envelope) -> bool:
-        """An event from another service (HTTP or broker): into the inbox, once; False if a repeat."""
-        self.reactions.reaction_to(envelope)  # BadEnvelope unless we react to it
-        new = self.inbox.receive(envelope)
-        EVENTS_RECEIVED.labels(self.spec.name, envelope.type, "new" if new else "duplicate").inc()
-        self.worker.wake()
-        return new
+    def receive(self, envelopes: list[Envelope]) -> list[bool]:
+        """Events from other services (HTTP or broker), each one this service takes: into the
+        inbox, once, in one commit, then handled at once; for each, False if it was a repeat."""
+        rows = self.inbox.receive(envelopes, self.reactions.handover)
+        for envelope, row in zip(envelopes, rows, strict=True):
+            EVENTS_RECEIVED.labels(self.spec.name, envelope.type, "duplicate" if row is None else "new").inc()
+        self.worker.hand([row for row in rows if row is not None])
+        return [row is not None for row in rows]
 
     def sign_up(self, saga_input: dict[str, str], faults: dict[str, str], saga_id: str) -> Envelope:
-        """The entry: start the clock and take the sign-up in as our own event, in one commit;
-        then apply it right away (in the caller's thread) unless a fault asks for it to be slow."""
+        """The entry: start the clock and take the sign-up in as our own event and, unless a
+        fault asks this step to act something out (then the inbox worker does), apply it: all
+        in one commit."""
         deadline = utcnow() + timedelta(seconds=self.config["CHOREOGRAPHY_DEADLINE"])
         traceparent = start_saga_trace("saga signup (choreography)", saga_id)
         envelope = Envelope(REQUESTED, saga_id, self.spec.name,
                             {"input": saga_input, "fail": faults, "deadline": iso(deadline)},
                             traceparent=traceparent)
-        with writing(self.inbox.engine) as connection:
-            self.deadlines.start(connection, saga_id, deadline)
-            self.reactions.publish(connection, envelope)
-        self.relay.wake()
-        if self.spec.name not in faults:
-            self.worker.run_now(envelope.event_id)
-        else:
-            self.worker.wake()
+        reactions = self.reactions
+        here = self.spec.name not in faults  # ours to handle, here and now: not the worker's
+        with reactions.commit() as commit:
+            self.deadlines.start(commit.connection, saga_id, deadline)
+            reactions.publish(commit, envelope)
+            if here:
+                commit.inbox = [row for row in commit.inbox if row.event_id != envelope.event_id]
+                when = reactions.reaction_to(envelope)
+                with reactions.span(envelope, when, 1):
+                    reactions.react(commit, envelope, when, attempt=1)
+        if here:
+            EVENTS_HANDLED.labels(self.spec.name, envelope.type, "ok").inc()
         return envelope
 
     def dead_letters(self) -> list[dict[str, object]]:

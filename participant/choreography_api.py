@@ -7,11 +7,11 @@ from typing import Any, cast
 
 from flask import Blueprint, current_app, jsonify, request
 
-from choreography.events import EVENT_ID, BadEnvelope, Envelope
+from choreography.events import EVENT_ID, Envelope
 from choreography.flow import ENTRY, EVENT_TYPES, FIELDS, SOURCES, STEPS
-from common.errors import ApiError, json_object
+from choreography.transport import take_in
+from common.errors import ApiError, json_body, json_object
 from common.ids import new_saga_id
-from common.metrics import EVENTS_REFUSED
 from common.validation import parse_saga_request, reject_unknown
 from common.web import require_signature
 from participant.choreography import ParticipantChoreography
@@ -57,15 +57,15 @@ def receive_event() -> tuple[Any, int]:
     """Take in an event from another service's relay (signed, like every call between services):
     recorded once in the inbox, then handled; a repeat is acknowledged and changes nothing."""
     require_signature(current_app.config["SERVICE_SECRET"])
-    try:
-        envelope = Envelope.from_json(json_object(), EVENT_TYPES, SOURCES)
-        new = _choreography().receive(envelope)
-    except BadEnvelope as error:
-        service = _choreography().spec.name
-        EVENTS_REFUSED.labels(service, error.kind).inc()
-        log.warning("service %s refused an event: %s", service, error)
-        raise ApiError(400, "bad_event", str(error)) from None
-    return jsonify({"event_id": envelope.event_id, "status": "received" if new else "duplicate"}), 200
+    choreography = _choreography()
+
+    def check(item: Any) -> Envelope:
+        envelope = Envelope.from_json(item, EVENT_TYPES, SOURCES)
+        choreography.reactions.reaction_to(envelope)  # refused unless we take it
+        return envelope
+
+    answer, status = take_in(json_body(), check, choreography.receive, choreography.spec.name)
+    return jsonify(answer), status
 
 
 @choreography_routes.post("/dead-letters/redrive")

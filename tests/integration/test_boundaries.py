@@ -133,7 +133,9 @@ def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A system with small limits: two slots for injected sleeps, two sagas in the async queue."""
     running = Stack(tmp_path_factory.mktemp("tight"), TEST_DATABASE_URL,
                     settings={"FAULT_SLEEP_SLOTS": "2", "ASYNC_QUEUE_LIMIT": "2",
-                              "ORCHESTRATOR_WORKER_THREADS": "2"}).start()
+                              "ORCHESTRATOR_WORKER_THREADS": "2",
+                              # Room for a 3 s sleep within one call (the queue test's).
+                              "CALL_TIMEOUT": "5", "LEASE_SECONDS": "20"}).start()
     yield running
     running.stop()
 
