@@ -21,7 +21,6 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import (
     Column,
-    Connection,
     Engine,
     Index,
     MetaData,
@@ -33,7 +32,7 @@ from sqlalchemy import (
     update,
 )
 
-from common.db import MYSQL_TABLE, Key, Timestamp, iso, reading, utcnow
+from common.db import MYSQL_TABLE, Key, Prepared, Raw, Timestamp, iso, reading, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -56,31 +55,32 @@ class Deadlines:
         self.engine = engine
         self.table = table
         t = table
-        self._close = update(t).where(t.c.saga_id == bindparam("key"), t.c.closed_at.is_(None))
-        self._time_out = update(t).where(t.c.saga_id == bindparam("key"), t.c.closed_at.is_(None),
-                                         t.c.timed_out_at.is_(None))
-        self._nudge = update(t).where(t.c.saga_id == bindparam("key"), t.c.closed_at.is_(None),
-                                      func.coalesce(t.c.nudged_at, t.c.timed_out_at) < bindparam("before"))
+        self._start = Prepared(engine, insert(t), ("saga_id", "deadline"))
+        open_ = (t.c.saga_id == bindparam("key"), t.c.closed_at.is_(None))
+        self._close = Prepared(engine, update(t).where(*open_), ("closed_at",))
+        self._time_out = Prepared(engine, update(t).where(*open_, t.c.timed_out_at.is_(None)),
+                                  ("timed_out_at",))
+        quiet_since = func.coalesce(t.c.nudged_at, t.c.timed_out_at) < bindparam("before", type_=Timestamp)
+        self._nudge = Prepared(engine, update(t).where(*open_, quiet_since), ("nudged_at",))
 
-    def start(self, connection: Connection, saga_id: str, deadline: datetime) -> None:
-        connection.execute(insert(self.table).values(saga_id=saga_id, deadline=deadline))
+    def start(self, connection: Raw, saga_id: str, deadline: datetime) -> None:
+        connection.execute(self._start, {"saga_id": saga_id, "deadline": deadline})
 
-    def close(self, connection: Connection, saga_id: str) -> bool:
+    def close(self, connection: Raw, saga_id: str) -> bool:
         """The saga ended here (completed, or undone), in the caller's transaction; False if it
         had ended before."""
-        return connection.execute(self._close, {"key": saga_id, "closed_at": utcnow()}).rowcount == 1
+        return connection.execute(self._close, {"key": saga_id, "closed_at": utcnow()}) == 1
 
-    def time_out(self, connection: Connection, saga_id: str) -> bool:
+    def time_out(self, connection: Raw, saga_id: str) -> bool:
         """Record that the saga's deadline passed while it was open; False if it had closed or
         timed out already (so the time-out is published once)."""
-        return connection.execute(self._time_out, {"key": saga_id, "timed_out_at": utcnow()}).rowcount == 1
+        return connection.execute(self._time_out, {"key": saga_id, "timed_out_at": utcnow()}) == 1
 
-    def nudge(self, connection: Connection, saga_id: str, quiet: timedelta) -> bool:
+    def nudge(self, connection: Raw, saga_id: str, quiet: timedelta) -> bool:
         """Record a new nudge of a timed-out saga still open, unless it was nudged (or timed
         out) less than `quiet` ago or has closed; True if this call recorded it."""
         now = utcnow()
-        return connection.execute(self._nudge, {"key": saga_id, "nudged_at": now,
-                                                "before": now - quiet}).rowcount == 1
+        return connection.execute(self._nudge, {"key": saga_id, "nudged_at": now, "before": now - quiet}) == 1
 
     def get(self, saga_id: str) -> dict[str, str | None] | None:
         with reading(self.engine) as connection:

@@ -13,7 +13,6 @@ from datetime import timedelta
 
 from sqlalchemy import (
     Column,
-    Connection,
     Engine,
     Index,
     Integer,
@@ -28,7 +27,7 @@ from sqlalchemy import (
 )
 
 from choreography.events import Envelope
-from common.db import MYSQL_TABLE, Key, Timestamp, iso, reading, utcnow, writing
+from common.db import MYSQL_TABLE, Key, Prepared, Raw, Timestamp, iso, raw_writing, reading, utcnow, writing
 
 PENDING, HANDLED, DEAD = "PENDING", "HANDLED", "DEAD"
 
@@ -65,19 +64,27 @@ class Inbox:
     def __init__(self, engine: Engine, table: Table) -> None:
         self.engine = engine
         self.table = table
-        self._insert = (insert(table).prefix_with("OR IGNORE", dialect="sqlite")
-                        .prefix_with("IGNORE", dialect="mysql").prefix_with("IGNORE", dialect="mariadb"))
-        self._handled = update(table).where(table.c.event_id == bindparam("key"),
-                                            table.c.status == PENDING)
+        insert_ignore = (insert(table).prefix_with("OR IGNORE", dialect="sqlite")
+                         .prefix_with("IGNORE", dialect="mysql").prefix_with("IGNORE", dialect="mariadb"))
+        columns = ("event_id", "event_type", "saga_id", "envelope", "status", "attempts", "next_attempt_at",
+                   "received_at")
+        self._insert = Prepared(engine, insert_ignore, columns)
+        self._handled = Prepared(engine, update(table).where(table.c.event_id == bindparam("key"),
+                                                             table.c.status == PENDING),
+                                 ("status", "attempts", "handled_at"))
+        self._first_of = Prepared(engine, select(table.c.envelope)
+                                  .where(table.c.saga_id == bindparam("saga"),
+                                         table.c.event_type == bindparam("kind"))
+                                  .order_by(table.c.received_at).limit(1))
         self._mark = update(table).where(table.c.event_id == bindparam("key"))
 
     def receive(self, envelopes: list[Envelope], handover: float) -> list[InboxRow | None]:
         """Record events that arrived, in one transaction; for each, the row to hand the worker
         once it has committed, or None if it had arrived before (a redelivery)."""
-        with writing(self.engine) as connection:
+        with raw_writing(self.engine) as connection:
             return [self.add(connection, envelope, handover) for envelope in envelopes]
 
-    def add(self, connection: Connection, envelope: Envelope, handover: float = 0.0) -> InboxRow | None:
+    def add(self, connection: Raw, envelope: Envelope, handover: float = 0.0) -> InboxRow | None:
         """Record an event in the caller's transaction, due `handover` seconds after (the worker
         is handed it in memory at the commit; the scan finds it only if that never happened);
         None if it had arrived before."""
@@ -85,7 +92,7 @@ class Inbox:
         new = connection.execute(self._insert, {
             "event_id": envelope.event_id, "event_type": envelope.type, "saga_id": envelope.saga_id,
             "envelope": text, "status": PENDING, "attempts": 0,
-            "next_attempt_at": now + timedelta(seconds=handover), "received_at": now}).rowcount
+            "next_attempt_at": now + timedelta(seconds=handover), "received_at": now})
         return InboxRow(envelope.event_id, text, 0, None, envelope) if new else None
 
     def due(self, limit: int = 64) -> list[InboxRow]:
@@ -97,22 +104,19 @@ class Inbox:
         with reading(self.engine) as connection:
             return [InboxRow(*row) for row in connection.execute(query)]
 
-    def first_of(self, connection: Connection, saga_id: str, event_type: str) -> Envelope | None:
+    def first_of(self, connection: Raw, saga_id: str, event_type: str) -> Envelope | None:
         """The first event of `event_type` this inbox took for the saga, if any."""
-        t = self.table
-        query = (select(t.c.envelope).where(t.c.saga_id == saga_id, t.c.event_type == event_type)
-                 .order_by(t.c.received_at).limit(1))
-        text = connection.execute(query).scalar()
-        if text is None:
+        found = connection.first(self._first_of, {"saga": saga_id, "kind": event_type})
+        if found is None:
             return None
-        body = json.loads(text)
+        body = json.loads(found[0])
         return Envelope(body["type"], body["saga_id"], body["source"], body["payload"], body["event_id"],
                         body.get("occurred_at", ""), body.get("traceparent"))
 
-    def handled(self, connection: Connection, event_id: str, attempts: int) -> bool:
+    def handled(self, connection: Raw, event_id: str, attempts: int) -> bool:
         """Mark the event handled, in the handler's transaction; False if something else did first."""
         return connection.execute(self._handled, {"key": event_id, "status": HANDLED, "attempts": attempts,
-                                                  "handled_at": utcnow()}).rowcount == 1
+                                                  "handled_at": utcnow()}) == 1
 
     def retry_later(self, event_id: str, attempts: int, error: str, delay: float) -> None:
         with writing(self.engine) as connection:

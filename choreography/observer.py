@@ -13,12 +13,12 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Column,
-    Connection,
     Engine,
     Index,
     Integer,
@@ -38,7 +38,19 @@ from choreography.events import Envelope, Refused, parse_moment
 from choreography.flow import FIELDS, REQUESTED, STEPS, derive
 from choreography.rabbitmq import DeadLetter
 from common.consistency import Part, SagaSnapshot
-from common.db import MYSQL_TABLE, Key, Timestamp, iso, reading, utcnow, writing
+from common.db import (
+    MYSQL_TABLE,
+    Key,
+    Prepared,
+    Raw,
+    Timestamp,
+    iso,
+    raw_reading,
+    raw_writing,
+    reading,
+    utcnow,
+    writing,
+)
 from common.metrics import (
     COMPENSATIONS,
     COMPENSATIONS_FAILED,
@@ -117,17 +129,28 @@ class Observer:
     """Records every event once and keeps each saga's status current; readers can wait for a change."""
 
     def __init__(self, engine: Engine,
-                 orchestrated: Callable[[Connection, str], bool] = lambda _c, _saga_id: False) -> None:
+                 orchestrated: Callable[[Raw, str], bool] = lambda _c, _saga_id: False) -> None:
         self.engine = engine
         self.orchestrated = orchestrated  # does the saga log (in this database) run this saga id?
-        self._new_saga = _insert_ignore(choreo_sagas)
-        self._new_event = _insert_ignore(choreo_events)
-        self._lock_saga = select(choreo_sagas.c.status, choreo_sagas.c.created_at).where(
-            choreo_sagas.c.saga_id == bindparam("key")).with_for_update()
-        self._forget_saga = delete(choreo_sagas).where(choreo_sagas.c.saga_id == bindparam("key"))
-        self._events_of = (select(choreo_events.c.type, choreo_events.c.payload)
-                           .where(choreo_events.c.saga_id == bindparam("key")).order_by(choreo_events.c.id))
-        self._update = update(choreo_sagas).where(choreo_sagas.c.saga_id == bindparam("key"))
+        # Recording events is the observer's hot path: its statements run on the DB-API connection.
+        sagas, events = choreo_sagas, choreo_events
+        self._new_saga = Prepared(engine, _insert_ignore(sagas),
+                                  ("saga_id", "status", "created_at", "updated_at"))
+        self._new_event = Prepared(engine, _insert_ignore(events), ("event_id", "saga_id", "type", "source",
+                                                                    "occurred_at", "received_at", "payload"))
+        self._lock_saga = Prepared(engine, select(sagas.c.status, sagas.c.created_at)
+                                   .where(sagas.c.saga_id == bindparam("key")).with_for_update())
+        self._forget_saga = Prepared(engine, delete(sagas).where(sagas.c.saga_id == bindparam("key")))
+        self._events_of = Prepared(engine, select(events.c.type, events.c.payload)
+                                   .where(events.c.saga_id == bindparam("key")).order_by(events.c.id))
+        self._updates: dict[frozenset[str], Prepared] = {}  # by the columns an update sets
+        # What readers ask, each time a saga moves: its status, and then the whole story.
+        self._status = Prepared(engine, select(sagas.c.status).where(sagas.c.saga_id == bindparam("key")))
+        self._saga = Prepared(engine, select(sagas).where(sagas.c.saga_id == bindparam("key")))
+        story = select(events.c.event_id, events.c.type, events.c.source, events.c.occurred_at,
+                       events.c.received_at, events.c.payload)
+        self._story = Prepared(engine, story.where(events.c.saga_id == bindparam("key"))
+                               .order_by(events.c.occurred_at, events.c.id))
         # Readers waiting for a saga to finish: saga id -> the Event its finishing sets.
         self._waiting: dict[str, threading.Event] = {}
         self._waiting_guard = threading.Lock()
@@ -151,12 +174,12 @@ class Observer:
         by_saga: dict[str, list[Envelope]] = {}
         for envelope in envelopes:
             by_saga.setdefault(envelope.saga_id, []).append(envelope)
-        with writing(self.engine) as connection:
+        with raw_writing(self.engine) as connection:
             for key in sorted(by_saga):  # one lock order for every batch: no deadlock between two
                 events = by_saga[key]
                 first = connection.execute(self._new_saga, {
                     "saga_id": key, "status": SagaStatus.RUNNING.value, "created_at": now,
-                    "updated_at": now}).rowcount
+                    "updated_at": now})
                 if first and self.orchestrated(connection, key):  # not ours to follow: undo the insert
                     connection.execute(self._forget_saga, {"key": key})
                     refusal = Refused(f"saga {key} is orchestrated: a choreography event may not touch it",
@@ -165,20 +188,22 @@ class Observer:
                     continue
                 if first:
                     known.append(key)
-                before, created = connection.execute(self._lock_saga, {"key": key}).one()  # one at a time
+                locked = connection.first(self._lock_saga, {"key": key})  # one at a time
+                assert locked is not None, "inserted just now, or before"
+                before, created = locked
                 new = []
                 for envelope in events:
                     taken = bool(connection.execute(self._new_event, {
                         "event_id": envelope.event_id, "saga_id": key, "type": envelope.type,
                         "source": envelope.source, "occurred_at": envelope.occurred_at or iso(now),
-                        "received_at": now, "payload": json.dumps(envelope.payload)}).rowcount)
+                        "received_at": now, "payload": json.dumps(envelope.payload)}))
                     EVENTS_RECEIVED.labels("observer", envelope.type, "new" if taken else "duplicate").inc()
                     outcomes[envelope.event_id] = outcomes.get(envelope.event_id) or taken
                     if taken:
                         new.append(envelope)
                 if not new:
                     continue
-                seen = [(t, json.loads(p)) for t, p in connection.execute(self._events_of, {"key": key})]
+                seen = [(t, json.loads(p)) for t, p in connection.all(self._events_of, {"key": key})]
                 status, failed_step, reason, error = derive(seen)
                 values: dict[str, Any] = {"status": status.value, "failed_step": failed_step,
                                           "reason": reason, "error": error, "updated_at": now}
@@ -191,7 +216,7 @@ class Observer:
                     values["faults"] = json.dumps(requested.payload.get("fail", {}))
                     values["trace_id"] = trace_id(requested.traceparent)
                     values["deadline"] = _moment(requested.payload.get("deadline"))
-                connection.execute(self._update, {"key": key, **values})
+                connection.execute(self._update(frozenset(values)), {"key": key, **values})
                 counted += [(e, SagaStatus(before), status, created) for e in new]
         for index, (envelope, before_status, status, created) in enumerate(counted):
             last_of_saga = index + 1 == len(counted) or counted[index + 1][0].saga_id != envelope.saga_id
@@ -202,6 +227,13 @@ class Observer:
             if waiting is not None:
                 waiting.set()
         return [outcomes[envelope.event_id] for envelope in envelopes]
+
+    def _update(self, columns: frozenset[str]) -> Prepared:
+        prepared = self._updates.get(columns)
+        if prepared is None:
+            statement = update(choreo_sagas).where(choreo_sagas.c.saga_id == bindparam("key"))
+            prepared = self._updates[columns] = Prepared(self.engine, statement, sorted(columns))
+        return prepared
 
     @staticmethod
     def _count(envelope: Envelope, before: SagaStatus, status: SagaStatus, created: datetime,
@@ -221,7 +253,7 @@ class Observer:
         """Know of a saga before its first event arrives (a sign-up the dashboard just passed on):
         RUNNING, its input unknown until SignupRequested brings it."""
         now = utcnow()
-        with writing(self.engine) as connection:
+        with raw_writing(self.engine) as connection:
             connection.execute(self._new_saga, {"saga_id": saga_id, "status": SagaStatus.RUNNING.value,
                                                 "created_at": now, "updated_at": now})
 
@@ -257,17 +289,24 @@ class Observer:
                                                   choreo_dead_letters.c.redriven_at.is_(None))
                 .values(redriven_at=utcnow())).rowcount == 1
 
+    def status(self, saga_id: str) -> SagaStatus | None:
+        """The saga's status as the observer holds it now; None if it has seen none of its events."""
+        with raw_reading(self.engine) as connection:
+            row = connection.first(self._status, {"key": saga_id})
+        return None if row is None else SagaStatus(row[0])
+
     def get(self, saga_id: str) -> dict[str, Any] | None:
         """A saga with its events in the order they happened."""
-        with reading(self.engine) as connection:
-            row = connection.execute(select(choreo_sagas).where(choreo_sagas.c.saga_id == saga_id)).first()
+        with raw_reading(self.engine) as connection:
+            row = connection.first(self._saga, {"key": saga_id})
             if row is None:
                 return None
-            events = connection.execute(select(choreo_events).where(choreo_events.c.saga_id == saga_id)
-                                        .order_by(choreo_events.c.occurred_at, choreo_events.c.id)).all()
-        return {**saga_json(row), "events": [
-            {**json.loads(e.payload), "type": e.type, "service": e.source, "event_id": e.event_id,
-             "at": e.occurred_at, "received_at": iso(e.received_at)} for e in events]}
+            events = connection.all(self._story, {"key": saga_id})
+        saga = SimpleNamespace(**dict(zip(choreo_sagas.c.keys(), row, strict=True)))
+        return {**saga_json(saga), "events": [
+            {**json.loads(payload), "type": kind, "service": source, "event_id": event_id,
+             "at": occurred_at, "received_at": iso(received_at)}
+            for event_id, kind, source, occurred_at, received_at, payload in events]}
 
     def wait(self, saga_id: str, seconds: float,
              unknown_after: float | None = None) -> dict[str, Any] | None:
@@ -281,13 +320,14 @@ class Observer:
             until = started + seconds
             while True:
                 woken.clear()
-                saga = self.get(saga_id)
+                status = self.status(saga_id)
                 now = time.monotonic()
-                if saga is None and unknown_after is not None and now - started >= unknown_after:
+                if status is None and unknown_after is not None and now - started >= unknown_after:
                     return None
-                if saga is not None and SagaStatus(saga["status"]).finished or now >= until:
-                    return saga
-                pause = 0.5 if saga is not None or unknown_after is None else unknown_after - (now - started)
+                if status is not None and status.finished or now >= until:
+                    return self.get(saga_id)
+                pause = (0.5 if status is not None or unknown_after is None
+                         else unknown_after - (now - started))
                 woken.wait(min(until - now, pause))
         finally:
             with self._waiting_guard:

@@ -101,15 +101,14 @@ def observer_blueprint(observer: Observer, rows: RowReader, settings: ObserverSe
         wait = whole_number_arg(request.args, "wait", default=0, maximum=MAX_WAIT)
         if wait:
             refuse_cross_site_reads()  # a page elsewhere must not hold this process's threads
-        saga = observer.get(saga_id)
-        if wait and saga is None:
+        if not wait:
+            saga = observer.get(saga_id)
+        else:
             # Wait only for a saga someone knows: a sign-up taken in a moment ago, whose first
             # event comes within a fraction of a second, or one the entry service says it took.
             saga = observer.wait(saga_id, wait, unknown_after=UNKNOWN_AFTER)
             if saga is None and _entry_knows(saga_id):
                 saga = observer.wait(saga_id, wait)
-        elif wait and saga is not None and not SagaStatus(saga["status"]).finished:
-            saga = observer.wait(saga_id, wait)
         if saga is None:
             raise ApiError(404, "not_found", f"no choreographed saga {saga_id}")
         return jsonify(saga)

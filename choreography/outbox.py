@@ -11,7 +11,6 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
-    Connection,
     Engine,
     Index,
     Integer,
@@ -27,7 +26,7 @@ from sqlalchemy import (
 )
 
 from choreography.events import Envelope
-from common.db import MYSQL_TABLE, Key, Timestamp, iso, reading, utcnow, writing
+from common.db import MYSQL_TABLE, Key, Prepared, Raw, Timestamp, iso, raw_writing, reading, utcnow, writing
 
 PENDING, SENT, DEAD = "PENDING", "SENT", "DEAD"
 
@@ -87,14 +86,21 @@ class Outbox:
         self.table = table
         self.handover = timedelta(seconds=handover)
         t = table
-        self._sent = (update(t).where(t.c.destination == bindparam("sent_to"),
-                                      t.c.event_id.in_(bindparam("event_ids", expanding=True)),
-                                      t.c.status == PENDING)
-                      .values(status=SENT, sent_at=bindparam("now"), last_error=None))
-        self._mark = update(t).where(t.c.destination == bindparam("row_destination"),
-                                     t.c.event_id == bindparam("row_event_id"))
+        self._insert = Prepared(engine, insert(t), ("event_id", "destination", "event_type", "saga_id",
+                                                    "envelope", "status", "attempts", "next_attempt_at",
+                                                    "created_at"))
+        self._sent = Prepared(engine, update(t).where(t.c.destination == bindparam("sent_to"),
+                                                      t.c.event_id == bindparam("row_event_id"),
+                                                      t.c.status == PENDING),
+                              ("status", "sent_at", "last_error"))
+        self._mark = Prepared(engine, update(t).where(t.c.destination == bindparam("row_destination"),
+                                                      t.c.event_id == bindparam("row_event_id")),
+                              ("status", "attempts", "last_error", "next_attempt_at"))
+        self._redrive_saga = Prepared(engine, update(t).where(t.c.saga_id == bindparam("saga"),
+                                                              t.c.status == DEAD),
+                                      ("status", "attempts", "next_attempt_at"))
 
-    def add(self, connection: Connection, envelope: Envelope, destinations: Iterable[str]) -> list[OutboxRow]:
+    def add(self, connection: Raw, envelope: Envelope, destinations: Iterable[str]) -> list[OutboxRow]:
         """Queue `envelope` for each destination, in the caller's transaction; the rows to hand
         the relay once it commits."""
         now, text = utcnow(), envelope.dumps()
@@ -103,7 +109,7 @@ class Outbox:
              "saga_id": envelope.saga_id, "envelope": text, "status": PENDING, "attempts": 0,
              "next_attempt_at": now + self.handover, "created_at": now} for destination in destinations]
         if rows:
-            connection.execute(insert(self.table), rows)
+            connection.execute_many(self._insert, rows)
         return [OutboxRow(row["destination"], envelope.event_id, text, 0) for row in rows]
 
     def due(self, destination: str, limit: int = 100, lane: tuple[int, int] = (0, 1)) -> list[OutboxRow]:
@@ -123,20 +129,18 @@ class Outbox:
         """Record what came of a batch of deliveries, in one transaction: the rows sent, the rows
         to try again later, and the rows dead-lettered."""
         now = utcnow()
-        sent: dict[str, list[str]] = {}
-        for outcome in outcomes:
-            if outcome.sent:
-                sent.setdefault(outcome.row.destination, []).append(outcome.row.event_id)
+        sent = [{"sent_to": o.row.destination, "row_event_id": o.row.event_id, "status": SENT, "sent_at": now,
+                 "last_error": None} for o in outcomes if o.sent]
         marks = [{"row_destination": o.row.destination, "row_event_id": o.row.event_id,
                   "status": DEAD if o.dead else PENDING, "attempts": o.row.attempts + 1,
                   "last_error": (o.error or "")[:2000],
                   "next_attempt_at": now + timedelta(seconds=o.retry_in)}
                  for o in outcomes if not o.sent]
-        with writing(self.engine) as connection:
-            for destination, event_ids in sent.items():
-                connection.execute(self._sent, {"sent_to": destination, "event_ids": event_ids, "now": now})
+        with raw_writing(self.engine) as connection:
+            if sent:
+                connection.execute_many(self._sent, sent)
             if marks:
-                connection.execute(self._mark, marks)
+                connection.execute_many(self._mark, marks)
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, object]]:
         """Events that could not be delivered, newest first."""
@@ -160,12 +164,10 @@ class Outbox:
                 update(t).where(t.c.event_id == event_id, t.c.status.in_(statuses))
                 .values(status=PENDING, attempts=0, next_attempt_at=utcnow(), sent_at=None)).rowcount)
 
-    def redrive_saga(self, connection: Connection, saga_id: str) -> int:
+    def redrive_saga(self, connection: Raw, saga_id: str) -> int:
         """Send again, in the caller's transaction, every event of the saga that was dead-lettered here."""
-        t = self.table
-        return int(connection.execute(
-            update(t).where(t.c.saga_id == saga_id, t.c.status == DEAD)
-            .values(status=PENDING, attempts=0, next_attempt_at=utcnow())).rowcount)
+        return connection.execute(self._redrive_saga, {"saga": saga_id, "status": PENDING, "attempts": 0,
+                                                       "next_attempt_at": utcnow()})
 
     def knows(self, event_id: str) -> bool:
         """Did this service publish the event (is it in its outbox)?"""

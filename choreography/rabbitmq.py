@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 BROKER = "broker"
 OBSERVER_QUEUE = "observer"
 PREFETCH = 32
+GATHER = 0.002  # seconds a consumer waits for more messages to take in with those it has
 SIGNATURE_HEADER = "x-saga-signature"  # the HMAC of the body, with SERVICE_SECRET
 REFUSED_BY, REFUSED_AS, REFUSED_BECAUSE = "x-refused-by", "x-refused-as", "x-refused-because"
 PUBLISHED_BY = "x-published-by"
@@ -230,14 +231,18 @@ def check_message(identity: Identity, secret: str, routing_key: str, properties:
     return envelope
 
 
+Received = Callable[[list[Envelope]], "list[bool] | list[bool | Refused]"]
+
+
 class BrokerConsumer:
-    """A thread that takes events from one queue into `receive` (which commits them), and
-    acknowledges each only afterwards; it reconnects by itself when the broker goes away.
+    """A thread that takes events from one queue into `receive` (which commits them), what has
+    arrived together in one go, and acknowledges them only afterwards; it reconnects by itself
+    when the broker goes away.
 
     An event that proves no publisher (`check_message`), or that `receive` refuses, is sent to
     the dead letters with the reason and acknowledged: never handled, never tried again."""
 
-    def __init__(self, url: str, namespace: str, queue: str, receive: Callable[[Envelope], Any],
+    def __init__(self, url: str, namespace: str, queue: str, receive: Received,
                  secret: str, party: str) -> None:
         self.url = url
         self.topology = Topology(namespace)
@@ -259,10 +264,16 @@ class BrokerConsumer:
                 self.topology.declare(channel)
                 channel.confirm_delivery()  # a refused event is dead-lettered before it is acked
                 channel.basic_qos(prefetch_count=PREFETCH)
-                channel.basic_consume(self.queue, self._on_message, auto_ack=False)
                 log.info("consuming %s", self.queue)
                 pause = 0.2
-                channel.start_consuming()
+                arrived: list[tuple[Basic.Deliver, BasicProperties, bytes]] = []
+                for method, properties, body in channel.consume(self.queue, auto_ack=False,
+                                                                inactivity_timeout=GATHER):
+                    if method is not None:
+                        arrived.append((method, properties, body))
+                    if arrived and (method is None or len(arrived) >= PREFETCH):
+                        self._take(channel, arrived)
+                        arrived = []
             except (AMQPError, OSError) as error:
                 log.warning("broker connection for %s lost (%s); reconnecting in %.1f s", self.queue,
                             type(error).__name__, pause)
@@ -271,19 +282,33 @@ class BrokerConsumer:
             time.sleep(pause)
             pause = min(pause * 2, 5.0)
 
-    def _on_message(self, channel: BlockingChannel, method: Basic.Deliver, properties: BasicProperties,
-                    body: bytes) -> None:
-        assert method.delivery_tag is not None
+    def _take(self, channel: BlockingChannel,
+              arrived: list[tuple[Basic.Deliver, BasicProperties, bytes]]) -> None:
+        """Check what arrived together, take the good events in (one commit), dead-letter the
+        others, then acknowledge them all; if the commit fails, the broker keeps them all."""
+        taken: list[tuple[Envelope, BasicProperties, bytes]] = []
+        for method, properties, body in arrived:
+            try:
+                envelope = check_message(self.identity, self.secret, str(method.routing_key), properties,
+                                         body)
+            except Refused as error:
+                self._dead_letter(channel, properties, body, error)
+                continue
+            taken.append((envelope, properties, body))
+        last = arrived[-1][0].delivery_tag
+        assert last is not None
         try:
-            self.receive(check_message(self.identity, self.secret, str(method.routing_key), properties, body))
-        except Refused as error:
-            self._dead_letter(channel, properties, body, error)
-        except Exception:  # noqa: BLE001 - not committed (the database, say): the broker keeps it
-            log.exception("could not take a message from %s; it stays on the queue", self.queue)
+            outcomes: list[bool | Refused] = list(self.receive([e for e, _, _ in taken])) if taken else []
+        except Exception:  # noqa: BLE001 - not committed (the database, say): the broker keeps them
+            log.exception("could not take %d message(s) from %s; they stay on the queue", len(arrived),
+                          self.queue)
             time.sleep(1)
-            channel.basic_nack(method.delivery_tag, requeue=True)
+            channel.basic_nack(last, multiple=True, requeue=True)
             return
-        channel.basic_ack(method.delivery_tag)
+        for (_, properties, body), outcome in zip(taken, outcomes, strict=True):
+            if isinstance(outcome, Refused):
+                self._dead_letter(channel, properties, body, outcome)
+        channel.basic_ack(last, multiple=True)
 
     def _dead_letter(self, channel: BlockingChannel, properties: BasicProperties, body: bytes,
                      error: Refused) -> None:

@@ -206,18 +206,31 @@ class Prepared:
     keep its SQL, its types' conversions (a time stamp as SQLite stores it) and its errors."""
 
     def __init__(self, engine: Engine, statement: Any, keys: Iterable[str] = ()) -> None:
-        compiled = statement.compile(dialect=engine.dialect, column_keys=list(keys))
+        dialect = engine.dialect
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys))
         self.sql = str(compiled)
         self.names = list(compiled.positiontup) if compiled.positional else list(compiled.binds)
         self.positional = compiled.positional
-        dialect = engine.dialect
         self.processors = {name: processor for name, bind in compiled.binds.items()
                            if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect))}
+        # The values written into the statement itself (`status == 'APPLIED'`), bound like the others.
+        self.fixed = {name: bind.value for name, bind in compiled.binds.items()
+                      if bind.value is not None and not bind.callable}
+        # A query's columns as SQLAlchemy would read them (a time stamp from SQLite's text).
+        columns = getattr(statement, "selected_columns", ())
+        self.readers = [column.type.dialect_impl(dialect).result_processor(dialect, None)
+                        for column in columns]
 
     def parameters(self, values: Mapping[str, Any]) -> Any:
-        converted = {name: self.processors[name](values[name]) if name in self.processors else values[name]
-                     for name in self.names}
+        given = {name: values[name] if name in values else self.fixed[name] for name in self.names}
+        converted = {name: self.processors[name](value) if name in self.processors else value
+                     for name, value in given.items()}
         return tuple(converted[name] for name in self.names) if self.positional else converted
+
+    def row(self, raw: tuple[Any, ...]) -> tuple[Any, ...]:
+        """A result row, its values converted as SQLAlchemy would."""
+        return tuple(read(value) if read else value
+                     for read, value in zip(self.readers, raw, strict=True))
 
 
 class Raw:
@@ -226,10 +239,25 @@ class Raw:
     def __init__(self, cursor: Any) -> None:
         self.cursor = cursor
 
-    def execute(self, prepared: Prepared, values: Mapping[str, Any]) -> int:
+    def execute(self, prepared: Prepared, values: Mapping[str, Any] | None = None) -> int:
         """Run the statement; the rows it changed."""
-        self.cursor.execute(prepared.sql, prepared.parameters(values))
+        self.cursor.execute(prepared.sql, prepared.parameters(values or {}))
         return int(self.cursor.rowcount)
+
+    def execute_many(self, prepared: Prepared, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Run the statement once for each of `rows`."""
+        self.cursor.executemany(prepared.sql, [prepared.parameters(values) for values in rows])
+
+    def first(self, prepared: Prepared, values: Mapping[str, Any] | None = None) -> tuple[Any, ...] | None:
+        """The query's first row, or None."""
+        self.cursor.execute(prepared.sql, prepared.parameters(values or {}))
+        row = self.cursor.fetchone()
+        return None if row is None else prepared.row(tuple(row))
+
+    def all(self, prepared: Prepared, values: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Every row of the query."""
+        self.cursor.execute(prepared.sql, prepared.parameters(values or {}))
+        return [prepared.row(tuple(row)) for row in self.cursor.fetchall()]
 
 
 @contextmanager
@@ -261,6 +289,23 @@ def raw_writing(engine: Engine) -> Iterator[Raw]:
                 with contextlib.suppress(Exception):
                     cursor.close()
             connection.close()  # back to the pool
+
+
+@contextmanager
+def raw_reading(engine: Engine) -> Iterator[Raw]:
+    """A read on the DB-API connection, for `Prepared` queries (each its own snapshot)."""
+    connection = engine.raw_connection()
+    cursor = connection.cursor()
+    try:
+        yield Raw(cursor)
+    except engine.dialect.loaded_dbapi.Error as error:
+        if engine.dialect.is_disconnect(error, connection, cursor):
+            connection.invalidate(error)
+        raise DBAPIError.instance(None, None, error, engine.dialect.loaded_dbapi.Error) from error
+    finally:
+        with contextlib.suppress(Exception):
+            cursor.close()
+        connection.close()  # back to the pool, which ends the read's transaction (MySQL)
 
 
 def _rollback(connection: Any) -> None:

@@ -7,7 +7,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import Engine
 
 from choreography.flow import ENTRY
 from choreography.observer import ChoreographedSagas, Observer
@@ -60,7 +59,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     recovery = Recovery(engine, config["RECOVERY_INTERVAL"], config["COMPENSATION_RETRY_AFTER"],
                         config["COMPENSATION_RETRY_ROUNDS"])
     gateway = ParticipantGateway(client, config["SERVICE_URLS"], fields)
-    observer = start_observer(app, database, gateway)
+    observer = start_observer(app, store, gateway)
     app.services = Services(definitions=definitions, store=store, engine=engine, gateway=gateway,
                             recovery=recovery, logs=logs, observer=observer,
                             sagas=(OrchestratedSagas(store, definitions),
@@ -77,12 +76,13 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     return app
 
 
-def start_observer(app: Flask, database: Engine, gateway: ParticipantGateway) -> Observer:
+def start_observer(app: Flask, store: SagaStore, gateway: ParticipantGateway) -> Observer:
     """The choreography's observer, in this process beside the dashboard (it takes no part in
-    the saga): its tables, its API, and over RabbitMQ its consumers."""
+    the saga): its tables (in the saga log's database), its API, and over RabbitMQ its consumers."""
     config = app.config
+    database = store.engine
     create_tables(database, observer_metadata)
-    observer = Observer(database, orchestrated=SagaStore.holds)
+    observer = Observer(database, orchestrated=store.holds)
     settings = ObserverSettings(http=gateway.client.http, secret=config["SERVICE_SECRET"],
                                 entry_url=config["SERVICE_URLS"][ENTRY],
                                 service_urls=config["SERVICE_URLS"], knows_signup=gateway.knows_signup)
@@ -91,7 +91,7 @@ def start_observer(app: Flask, database: Engine, gateway: ParticipantGateway) ->
         from choreography.rabbitmq import OBSERVER_QUEUE, BrokerConsumer, DeadLetterConsumer
 
         url, namespace = config["BROKER_URL"], config["BROKER_NAMESPACE"]
-        BrokerConsumer(url, namespace, OBSERVER_QUEUE, observer.receive, secret=config["SERVICE_SECRET"],
+        BrokerConsumer(url, namespace, OBSERVER_QUEUE, observer.receive_all, secret=config["SERVICE_SECRET"],
                        party=OBSERVER_QUEUE).start()
         DeadLetterConsumer(url, namespace, observer.record_dead_letter).start()
     return observer

@@ -13,7 +13,6 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
-    Connection,
     Engine,
     Index,
     Integer,
@@ -31,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from common.db import MYSQL_TABLE, Key, Prepared, Timestamp, raw_writing, reading, utcnow, writing
+from common.db import MYSQL_TABLE, Key, Prepared, Raw, Timestamp, raw_writing, reading, utcnow, writing
 from common.status import UNFINISHED, SagaStatus
 from orchestrator.model import DuplicateIdempotencyKey, Event, Lease, LeaseLost, Saga, Transition
 
@@ -132,6 +131,7 @@ class SagaStore:
         self._insert_saga = Prepared(engine, _INSERT_SAGA, SAGA_COLUMNS)
         self._insert_event = Prepared(engine, _INSERT_EVENT, EVENT_COLUMNS)
         self._renewals: dict[frozenset[str], Prepared] = {}  # by the columns a renewal sets
+        self._holds = Prepared(engine, select(sagas.c.id).where(sagas.c.id == bindparam("key")))
 
     def _renew(self, columns: frozenset[str]) -> Prepared:
         prepared = self._renewals.get(columns)
@@ -170,10 +170,9 @@ class SagaStore:
             raise DuplicateIdempotencyKey(idempotency_key) from None
         return saga
 
-    @staticmethod
-    def holds(connection: Connection, saga_id: str) -> bool:
+    def holds(self, connection: Raw, saga_id: str) -> bool:
         """Is there a saga of this id in the log? (In a caller's transaction on this database.)"""
-        return connection.execute(select(sagas.c.id).where(sagas.c.id == saga_id)).first() is not None
+        return connection.first(self._holds, {"key": saga_id}) is not None
 
     def by_idempotency_key(self, key: str) -> Saga | None:
         with reading(self.engine) as connection:

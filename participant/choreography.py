@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from opentelemetry.trace import SpanKind
-from sqlalchemy import Connection, MetaData
+from sqlalchemy import MetaData
 
 from choreography.deadlines import Deadlines, DeadlineWatcher, deadlines_table
 from choreography.events import BadEnvelope, Envelope, Refused, parse_moment
@@ -38,7 +38,7 @@ from choreography.outbox import Outbox, OutboxRow, outbox_table
 from choreography.relay import Relay
 from choreography.transport import HttpTransport, Transport
 from choreography.worker import InboxWorker
-from common.db import iso, utcnow, writing
+from common.db import Raw, iso, raw_writing, utcnow
 from common.faults import Fault, FaultKind, parse_fault
 from common.http import Http
 from common.metrics import EVENTS_HANDLED, EVENTS_RECEIVED, HANDLER_DURATION, REDRIVEN
@@ -49,6 +49,10 @@ from participant.records import Outcome, RecordStore, WrongModel
 from participant.spec import ServiceSpec
 
 log = logging.getLogger(__name__)
+
+# Publishers to the broker at once: each waits for the broker's confirm of every event it
+# publishes (measured: 8 lanes took 1.5 times the sagas 4 did, at 16 clients).
+BROKER_LANES = 8
 
 
 class InjectedFault(Exception):
@@ -71,7 +75,7 @@ class Commit:
     """One local transaction of this service's: its connection, and what it publishes, handed
     to the relay (and, our own events for ourselves, to the inbox worker) once it commits."""
 
-    connection: Connection
+    connection: Raw
     outbox: list[OutboxRow] = field(default_factory=list)
     inbox: list[InboxRow] = field(default_factory=list)
 
@@ -101,7 +105,7 @@ class Reactions:
     @contextmanager
     def commit(self) -> Iterator[Commit]:
         """A transaction; what it published is handed on only once it has committed."""
-        with writing(self.records.engine) as connection:
+        with raw_writing(self.records.engine) as connection:
             done = Commit(connection)
             yield done
         self.committed(done)
@@ -338,7 +342,7 @@ class ParticipantChoreography:
                                   threads=config["INBOX_THREADS"], poll=config["CHOREOGRAPHY_POLL"])
         self.relay = Relay(spec.name, self.outbox, self.transport, destinations, Pacing(0.2, 10.0, 0.2),
                            max_attempts=config["RELAY_MAX_ATTEMPTS"], poll=config["CHOREOGRAPHY_POLL"],
-                           lanes=4 if config["BROKER_URL"] else 1)
+                           lanes=BROKER_LANES if config["BROKER_URL"] else 1)
         self.reactions.committed = self._committed
         self.watcher = (DeadlineWatcher(self.deadlines, self.reactions.time_out, interval=0.2,
                                         stuck_after=config["CHOREOGRAPHY_STUCK_AFTER"])
@@ -371,18 +375,33 @@ class ParticipantChoreography:
             from choreography.rabbitmq import BrokerConsumer
 
             BrokerConsumer(self.config["BROKER_URL"], self.config["BROKER_NAMESPACE"],
-                           queue=f"service_{self.spec.name}",
-                           receive=lambda envelope: self.receive([envelope]),
+                           queue=f"service_{self.spec.name}", receive=self.receive,
                            secret=self.config["SERVICE_SECRET"], party=self.spec.name).start()
 
-    def receive(self, envelopes: list[Envelope]) -> list[bool]:
-        """Events from other services (HTTP or broker), each one this service takes: into the
-        inbox, once, in one commit, then handled at once; for each, False if it was a repeat."""
-        rows = self.inbox.receive(envelopes, self.reactions.handover)
-        for envelope, row in zip(envelopes, rows, strict=True):
-            EVENTS_RECEIVED.labels(self.spec.name, envelope.type, "duplicate" if row is None else "new").inc()
-        self.worker.hand([row for row in rows if row is not None])
-        return [row is not None for row in rows]
+    def receive(self, envelopes: list[Envelope]) -> list[bool | Refused]:
+        """Events from other services (HTTP or broker): each one this service takes into the
+        inbox, once, all in one commit, then handled at once; for each, True if new, False if a
+        repeat, or why it was refused (a type this service does not take)."""
+        outcomes: list[bool | Refused] = []
+        taken: list[Envelope] = []
+        for envelope in envelopes:
+            try:
+                self.reactions.reaction_to(envelope)
+            except Refused as error:
+                outcomes.append(error)
+                continue
+            outcomes.append(True)
+            taken.append(envelope)
+        rows = iter(self.inbox.receive(taken, self.reactions.handover) if taken else [])
+        for index, envelope in enumerate(envelopes):
+            if outcomes[index] is True:
+                row = next(rows)
+                result = "duplicate" if row is None else "new"
+                EVENTS_RECEIVED.labels(self.spec.name, envelope.type, result).inc()
+                outcomes[index] = row is not None
+                if row is not None:
+                    self.worker.hand([row])
+        return outcomes
 
     def sign_up(self, saga_input: dict[str, str], faults: dict[str, str], saga_id: str) -> Envelope:
         """The entry: start the clock and take the sign-up in as our own event and, unless a

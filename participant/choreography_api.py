@@ -59,12 +59,8 @@ def receive_event() -> tuple[Any, int]:
     require_signature(current_app.config["SERVICE_SECRET"])
     choreography = _choreography()
 
-    def check(item: Any) -> Envelope:
-        envelope = Envelope.from_json(item, EVENT_TYPES, SOURCES)
-        choreography.reactions.reaction_to(envelope)  # refused unless we take it
-        return envelope
-
-    answer, status = take_in(json_body(), check, choreography.receive, choreography.spec.name)
+    answer, status = take_in(json_body(), lambda item: Envelope.from_json(item, EVENT_TYPES, SOURCES),
+                             choreography.receive, choreography.spec.name)
     return jsonify(answer), status
 
 

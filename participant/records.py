@@ -22,7 +22,7 @@ from sqlalchemy import (
     update,
 )
 
-from common.db import MYSQL_TABLE, Key, Timestamp, reading, utcnow, writing
+from common.db import MYSQL_TABLE, Key, Prepared, Raw, Timestamp, raw_writing, reading, utcnow
 from common.status import Model, RecordStatus
 
 
@@ -89,7 +89,8 @@ class RecordStore:
     Each operation comes twice: on its own (one transaction) and `_in` a transaction the
     caller holds, so that the choreography writes the row, the event it publishes and the
     event it handled in one commit. Every one names the saga model asking (`model`), and
-    raises WrongModel for a row the other model made.
+    raises WrongModel for a row the other model made. They are the hot path of every call and
+    every event: their statements run on the DB-API connection (`raw_writing`).
     """
 
     def __init__(self, engine: Engine, table: Table, value_column: str) -> None:
@@ -97,24 +98,30 @@ class RecordStore:
         self.table = table
         self.value = table.c[value_column]
         # INSERT that does nothing when the saga has a row already: no error, no rollback.
-        self._insert = (insert(table).prefix_with("OR IGNORE", dialect="sqlite")
-                        .prefix_with("IGNORE", dialect="mysql").prefix_with("IGNORE", dialect="mariadb"))
-        self._undo = (update(table).where(table.c.saga_id == bindparam("key"),
-                                          table.c.status == RecordStatus.APPLIED.value,
-                                          table.c.model == bindparam("owner")))
-        self._current = select(table.c.status, table.c.model).where(table.c.saga_id == bindparam("key"))
+        insert_ignore = (insert(table).prefix_with("OR IGNORE", dialect="sqlite")
+                         .prefix_with("IGNORE", dialect="mysql").prefix_with("IGNORE", dialect="mariadb"))
+        self._insert = Prepared(engine, insert_ignore, ("saga_id", self.value.key, "status", "model",
+                                                        "created_at", "updated_at"))
+        self._undo = Prepared(engine, update(table).where(table.c.saga_id == bindparam("key"),
+                                                          table.c.status == RecordStatus.APPLIED.value,
+                                                          table.c.model == bindparam("owner")),
+                              ("status", "updated_at"))
+        self._current = Prepared(engine, select(table.c.status, table.c.model)
+                                 .where(table.c.saga_id == bindparam("key")))
 
-    def _insert_unless_present(self, connection: Connection, saga_id: str, value: str | None,
+    def _insert_unless_present(self, connection: Raw, saga_id: str, value: str | None,
                                status: RecordStatus, model: Model) -> Outcome:
         """Insert the saga's row with `status`; if it has a row already, that row's status.
         The insert and the unique key are one atomic step: no window between check and write."""
         now = utcnow()
         inserted = connection.execute(self._insert, {
             "saga_id": saga_id, self.value.key: value, "status": status.value, "model": model.value,
-            "created_at": now, "updated_at": now}).rowcount
+            "created_at": now, "updated_at": now})
         if inserted:
             return Outcome(status, True)
-        found, owner = connection.execute(self._current, {"key": saga_id}).one()
+        row = connection.first(self._current, {"key": saga_id})
+        assert row is not None, "the insert was ignored: the saga has a row"
+        found, owner = row
         if owner != model:
             raise WrongModel(saga_id, Model(owner))
         return Outcome(RecordStatus(found), False)
@@ -125,22 +132,22 @@ class RecordStore:
         A repeat writes nothing, and a tombstone (CANCELLED) or a compensated row keeps a
         late invoke from ever applying.
         """
-        with writing(self.engine) as connection:
+        with raw_writing(self.engine) as connection:
             return self.apply_in(connection, saga_id, value, model)
 
-    def apply_in(self, connection: Connection, saga_id: str, value: str, model: Model) -> Outcome:
+    def apply_in(self, connection: Raw, saga_id: str, value: str, model: Model) -> Outcome:
         return self._insert_unless_present(connection, saga_id, value, RecordStatus.APPLIED, model)
 
     def compensate(self, saga_id: str, model: Model) -> Outcome:
         """Undo the saga's row, or leave a CANCELLED tombstone if nothing was applied."""
-        with writing(self.engine) as connection:
+        with raw_writing(self.engine) as connection:
             return self.compensate_in(connection, saga_id, model)
 
-    def compensate_in(self, connection: Connection, saga_id: str, model: Model) -> Outcome:
+    def compensate_in(self, connection: Raw, saga_id: str, model: Model) -> Outcome:
         for _ in range(10):
             undone = connection.execute(self._undo, {"key": saga_id, "owner": model.value,
                                                      "status": RecordStatus.COMPENSATED.value,
-                                                     "updated_at": utcnow()}).rowcount
+                                                     "updated_at": utcnow()})
             if undone:
                 return Outcome(RecordStatus.COMPENSATED, True)
             outcome = self._insert_unless_present(connection, saga_id, None, RecordStatus.CANCELLED, model)
@@ -155,10 +162,10 @@ class RecordStore:
         For a step that cannot be compensated (a pivot): the answer says whether it had
         committed (APPLIED, left as it is) or is now sure never to (CANCELLED).
         """
-        with writing(self.engine) as connection:
+        with raw_writing(self.engine) as connection:
             return self.cancel_in(connection, saga_id, model)
 
-    def cancel_in(self, connection: Connection, saga_id: str, model: Model) -> Outcome:
+    def cancel_in(self, connection: Raw, saga_id: str, model: Model) -> Outcome:
         return self._insert_unless_present(connection, saga_id, None, RecordStatus.CANCELLED, model)
 
     def get(self, saga_id: str) -> Record | None:

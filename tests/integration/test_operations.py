@@ -202,7 +202,8 @@ def test_json_logs_are_one_object_a_line_everywhere(traced: tuple[Stack, OtlpRec
     # An attempt that went wrong is logged with its step and number (one that went well, at DEBUG).
     lines = [json.loads(line) for line in stack.log("orchestrator").splitlines() if saga_id in line]
     attempts = [line for line in lines if " attempt " in line["message"]]
-    assert [(a["saga_id"], a["step"], a["attempt"], a["level"]) for a in attempts] == [(saga_id, "c", 1, "INFO")]
+    assert [(a["saga_id"], a["step"], a["attempt"], a["level"]) for a in attempts] == [
+        (saga_id, "c", 1, "INFO")]
     assert all(a["trace_id"] and len(a["trace_id"]) == 32 for a in attempts)
 
 
