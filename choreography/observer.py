@@ -177,19 +177,24 @@ class Observer:
         with raw_writing(self.engine) as connection:
             for key in sorted(by_saga):  # one lock order for every batch: no deadlock between two
                 events = by_saga[key]
-                first = connection.execute(self._new_saga, {
-                    "saga_id": key, "status": SagaStatus.RUNNING.value, "created_at": now,
-                    "updated_at": now})
-                if first and self.orchestrated(connection, key):  # not ours to follow: undo the insert
-                    connection.execute(self._forget_saga, {"key": key})
-                    refusal = Refused(f"saga {key} is orchestrated: a choreography event may not touch it",
-                                      "wrong_model")
-                    outcomes.update(dict.fromkeys((e.event_id for e in events), refusal))
-                    continue
-                if first:
-                    known.append(key)
-                locked = connection.first(self._lock_saga, {"key": key})  # one at a time
-                assert locked is not None, "inserted just now, or before"
+                # The saga's row locked first (one batch at a time per saga): inserted when new.
+                # An insert that finds the row there would take a shared lock, and two batches
+                # both upgrading theirs to lock the row deadlock (MySQL).
+                locked = connection.first(self._lock_saga, {"key": key})
+                if locked is None:
+                    first = connection.execute(self._new_saga, {
+                        "saga_id": key, "status": SagaStatus.RUNNING.value, "created_at": now,
+                        "updated_at": now})
+                    if first and self.orchestrated(connection, key):  # not ours: undo the insert
+                        connection.execute(self._forget_saga, {"key": key})
+                        refusal = Refused(f"saga {key} is orchestrated: a choreography event may not "
+                                          "touch it", "wrong_model")
+                        outcomes.update(dict.fromkeys((e.event_id for e in events), refusal))
+                        continue
+                    if first:
+                        known.append(key)
+                    locked = connection.first(self._lock_saga, {"key": key})
+                    assert locked is not None, "inserted just now, or a moment before"
                 before, created = locked
                 new = []
                 for envelope in events:

@@ -267,13 +267,16 @@ class BrokerConsumer:
                 log.info("consuming %s", self.queue)
                 pause = 0.2
                 arrived: list[tuple[Basic.Deliver, BasicProperties, bytes]] = []
-                for method, properties, body in channel.consume(self.queue, auto_ack=False,
-                                                                inactivity_timeout=GATHER):
-                    if method is not None:
-                        arrived.append((method, properties, body))
-                    if arrived and (method is None or len(arrived) >= PREFETCH):
-                        self._take(channel, arrived)
-                        arrived = []
+                channel.basic_consume(self.queue, lambda _, method, properties, body, into=arrived:
+                                      into.append((method, properties, body)))
+                while True:
+                    # Asleep until something arrives (waking for heartbeats), then a moment more
+                    # for what comes with it: one commit and one acknowledgement for them all.
+                    connection.process_data_events(time_limit=1)
+                    if arrived:
+                        connection.process_data_events(time_limit=GATHER)
+                        taking, arrived[:] = arrived[:], []
+                        self._take(channel, taking)
             except (AMQPError, OSError) as error:
                 log.warning("broker connection for %s lost (%s); reconnecting in %.1f s", self.queue,
                             type(error).__name__, pause)

@@ -92,8 +92,8 @@ def register_error_handlers(app: Flask) -> None:
         return response, status, {"Allow": ", ".join(sorted(valid))} if valid else {}
 
     def on_database_fault(error: Exception) -> Any:
-        log.warning("database unavailable on %s %s: %s", request.method, request.path,
-                    type(error).__name__)
+        log.warning("database unavailable on %s %s: %s %s", request.method, request.path,
+                    type(error).__name__, str(getattr(error, "orig", ""))[:200])
         response, status = error_response(503, "database_unavailable",
                                           "the database does not answer; try again shortly")
         return response, status, {"Retry-After": str(DATABASE_RETRY_AFTER)}

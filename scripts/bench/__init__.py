@@ -1,0 +1,1 @@
+"""`make bench`: the saga system measured under load, beside what it replaces, in one run."""
