@@ -10,6 +10,9 @@ COPY participant participant
 COPY service_a service_a
 COPY service_b service_b
 COPY service_c service_c
+COPY sagas sagas
+COPY messaging messaging
+COPY observer observer
 COPY orchestrator orchestrator
 COPY choreography choreography
 COPY ui ui

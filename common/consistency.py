@@ -60,14 +60,19 @@ class SagaSnapshot:
 
 class SagaSource(Protocol):
     """Where sagas of one model are recorded: the orchestrator's log, the choreography observer.
-    `page` is the next `limit` sagas by id after `after`, as recorded now; `exists` asks again
-    about one saga id."""
+    `page` is the next `limit` sagas by id after `after`, as recorded now; `snapshot` one saga
+    so (None if unknown); `exists` asks again about one saga id; `recent` the newest as the API
+    shows them."""
 
     model: Model
 
     def page(self, after: str, limit: int) -> list[SagaSnapshot]: ...
 
+    def snapshot(self, saga_id: str) -> SagaSnapshot | None: ...
+
     def exists(self, saga_id: str) -> bool: ...
+
+    def recent(self, limit: int, status: SagaStatus | None) -> list[dict[str, Any]]: ...
 
 
 def verdict(status: SagaStatus, rows: Mapping[str, str | None]) -> tuple[str, list[str]]:

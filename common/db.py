@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     create_engine,
     event,
+    insert,
     inspect,
     make_url,
     text,
@@ -33,6 +34,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import PoolResetState
+from sqlalchemy.sql.dml import Insert
 from tenacity import Retrying, before_sleep_log, stop_after_delay, wait_fixed
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,13 @@ def Key(length: int) -> Any:  # noqa: N802 - a column type, named as SQLAlchemy'
     """The type of an id or key column: compared byte for byte, as on SQLite (MySQL's default
     collation ignores case, so `ab` and `AB` would be one saga there)."""
     return String(length).with_variant(mysql.VARCHAR(length, collation="utf8mb4_bin"), "mysql", "mariadb")
+
+
+def insert_ignore(table: Table) -> Insert:
+    """INSERT that leaves a row already there (same key) as it is, and says so by its row count
+    (0): how a row, an inbox entry or an observed event is taken in once, whoever comes first."""
+    return (insert(table).prefix_with("OR IGNORE", dialect="sqlite")
+            .prefix_with("IGNORE", dialect="mysql").prefix_with("IGNORE", dialect="mariadb"))
 
 
 def utcnow() -> datetime:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
+import time
 from dataclasses import dataclass
 from enum import StrEnum
+
+log = logging.getLogger(__name__)
 
 FAULT_HEADER = "X-Saga-Fault"
 ATTEMPT_HEADER = "X-Saga-Attempt"
@@ -66,6 +71,56 @@ class Fault:
         return self.kind is FaultKind.COMPENSATE_FAIL or (
             self.kind is FaultKind.COMPENSATE_TRANSIENT and attempt <= self.amount
         )
+
+    # Acting it out: the same for an orchestrator's call and for a choreographed event.
+
+    def before_commit(self, saga_id: str, attempt: int, pause: float, sleeps: Sleeps) -> None:
+        """What comes before an apply's commit: sleep `pause` seconds (in one of `sleeps`' slots),
+        then fail with nothing written, if this fault says so."""
+        if pause:
+            sleeps.sleep(saga_id, self, pause, attempt)
+        if self.fails_before_commit(attempt):
+            raise InjectedFailure(f"{self}: failed before commit, nothing written (attempt {attempt})")
+
+    def after_commit(self, attempt: int) -> None:
+        """What comes after an apply's commit: fail, the row written, if this fault says so."""
+        if self.fails_after_commit():
+            raise InjectedFailure(f"{self}: committed, then failed (attempt {attempt})")
+
+    def undoing(self, what: str, attempt: int) -> None:
+        """Before a compensation (or cancel) does anything: fail, if this fault says so."""
+        if self.fails_compensation(attempt):
+            raise InjectedFailure(f"{self}: {what} failed (attempt {attempt})")
+
+
+class InjectedFailure(Exception):
+    """A fault acted out: the step fails as the saga asked it to."""
+
+    def __str__(self) -> str:
+        return f"injected fault {super().__str__()}"
+
+
+class NoSleepSlot(Exception):
+    """Every slot for injected sleeps is taken: the fault is refused at once."""
+
+
+class Sleeps:
+    """A few slots for injected sleeps (FAULT_SLEEP_SLOTS): faults can never take every thread
+    from real work; a sleep when all are taken is refused (NoSleepSlot)."""
+
+    def __init__(self, slots: int) -> None:
+        self._slots = threading.BoundedSemaphore(slots)
+
+    def sleep(self, saga_id: str, fault: Fault, seconds: float, attempt: int) -> None:
+        if not self._slots.acquire(blocking=False):
+            log.warning("saga %s: %s refused, every slot for injected sleeps is taken", saga_id, fault)
+            raise NoSleepSlot(f"{fault}: every slot for injected sleeps is taken")
+        try:
+            log.info("saga %s: %s sleeps %g s before its commit (attempt %d)", saga_id, fault, seconds,
+                     attempt)
+            time.sleep(seconds)
+        finally:
+            self._slots.release()
 
 
 def parse_fault(text: str) -> Fault:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from importlib.resources import files
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from flask import Flask, current_app, jsonify, request
@@ -35,13 +35,28 @@ SECURITY_HEADERS = {
 }
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
+Parts = TypeVar("Parts")
 
-def base_app(name: str, config: dict[str, Any], app_class: type[Flask] = Flask,
-             **flask_options: Any) -> Flask:
+
+def keep(app: Flask, parts: object) -> None:
+    """Keep a part's services (one typed object, built once) on its app, for its handlers."""
+    app.extensions[type(parts).__qualname__] = parts
+
+
+def kept(kind: type[Parts]) -> Parts:
+    """The current app's services of this kind (inside a request or an app context): the one way
+    every part's handlers reach what its app was built with."""
+    found = current_app.extensions.get(kind.__qualname__)
+    if not isinstance(found, kind):
+        raise RuntimeError(f"this app keeps no {kind.__qualname__}")
+    return found
+
+
+def base_app(name: str, config: dict[str, Any], **flask_options: Any) -> Flask:
     """A Flask app with `config`, one log format, unsorted JSON keys, JSON errors, no
     cross-site writes, and security headers on every answer."""
     flask_options.setdefault("static_folder", None)  # only the dashboard serves files
-    app = app_class(name, **flask_options)
+    app = Flask(name, **flask_options)
     app.config.update(config)
     app.json.sort_keys = False  # type: ignore[attr-defined]  # answers read in the order written
     configure_logging(app.config["LOG_LEVEL"], process=name, json_lines=app.config.get("LOG_JSON", False))

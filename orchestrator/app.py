@@ -8,17 +8,18 @@ from typing import Any
 
 from flask import Flask
 
-from choreography.flow import ENTRY
-from choreography.observer import ChoreographedSagas, Observer
-from choreography.observer import metadata as observer_metadata
-from choreography.observer_api import ObserverSettings, observer_blueprint
+from choreography.flow import Flows
 from common.db import create_tables, make_engine, wait_for_database
+from common.declaration import Definitions
 from common.metrics import count_in_flight
-from common.web import base_app, serve_openapi
+from common.reads import saga_reads
+from common.web import base_app, keep, serve_openapi
+from observer import api as observer_api
+from observer.observer import ChoreographedSagas, Observer
+from observer.observer import metadata as observer_metadata
 from orchestrator.api import BLUEPRINTS
 from orchestrator.client import ParticipantClient
 from orchestrator.config import orchestrator_config
-from orchestrator.definition import Definitions
 from orchestrator.engine import Defaults, SagaEngine
 from orchestrator.failpoints import Failpoints
 from orchestrator.gateway import ParticipantGateway
@@ -26,7 +27,7 @@ from orchestrator.instances import this_instance
 from orchestrator.logbuffer import LogBuffer
 from orchestrator.migrate import upgrade
 from orchestrator.recovery import Recovery
-from orchestrator.services import OrchestratorFlask, Services
+from orchestrator.services import Services, services
 from orchestrator.sources import OrchestratedSagas
 from orchestrator.store import SagaStore
 from ui import dashboard
@@ -35,8 +36,7 @@ from ui import dashboard
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     """The orchestrator app; starts its recovery loop unless RECOVERY_ENABLED is off."""
     config = orchestrator_config(overrides)
-    app = base_app("orchestrator", config, app_class=OrchestratorFlask)
-    assert isinstance(app, OrchestratorFlask)
+    app = base_app("orchestrator", config)
     logs = LogBuffer()
     logging.getLogger("orchestrator").addHandler(logs)
 
@@ -59,16 +59,16 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     recovery = Recovery(engine, config["RECOVERY_INTERVAL"], config["COMPENSATION_RETRY_AFTER"],
                         config["COMPENSATION_RETRY_ROUNDS"])
     gateway = ParticipantGateway(client, config["SERVICE_URLS"], fields)
-    observer = start_observer(app, store, gateway)
-    app.services = Services(definitions=definitions, store=store, engine=engine, gateway=gateway,
-                            recovery=recovery, logs=logs, observer=observer,
-                            sagas=(OrchestratedSagas(store, definitions),
-                                   ChoreographedSagas(observer, gateway.knows_signup,
-                                                      config["CHOREOGRAPHY_STUCK_AFTER"])))
+    observing = start_observer(app, store, gateway)
+    keep(app, Services(definitions=definitions, store=store, engine=engine, gateway=gateway,
+                       recovery=recovery, logs=logs, observer=observing.observer,
+                       sagas=(OrchestratedSagas(store, definitions), observing.sagas)))
     count_in_flight("sagas", lambda: {"orchestration": store.in_flight(),
-                                      "choreography": observer.in_flight()})
+                                      "choreography": observing.observer.in_flight()})
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
+    app.register_blueprint(saga_reads("saga_reads", "", lambda: services().sagas[0],
+                                      lambda: services().gateway))
     app.register_blueprint(dashboard)
     serve_openapi(app, "orchestrator")
     if config["RECOVERY_ENABLED"]:
@@ -76,22 +76,30 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     return app
 
 
-def start_observer(app: Flask, store: SagaStore, gateway: ParticipantGateway) -> Observer:
+def start_observer(app: Flask, store: SagaStore, gateway: ParticipantGateway) -> observer_api.Observing:
     """The choreography's observer, in this process beside the dashboard (it takes no part in
     the saga): its tables (in the saga log's database), its API, and over RabbitMQ its consumers."""
     config = app.config
     database = store.engine
     create_tables(database, observer_metadata)
-    observer = Observer(database, orchestrated=store.holds)
-    settings = ObserverSettings(http=gateway.client.http, secret=config["SERVICE_SECRET"],
-                                entry_url=config["SERVICE_URLS"][ENTRY],
-                                service_urls=config["SERVICE_URLS"], knows_signup=gateway.knows_signup)
-    app.register_blueprint(observer_blueprint(observer, gateway, settings))
+    flows = Flows.of(config["DECLARATION"], config["DEFINITIONS"])
+    observer = Observer(database, flows, orchestrated=store.holds)
+
+    def knows_signup(saga_id: str) -> bool:
+        return gateway.knows_signup(flows.default.entry, saga_id)
+
+    observing = observer_api.Observing(
+        observer=observer, flows=flows, rows=gateway, http=gateway.client.http,
+        sagas=ChoreographedSagas(observer, knows_signup, config["CHOREOGRAPHY_STUCK_AFTER"]),
+        secret=config["SERVICE_SECRET"], service_urls=config["SERVICE_URLS"], knows_signup=knows_signup)
+    keep(app, observing)
+    for blueprint in observer_api.BLUEPRINTS:
+        app.register_blueprint(blueprint)
     if config["BROKER_URL"]:
-        from choreography.rabbitmq import OBSERVER_QUEUE, BrokerConsumer, DeadLetterConsumer
+        from messaging.rabbitmq import OBSERVER_QUEUE, BrokerConsumer, DeadLetterConsumer
 
         url, namespace = config["BROKER_URL"], config["BROKER_NAMESPACE"]
         BrokerConsumer(url, namespace, OBSERVER_QUEUE, observer.receive_all, secret=config["SERVICE_SECRET"],
-                       party=OBSERVER_QUEUE).start()
-        DeadLetterConsumer(url, namespace, observer.record_dead_letter).start()
-    return observer
+                       party=OBSERVER_QUEUE, routes=flows.routes).start()
+        DeadLetterConsumer(url, namespace, observer.record_dead_letter, flows.routes).start()
+    return observing

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import sys
 
-from choreography.observer import ChoreographedSagas, Observer
+from choreography.flow import Flows
 from common.consistency import SagaSource, check_everything
 from common.db import make_engine
+from common.declaration import Definitions
 from common.settings import MIN_SECRET_LENGTH
+from observer.observer import ChoreographedSagas, Observer
 from orchestrator.client import ParticipantClient
 from orchestrator.config import orchestrator_config
-from orchestrator.definition import Definitions
 from orchestrator.gateway import ParticipantGateway
 from orchestrator.sources import OrchestratedSagas
 from orchestrator.store import SagaStore
@@ -31,9 +32,12 @@ def main() -> int:
     fields = {step.participant: step.receives for step in definitions.default.steps}
     gateway = ParticipantGateway(ParticipantClient(config["SERVICE_SECRET"]), config["SERVICE_URLS"],
                                  fields)
-    sources: list[SagaSource] = [OrchestratedSagas(store, definitions),
-               ChoreographedSagas(Observer(database), gateway.knows_signup,
-                                  config["CHOREOGRAPHY_STUCK_AFTER"])]
+    flows = Flows.of(config["DECLARATION"], definitions)
+    sources: list[SagaSource] = [
+        OrchestratedSagas(store, definitions),
+        ChoreographedSagas(Observer(database, flows),
+                           lambda saga_id: gateway.knows_signup(flows.default.entry, saga_id),
+                           config["CHOREOGRAPHY_STUCK_AFTER"])]
     report = check_everything(sources, gateway)
     print(json.dumps(report, indent=2))
     if not report["complete"]:

@@ -7,6 +7,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
+from common.declaration import Definitions, load
 from common.settings import (
     check_shared,
     choreography_settings,
@@ -15,23 +16,19 @@ from common.settings import (
     retry_settings,
     shared_settings,
 )
-from orchestrator.definition import Definitions
-from orchestrator.saga import DEFAULT_DEFINITION, DEFINITIONS
 
 
 def orchestrator_config(overrides: dict[str, Any] | None = None,
                         env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Settings from `env` (the environment over `.env` unless given); `overrides` (from tests) win."""
     env = environment() if env is None else env
-    definitions = Definitions.of(DEFINITIONS, env.get("SAGA_DEFINITION", DEFAULT_DEFINITION))
+    declaration = load(env)  # the saga, declared once (sagas/signup.py unless SAGA_DECLARATION)
     config: dict[str, Any] = {
         **shared_settings(env),
         "DATABASE_URL": env.get("ORCHESTRATOR_DATABASE_URL", "sqlite:///var/orchestrator.db"),
-        "DEFINITIONS": definitions,
-        "SERVICE_URLS": {
-            name: env.get(f"SERVICE_{name.upper()}_URL", f"http://127.0.0.1:{5001 + i}")
-            for i, name in enumerate(definitions.participants)
-        },
+        "DECLARATION": declaration,
+        "DEFINITIONS": declaration.registry(env),
+        "SERVICE_URLS": declaration.urls(env),
         "CALL_TIMEOUT": float(env.get("CALL_TIMEOUT", "5")),
         **retry_settings(env),
         **choreography_settings(env),

@@ -19,6 +19,7 @@ from typing import Any
 from opentelemetry.trace import SpanKind, StatusCode
 
 from common.db import utcnow
+from common.declaration import Definitions, SagaDefinition, Step, StepKind
 from common.ids import new_saga_id
 from common.metrics import (
     CALL_DURATION,
@@ -34,7 +35,6 @@ from common.pacing import Pacing
 from common.status import RecordStatus, SagaStatus
 from common.tracing import parent, span_in, start_saga_trace, trace_id
 from orchestrator.client import Attempt, ParticipantClient
-from orchestrator.definition import Definitions, SagaDefinition, Step, StepKind
 from orchestrator.failpoints import Failpoints
 from orchestrator.model import Event, Lease, LeaseLost, Run, Saga, Transition
 from orchestrator.store import SagaStore

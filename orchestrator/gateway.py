@@ -10,7 +10,6 @@ from urllib.parse import urlencode
 
 from tenacity import Retrying, retry_if_exception_type, retry_if_result, stop_after_attempt, wait_fixed
 
-from choreography.flow import ENTRY
 from common.consistency import Unreachable
 from common.http import CallFailed, Reply
 from orchestrator.client import Attempt, ParticipantClient
@@ -81,12 +80,12 @@ class ParticipantGateway:
             raise Unreachable(f"{service}: HTTP {reply.status}")
         return row
 
-    def knows_signup(self, saga_id: str) -> bool:
+    def knows_signup(self, entry: str, saga_id: str) -> bool:
         """Did the choreography's entry service take in this sign-up? (It records each one first.)"""
         try:
-            reply = self.client.get(f"{self.urls[ENTRY]}/signups/{saga_id}")
+            reply = self.client.get(f"{self.urls[entry]}/signups/{saga_id}")
         except CallFailed as error:
-            raise Unreachable(f"{ENTRY}: {error}") from error
+            raise Unreachable(f"{entry}: {error}") from error
         return reply.status == 200
 
     def records_between(self, service: str, after: str, until: str | None,

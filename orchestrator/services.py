@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
 
-from flask import Flask, current_app
-
-from choreography.observer import Observer
 from common.consistency import SagaSource
-from orchestrator.definition import Definitions
+from common.declaration import Definitions
+from common.web import kept
+from observer.observer import Observer
 from orchestrator.engine import SagaEngine
 from orchestrator.gateway import ParticipantGateway
 from orchestrator.logbuffer import LogBuffer
@@ -31,12 +29,6 @@ class Services:
     sagas: tuple[SagaSource, ...]  # where sagas of each model are recorded (for /consistency)
 
 
-class OrchestratorFlask(Flask):
-    """The orchestrator's Flask app: a Flask app that carries its services."""
-
-    services: Services
-
-
 def services() -> Services:
     """The current app's services (inside a request or an app context)."""
-    return cast(OrchestratorFlask, current_app).services
+    return kept(Services)

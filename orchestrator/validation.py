@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from common.declaration import SagaDefinition
 from common.validation import SagaRequest, parse_saga_request
-from orchestrator.definition import SagaDefinition
 
 
 def parse_start(body: Mapping[str, Any], args: Mapping[str, str], definition: SagaDefinition) -> SagaRequest:

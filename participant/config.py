@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from common.declaration import Service, load
 from common.settings import (
     check_shared,
     choreography_settings,
@@ -12,20 +13,23 @@ from common.settings import (
     retry_settings,
     shared_settings,
 )
-from participant.spec import ServiceSpec
 
 
-def participant_config(spec: ServiceSpec, overrides: dict[str, Any] | None = None,
-                       env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Settings from `env` (the environment over `.env` unless given); `overrides` win."""
+def participant_config(name: str, overrides: dict[str, Any] | None = None,
+                       env: Mapping[str, str] | None = None) -> tuple[Service, dict[str, Any]]:
+    """Participant `name` as the saga's declaration has it, and its settings from `env` (the
+    environment over `.env` unless given); `overrides` win."""
     env = environment() if env is None else env
+    declaration = load(env)  # the saga, declared once (sagas/signup.py unless SAGA_DECLARATION)
+    spec = declaration.service(name)
     config: dict[str, Any] = {
         **shared_settings(env),
         **retry_settings(env),
         **choreography_settings(env),
+        "DECLARATION": declaration,
+        "DEFINITIONS": declaration.registry(env),
         # Where this service's events go over the embedded transport: the other services.
-        "PEER_URLS": {name: env.get(f"SERVICE_{name.upper()}_URL", f"http://127.0.0.1:{5001 + i}")
-                      for i, name in enumerate(("a", "b", "c"))},
+        "PEER_URLS": declaration.urls(env),
         "INBOX_THREADS": int(env.get("INBOX_THREADS", "16")),
         "DATABASE_URL": env.get(spec.env_prefix + "DATABASE_URL", f"sqlite:///var/service_{spec.name}.db"),
         "FAULT_LATE_MARGIN": float(env.get("FAULT_LATE_MARGIN", "0.5")),
@@ -37,4 +41,4 @@ def participant_config(spec: ServiceSpec, overrides: dict[str, Any] | None = Non
     check_shared(config)
     if config["FAULT_SLEEP_SLOTS"] < 1:
         raise ValueError("FAULT_SLEEP_SLOTS must be at least 1")
-    return config
+    return spec, config

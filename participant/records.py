@@ -15,14 +15,13 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
-    insert,
     inspect,
     select,
     text,
     update,
 )
 
-from common.db import MYSQL_TABLE, Key, Prepared, Raw, Timestamp, raw_writing, reading, utcnow
+from common.db import MYSQL_TABLE, Key, Prepared, Raw, Timestamp, insert_ignore, raw_writing, reading, utcnow
 from common.status import Model, RecordStatus
 
 
@@ -98,9 +97,7 @@ class RecordStore:
         self.table = table
         self.value = table.c[value_column]
         # INSERT that does nothing when the saga has a row already: no error, no rollback.
-        insert_ignore = (insert(table).prefix_with("OR IGNORE", dialect="sqlite")
-                         .prefix_with("IGNORE", dialect="mysql").prefix_with("IGNORE", dialect="mariadb"))
-        self._insert = Prepared(engine, insert_ignore, ("saga_id", self.value.key, "status", "model",
+        self._insert = Prepared(engine, insert_ignore(table), ("saga_id", self.value.key, "status", "model",
                                                         "created_at", "updated_at"))
         self._undo = Prepared(engine, update(table).where(table.c.saga_id == bindparam("key"),
                                                           table.c.status == RecordStatus.APPLIED.value,

@@ -3,25 +3,33 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from common.db import iso
+from common.declaration import Service
 from common.errors import ApiError, json_object
-from common.faults import ATTEMPT_HEADER, FAULT_HEADER, TIMEOUT_HEADER, Fault, parse_fault
+from common.faults import (
+    ATTEMPT_HEADER,
+    FAULT_HEADER,
+    TIMEOUT_HEADER,
+    Fault,
+    InjectedFailure,
+    NoSleepSlot,
+    Sleeps,
+    parse_fault,
+)
 from common.metrics import HANDLER_DURATION, PARTICIPANT_REQUESTS
 from common.status import Model, RecordStatus
 from common.tracing import end_server_span, start_server_span
 from common.validation import limit_arg, reject_unknown, saga_id_field, text_field, whole_number_arg
-from common.web import database_health, require_signature
-from participant.choreography import ParticipantChoreography
+from common.web import database_health, kept, require_signature
 from participant.records import Outcome, Record, RecordStore, WrongModel
-from participant.spec import ServiceSpec
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +39,18 @@ MAX_CALLER_TIMEOUT = 60.0
 routes = Blueprint("participant", __name__)
 
 
-class ParticipantFlask(Flask):
-    """A participant's Flask app: it carries its spec, its table, and its slots for injected sleeps."""
+@dataclass(frozen=True)
+class Participant:
+    """What a participant's handlers reach, built once by its app: its spec, its rows, and its
+    slots for injected sleeps. (Its part in the choreographed saga is choreography/'s.)"""
 
-    spec: ServiceSpec
+    spec: Service
     records: RecordStore
-    fault_sleeps: threading.BoundedSemaphore
-    choreography: ParticipantChoreography
+    sleeps: Sleeps
+
+
+def participant() -> Participant:
+    return kept(Participant)
 
 
 SIGNED = frozenset({"participant.invoke", "participant.compensate", "participant.cancel"})
@@ -92,9 +105,9 @@ def only_signed_calls_change_a_row() -> None:
         require_signature(current_app.config["SERVICE_SECRET"])
 
 
-def _participant() -> tuple[ServiceSpec, RecordStore]:
-    app = cast(ParticipantFlask, current_app)
-    return app.spec, app.records
+def _participant() -> tuple[Service, RecordStore]:
+    found = participant()
+    return found.spec, found.records
 
 
 def record_json(record: Record, field: str) -> dict[str, Any]:
@@ -147,23 +160,16 @@ def _number_header(name: str, default: float, maximum: float) -> float:
     return value
 
 
-def _injected_sleep(saga_id: str, fault: Fault, seconds: float, attempt: int) -> None:
-    """Sleep as the fault says, in one of a few slots: when all are taken, 503 at once."""
-    sleeps = cast(ParticipantFlask, current_app).fault_sleeps
-    if not sleeps.acquire(blocking=False):
-        log.warning("saga %s: %s refused, every slot for injected sleeps is taken", saga_id, fault)
-        raise ApiError(503, "fault_capacity", "too many injected sleeps at once; try again",
-                       headers={"Retry-After": "1"})
+def _acted_out(act: Callable[[], None]) -> None:
+    """Act out an injected fault: a failure is a 500, a sleep with no slot free a 503 at once."""
     try:
-        log.info("saga %s: %s sleeps %g s before its commit (attempt %d)", saga_id, fault,
-                 seconds, attempt)
-        time.sleep(seconds)
-    finally:
-        sleeps.release()
-
-
-def _injected_failure(message: str) -> ApiError:
-    return ApiError(500, "injected_fault", f"injected fault {message}")
+        act()
+    except InjectedFailure as failure:
+        log.info("%s", failure)
+        raise ApiError(500, "injected_fault", str(failure)) from None
+    except NoSleepSlot:
+        raise ApiError(503, "fault_capacity", "too many injected sleeps at once; try again",
+                       headers={"Retry-After": "1"}) from None
 
 
 @routes.post("/invoke")
@@ -183,19 +189,13 @@ def invoke() -> tuple[Any, int]:
     if fault is not None:
         pause = fault.sleep_before_commit(_number_header(TIMEOUT_HEADER, 5.0, MAX_CALLER_TIMEOUT),
                                           current_app.config["FAULT_LATE_MARGIN"])
-        if pause:
-            _injected_sleep(saga_id, fault, pause, attempt)
-        if fault.fails_before_commit(attempt):
-            log.info("saga %s: %s fails before commit (attempt %d)", saga_id, fault, attempt)
-            raise _injected_failure(f"{fault}: failed before commit, nothing written "
-                                    f"(attempt {attempt})")
+        _acted_out(lambda: fault.before_commit(saga_id, attempt, pause, participant().sleeps))
     status = _orchestrated(lambda: store.apply(saga_id, value, Model.ORCHESTRATION)).status
     if status is not RecordStatus.APPLIED:
         log.info("saga %s: invoke refused, the row is %s", saga_id, status.value)
         return _answer(saga_id, status, 409)
-    if fault is not None and fault.fails_after_commit():
-        log.info("saga %s: applied, then fails (%s)", saga_id, fault)
-        raise _injected_failure(f"{fault}: committed, then failed (attempt {attempt})")
+    if fault is not None:
+        _acted_out(lambda: fault.after_commit(attempt))
     log.info("saga %s: applied", saga_id)
     return _answer(saga_id, status)
 
@@ -203,14 +203,14 @@ def invoke() -> tuple[Any, int]:
 @routes.post("/compensate")
 def compensate() -> tuple[Any, int]:
     """Undo this service's local transaction for a saga, or tombstone it; idempotent."""
-    return _settle("compensation", lambda store, saga_id: store.compensate(saga_id, Model.ORCHESTRATION))
+    return _undo("compensation", lambda store, saga_id: store.compensate(saga_id, Model.ORCHESTRATION))
 
 
 @routes.post("/cancel")
 def cancel() -> tuple[Any, int]:
     """Make sure a saga's step never commits here, without undoing one that did: a tombstone
     if there is no row (CANCELLED), else the row's status as it is (APPLIED: it committed)."""
-    return _settle("cancel", lambda store, saga_id: store.cancel(saga_id, Model.ORCHESTRATION))
+    return _undo("cancel", lambda store, saga_id: store.cancel(saga_id, Model.ORCHESTRATION))
 
 
 def _orchestrated(operation: Callable[[], Outcome]) -> Outcome:
@@ -222,16 +222,15 @@ def _orchestrated(operation: Callable[[], Outcome]) -> Outcome:
         raise ApiError(409, "wrong_model", str(error)) from None
 
 
-def _settle(what: str, operation: Callable[[RecordStore, str], Outcome]) -> tuple[Any, int]:
+def _undo(what: str, operation: Callable[[RecordStore, str], Outcome]) -> tuple[Any, int]:
     """/compensate and /cancel: `{"saga_id"}` in, the row's status out; the same faults."""
     _, store = _participant()
     body = json_object()
     reject_unknown(body, ("saga_id",))
     saga_id = saga_id_field(body)
     fault, attempt = _fault(), _attempt()
-    if fault is not None and fault.fails_compensation(attempt):
-        log.info("saga %s: %s fails (%s, attempt %d)", saga_id, what, fault, attempt)
-        raise _injected_failure(f"{fault}: {what} failed (attempt {attempt})")
+    if fault is not None:
+        _acted_out(lambda: fault.undoing(what, attempt))
     status = _orchestrated(lambda: operation(store, saga_id)).status
     log.info("saga %s: %s, the row is %s", saga_id, what, status.value)
     return _answer(saga_id, status)

@@ -16,11 +16,15 @@ import shutil
 import sys
 from pathlib import Path
 
+from common.declaration import load
 from common.settings import environment
 
 ROOT = Path(__file__).resolve().parent.parent
-PROGRAMS = {"orchestrator": ("ORCHESTRATOR_PORT", 5000), "service_a": ("SERVICE_A_PORT", 5001),
-            "service_b": ("SERVICE_B_PORT", 5002), "service_c": ("SERVICE_C_PORT", 5003)}
+# Each program, the variable that holds its port, and its port by default: the orchestrator,
+# then every service the saga's declaration names (sagas/signup.py), on its declared port.
+PROGRAMS = {"orchestrator": ("ORCHESTRATOR_PORT", 5000),
+            **{f"service_{s.name}": (f"{s.env_prefix}PORT", s.port)
+               for s in load(environment(ROOT / ".env")).services}}
 
 SUPERVISORD = """\
 [supervisord]
@@ -80,8 +84,9 @@ def broker_accounts(env: dict[str, str]) -> dict[str, str]:
     url = env.get("BROKER_URL")
     if not url or env.get("BROKER_ACCOUNTS", "per_service") == "shared":
         return {}
-    from choreography.broker_accounts import install, rabbitmqctl_available, url_for, vhost_of
-    from choreography.rabbitmq import OBSERVER_QUEUE, account_name
+    from choreography.flow import Flows
+    from messaging.broker_accounts import install, rabbitmqctl_available, url_for, vhost_of
+    from messaging.rabbitmq import OBSERVER_QUEUE, account_name
 
     if not rabbitmqctl_available():
         print("make run: rabbitmqctl cannot manage the broker here, so all four processes share the account "
@@ -92,7 +97,7 @@ def broker_accounts(env: dict[str, str]) -> dict[str, str]:
     parties = {name: OBSERVER_QUEUE if name == "orchestrator" else name.removeprefix("service_")
                for name in PROGRAMS}
     passwords = {party: secrets.token_hex(16) for party in parties.values()}
-    install(namespace, passwords, vhost_of(url))
+    install(namespace, passwords, Flows.load(env).routes, vhost_of(url))
     return {name: url_for(url, account_name(namespace, party), passwords[party])
             for name, party in parties.items()}
 

@@ -14,15 +14,16 @@ from sqlalchemy import MetaData
 from sqlalchemy.dialects import mysql
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from choreography.broker_accounts import accounts_script
-from choreography.observer import metadata as observer_metadata
+from choreography.flow import Flows
+from choreography.service import choreography_tables
+from common.declaration import load
+from messaging.broker_accounts import accounts_script
+from observer.observer import metadata as observer_metadata
 from orchestrator.migrate import mysql_ddl
 from orchestrator.store import metadata as orchestrator_metadata
-from participant.choreography import choreography_tables
 from participant.records import records_table
-from service_a import SPEC as A
-from service_b import SPEC as B
-from service_c import SPEC as C
+
+DECLARATION = load({})  # the shipped saga (sagas/signup.py): sql/ and compose are for it
 
 ROOT = Path(__file__).resolve().parent.parent
 SQL = ROOT / "sql"
@@ -65,7 +66,7 @@ def ddl(database: str, metadata: MetaData) -> str:
 def databases() -> dict[str, tuple[str, MetaData]]:
     """File name -> (database, tables) for each process's database."""
     files = {"10_orchestrator.sql": ("orchestrator", orchestrator_process_metadata())}
-    for number, spec in enumerate((A, B, C), start=2):
+    for number, spec in enumerate(DECLARATION.services, start=2):
         files[f"{number}0_service_{spec.name}.sql"] = (
             f"service_{spec.name}", participant_metadata(spec.table, spec.column))
     return files
@@ -93,7 +94,7 @@ BROKER_ACCOUNTS = ROOT / "ops" / "rabbitmq" / "accounts.sh"
 
 def expected_scripts() -> dict[Path, str]:
     """Path -> content of the other generated files: the broker's accounts, for compose."""
-    return {BROKER_ACCOUNTS: accounts_script()}
+    return {BROKER_ACCOUNTS: accounts_script(Flows.load({}).routes)}
 
 
 # What each process may do in its own database, and nothing in another's: read and write its

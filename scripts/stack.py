@@ -20,12 +20,14 @@ import requests
 from sqlalchemy import Engine, create_engine, make_url, text
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
+from choreography.flow import Flows
+from common.declaration import Declaration, load
 from common.signing import SIGNATURE_HEADER, sign
+from messaging.routes import Routes
 
 ROOT = Path(__file__).resolve().parent.parent
-PROCESSES = ("orchestrator", "a", "b", "c")
-TABLES = {"a": ("table_a", "username"), "b": ("table_b", "address"),
-          "c": ("table_c", "payment_method")}
+SIGNUP = load({})  # the shipped saga's declaration (sagas/signup.py)
+PROCESSES = ("orchestrator", *(service.name for service in SIGNUP.services))
 
 # Short timeouts and backoffs so that every failure scenario runs in seconds; faults on.
 FAST_SETTINGS = {
@@ -60,14 +62,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def database_urls(base_url: str | None, workdir: Path, tag: str) -> dict[str, str]:
+def database_urls(base_url: str | None, workdir: Path, tag: str,
+                  names: tuple[str, ...] = PROCESSES) -> dict[str, str]:
     """One database per process: SQLite files in `workdir`, or fresh MySQL databases."""
     if not base_url:
-        return {name: f"sqlite:///{workdir / name}.db" for name in PROCESSES}
+        return {name: f"sqlite:///{workdir / name}.db" for name in names}
     admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
     urls = {}
     with admin.connect() as connection:
-        for name in PROCESSES:
+        for name in names:
             database = f"saga_test_{tag}_{name}"
             connection.execute(text(f"DROP DATABASE IF EXISTS `{database}`"))
             connection.execute(text(f"CREATE DATABASE `{database}`"))
@@ -89,11 +92,14 @@ def drop_databases(base_url: str | None, urls: dict[str, str]) -> None:
 
 @dataclass
 class Stack:
-    """The orchestrator and services A, B, C as real gunicorn processes."""
+    """The orchestrator and the saga's services (A, B, C) as real gunicorn processes; with
+    SAGA_DECLARATION in `settings`, another saga's, each service started from `apps`
+    (name -> `module:app`) or from `service_<name>.wsgi:app`."""
 
     workdir: Path
     base_db_url: str | None = None
     settings: dict[str, str] = field(default_factory=dict)
+    apps: dict[str, str] = field(default_factory=dict)
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     secret: str = field(default_factory=lambda: secrets.token_hex(32))
     ports: dict[str, int] = field(default_factory=dict)
@@ -107,16 +113,25 @@ class Stack:
     def namespace(self) -> str:
         return f"saga-test-{self.tag}"
 
+    @property
+    def declaration(self) -> Declaration:
+        return load(self.settings)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The processes: the orchestrator, then each service of the saga."""
+        return ("orchestrator", *(service.name for service in self.declaration.services))
+
     def start(self) -> Stack:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.db_urls = database_urls(self.base_db_url, self.workdir, self.tag)
-        self.ports = {name: free_port() for name in PROCESSES}
+        self.db_urls = database_urls(self.base_db_url, self.workdir, self.tag, self.names)
+        self.ports = {name: free_port() for name in self.names}
         self.urls = {name: f"http://127.0.0.1:{port}" for name, port in self.ports.items()}
         self.broker_urls = self.broker_accounts()
         try:
-            for name in PROCESSES:
+            for name in self.names:
                 self.start_process(name)
-            for name in PROCESSES:
+            for name in self.names:
                 self.wait_healthy(name)
         except BaseException:  # one did not come up: leave nothing running behind
             self.stop()
@@ -133,14 +148,20 @@ class Stack:
         if not url:
             return {}
         if self.settings.get("BROKER_ACCOUNTS") == "shared":
-            return dict.fromkeys(PROCESSES, url)
-        from choreography.broker_accounts import install, url_for, vhost_of
-        from choreography.rabbitmq import account_name
+            return dict.fromkeys(self.names, url)
+        from messaging.broker_accounts import install, url_for, vhost_of
+        from messaging.rabbitmq import account_name
 
-        passwords = {party(name): secrets.token_hex(16) for name in PROCESSES}
-        install(self.namespace, passwords, vhost_of(url), node=self.settings.get("BROKER_NODE"))
+        passwords = {party(name): secrets.token_hex(16) for name in self.names}
+        install(self.namespace, passwords, self.routes, vhost_of(url),
+                node=self.settings.get("BROKER_NODE"))
         return {name: url_for(url, account_name(self.namespace, party(name)), passwords[party(name)])
-                for name in PROCESSES}
+                for name in self.names}
+
+    @property
+    def routes(self) -> Routes:
+        """Who publishes each event of the saga, and who takes it (the broker's bindings)."""
+        return Flows.load(self.settings).routes
 
     @property
     def transport(self) -> str:
@@ -155,7 +176,7 @@ class Stack:
                "OBSERVER_URL": self.urls["orchestrator"], "BROKER_NAMESPACE": self.namespace,
                "ALLOWED_ORIGINS": ",".join(f"http://{host}:{self.ports['orchestrator']}"
                                            for host in ("127.0.0.1", "localhost"))}
-        for service in PROCESSES[1:]:
+        for service in self.names[1:]:
             env[f"SERVICE_{service.upper()}_URL"] = self.urls[service]
             env[f"SERVICE_{service.upper()}_DATABASE_URL"] = self.db_urls[service]
         own = {"BROKER_URL": self.broker_urls[name]} if name in self.broker_urls else {}
@@ -164,11 +185,12 @@ class Stack:
     def start_process(self, name: str, port: int | None = None,
                       extra_env: dict[str, str] | None = None, label: str | None = None) -> None:
         module = "orchestrator" if name == "orchestrator" else f"service_{name}"
+        app = self.apps.get(name) or f"{module}.wsgi:app"
         label = label or name
         with open(self.workdir / f"{label}.log", "ab") as log:  # the child keeps its own copy
             self.processes[label] = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
-                 "--bind", f"127.0.0.1:{port or self.ports[name]}", f"{module}.wsgi:app"],
+                 "--bind", f"127.0.0.1:{port or self.ports[name]}", app],
                 cwd=ROOT, env=self.env(name, extra_env), stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
 
@@ -213,18 +235,19 @@ class Stack:
         drop_databases(self.base_db_url, self.db_urls)
         broker = self.settings.get("BROKER_URL")
         if broker:  # this run's exchanges, queues and accounts
-            from choreography.broker_accounts import remove
-            from choreography.rabbitmq import purge
+            from messaging.broker_accounts import remove
+            from messaging.rabbitmq import purge
 
-            purge(broker, self.namespace)
+            purge(broker, self.namespace, self.routes)
             if self.settings.get("BROKER_ACCOUNTS") != "shared":
-                remove(self.namespace, node=self.settings.get("BROKER_NODE"))
+                remove(self.namespace, self.routes, node=self.settings.get("BROKER_NODE"))
 
     # Reading the real tables -------------------------------------------------------
 
     def row(self, service: str, saga_id: str) -> dict[str, Any] | None:
         """The saga's row in a participant's table, read straight from its database."""
-        table, column = TABLES[service]
+        spec = self.declaration.service(service)
+        table, column = spec.table, spec.column
         with self.engines[service].connect() as connection:
             row = connection.execute(
                 text(f"SELECT saga_id, {column} AS value, status FROM {table} "
@@ -240,7 +263,8 @@ class Stack:
 
     def rows_of(self, service: str, saga_id: str) -> list[dict[str, Any]]:
         """Every row a participant's table holds for the saga (the unique key allows one)."""
-        table, column = TABLES[service]
+        spec = self.declaration.service(service)
+        table, column = spec.table, spec.column
         with self.engines[service].connect() as connection:
             rows = connection.execute(
                 text(f"SELECT saga_id, {column} AS value, status FROM {table} "

@@ -1,5 +1,8 @@
 """Run service A alone on the Flask development server: `python -m service_a`."""
 
-from service_a import SPEC, create_app
+from common.declaration import load
+from common.settings import environment
+from service_a import NAME, create_app
 
-create_app().run(host="127.0.0.1", port=SPEC.port, debug=True, use_reloader=False)
+PORT = load(environment()).service(NAME).port
+create_app().run(host="127.0.0.1", port=PORT, debug=True, use_reloader=False)

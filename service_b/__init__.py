@@ -1,15 +1,14 @@
-"""Service B: stores the `address` of a sign-up in `table_b.address`."""
+"""Service B: its table, column, field and port are the saga declaration's (sagas/signup.py)."""
 
 from typing import Any
 
 from flask import Flask
 
 from participant.app import create_participant_app
-from participant.spec import ServiceSpec
 
-SPEC = ServiceSpec(name="b", table="table_b", column="address", field="address", port=5002)
+NAME = "b"
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     """Service B's app."""
-    return create_participant_app(SPEC, overrides)
+    return create_participant_app(NAME, overrides)

@@ -127,6 +127,7 @@ CREATE TABLE choreo_sagas (
 	error TEXT,
 	input TEXT,
 	faults TEXT,
+	definition VARCHAR(64),
 	deadline DATETIME(6),
 	trace_id VARCHAR(32),
 	created_at DATETIME(6) NOT NULL,

@@ -1,4 +1,5 @@
-"""Starting sagas and reading them: /start, /sagas, /sagas/<id>, its rows, and retrying it."""
+"""Starting sagas, reading one with its story, and retrying one: /start, /sagas/<id>, its retry.
+(The list and a saga's rows are common/reads.py's, as for the choreographed saga.)"""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
-from common.consistency import Unreachable, verdict
 from common.errors import ApiError, json_object
 from common.status import SagaStatus
-from common.validation import SagaRequest, limit_arg, reject_unknown
+from common.validation import SagaRequest
 from orchestrator.api.views import event_json, saga_json, start_answer
 from orchestrator.model import DuplicateIdempotencyKey, Run, Saga
 from orchestrator.services import services
@@ -110,18 +110,6 @@ def retry(saga_id: str) -> tuple[Any, int]:
     return jsonify(body), 200 if body["status"] == SagaStatus.COMPENSATED.value else code
 
 
-@sagas_api.get("/sagas")
-def list_sagas() -> Any:
-    """The newest sagas first; `?limit=`, `?status=`."""
-    reject_unknown(request.args, ("limit", "status"), what="query_argument")
-    status = request.args.get("status")
-    if status is not None and status not in SagaStatus.__members__:
-        raise ApiError(400, "invalid_status",
-                       f"status must be one of {', '.join(SagaStatus.__members__)}")
-    found = services().store.recent(limit_arg(request.args), SagaStatus(status) if status else None)
-    return jsonify({"sagas": [saga_json(saga) for saga in found]})
-
-
 def _saga_or_404(saga_id: str) -> Saga:
     saga = services().store.get(saga_id)
     if saga is None:
@@ -135,20 +123,3 @@ def get_saga(saga_id: str) -> Any:
     saga = _saga_or_404(saga_id)
     events = services().store.events(saga_id)
     return jsonify({**saga_json(saga), "events": [event_json(event) for event in events]})
-
-
-@sagas_api.get("/sagas/<saga_id>/records")
-def saga_records(saga_id: str) -> Any:
-    """The rows the saga's participants hold for it, fetched from them, and whether they agree."""
-    saga = _saga_or_404(saga_id)
-    definition = services().engine.definition_of(saga)
-    gateway = services().gateway
-    rows: dict[str, Any] = {}
-    try:
-        for step in definition.steps:
-            rows[step.name] = gateway.record(step.participant, saga_id)
-    except Unreachable as error:
-        return jsonify({"saga_id": saga_id, "rows": rows, "verdict": "unknown",
-                        "problems": [f"a service did not answer ({error})"]})
-    outcome, problems = verdict(saga.status, {n: (r or {}).get("status") for n, r in rows.items()})
-    return jsonify({"saga_id": saga_id, "rows": rows, "verdict": outcome, "problems": problems})

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from common.db import iso
+from common.declaration import SagaDefinition, StepKind
 from common.status import SagaStatus
 from common.tracing import trace_id
-from orchestrator.definition import SagaDefinition
 from orchestrator.model import Event, Saga
 
 
@@ -37,10 +37,13 @@ def definition_json(definition: SagaDefinition, timeout: float, retries: int,
     return {"name": definition.name, "version": definition.version,
             "description": definition.description, "input_fields": list(definition.input_fields),
             "steps": [{"name": s.name, "participant": s.participant, "kind": s.kind.value,
-                       "receives": list(s.receives), "action": s.action,
-                       "compensation": s.compensation,
+                       "receives": list(s.receives), "action": s.does, "compensation": s.undo,
+                       "events": None if s.events is None else dict(zip(
+                           ("applied", "failed", "undone", "undo_failed"),
+                           (s.events.applied, s.events.failed, s.events.undone, s.events.undo_failed),
+                           strict=True)),
                        "timeout": s.timeout if s.timeout is not None else timeout,
-                       "retries": None if s.kind == "retriable" else
+                       "retries": None if s.kind is StepKind.RETRIABLE else
                        (s.retries if s.retries is not None else retries),
                        "compensation_retries": s.compensation_retries
                        if s.compensation_retries is not None else compensation_retries}

@@ -13,8 +13,8 @@ import requests
 from playwright.sync_api import Locator, Page, expect
 from sqlalchemy import text
 
-from choreography.events import Envelope
 from common.db import utcnow
+from messaging.events import Envelope
 from scripts.stack import Stack
 from tests.browser.conftest import Console
 from tests.support import consistency

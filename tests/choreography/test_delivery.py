@@ -12,10 +12,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
-from choreography.events import Envelope
-from choreography.rabbitmq import SIGNATURE_HEADER, Topology
 from common.db import utcnow
 from common.signing import sign_event
+from messaging.events import Envelope
+from messaging.rabbitmq import SIGNATURE_HEADER, Topology
 from scripts.stack import Stack
 from tests.support import BROKER_URL, assert_json_error, choreographed, event_types, sign_up
 
@@ -48,7 +48,8 @@ def deliver_again(stack: Stack, service: str, envelope: str) -> None:
     try:
         channel = connection.channel()
         channel.confirm_delivery()
-        channel.basic_publish(Topology(stack.namespace).exchange, body["type"], envelope.encode(),
+        exchange = Topology(stack.namespace, stack.routes).exchange
+        channel.basic_publish(exchange, body["type"], envelope.encode(),
                               pika.BasicProperties(delivery_mode=2, user_id=f"{stack.namespace}-{publisher}",
                                                    headers={SIGNATURE_HEADER: sign_event(stack.secret,
                                                                                          envelope.encode())}))
@@ -124,7 +125,8 @@ def test_an_event_that_can_never_be_handled_is_dead_lettered_and_shown(choreo: S
     else:  # straight onto B's queue, as a broken publisher might
         connection = pika.BlockingConnection(pika.URLParameters(BROKER_URL))
         try:
-            connection.channel().basic_publish("", Topology(f"saga-test-{choreo.tag}").queue("service_b"),
+            queue = Topology(f"saga-test-{choreo.tag}", choreo.routes).queue("service_b")
+            connection.channel().basic_publish("", queue,
                                                b"not an event at all", pika.BasicProperties(delivery_mode=2))
         finally:
             connection.close()

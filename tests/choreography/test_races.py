@@ -15,13 +15,13 @@ import pytest
 from sqlalchemy import Engine, MetaData, create_engine, make_url, select, text
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
-from choreography.events import Envelope
-from choreography.flow import derive
+from choreography.flow import Flows
+from choreography.service import ChoreographedService, choreography_tables
 from common.db import _write_gates, init_database, iso, make_engine, utcnow
-from participant.choreography import ParticipantChoreography, choreography_tables
+from common.faults import Sleeps
+from messaging.events import Envelope
 from participant.config import participant_config
 from participant.records import RecordStore, records_table
-from service_c import SPEC as C
 from tests.support import TEST_DATABASE_URL
 
 
@@ -42,16 +42,16 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
             admin.execute(text(f"DROP DATABASE `{database}`"))
 
 
-def service_c(engine: Engine) -> ParticipantChoreography:
+def service_c(engine: Engine) -> ChoreographedService:
     """Service C's choreography on `engine`, its threads not started: the test drives its handlers."""
     url = engine.url.render_as_string(hide_password=False)
-    config = participant_config(C, {"DATABASE_URL": url, "SERVICE_SECRET": "s" * 32}, env={})
+    c, config = participant_config("c", {"DATABASE_URL": url, "SERVICE_SECRET": "s" * 32}, env={})
     metadata = MetaData()
-    table = records_table(metadata, C.table, C.column)
+    table = records_table(metadata, c.table, c.column)
     choreography_tables(metadata)
     init_database(engine, metadata)
-    return ParticipantChoreography(C, config, RecordStore(engine, table, C.column), metadata,
-                                   threading.BoundedSemaphore(1))
+    flows = Flows.of(config["DECLARATION"], config["DEFINITIONS"])
+    return ChoreographedService(c, flows, config, RecordStore(engine, table, c.column), metadata, Sleeps(1))
 
 
 def lock_waits(engine: Engine) -> Callable[[], bool]:
@@ -71,7 +71,7 @@ def lock_waits(engine: Engine) -> Callable[[], bool]:
     return waiting
 
 
-def published(chorus: ParticipantChoreography, saga_id: str) -> list[str]:
+def published(chorus: ChoreographedService, saga_id: str) -> list[str]:
     t = chorus.outbox.table
     with chorus.outbox.engine.connect() as connection:
         return list(connection.execute(select(t.c.event_type).where(t.c.saga_id == saga_id)
@@ -128,7 +128,7 @@ def test_the_deadlines_cancel_never_fails_a_saga_whose_last_step_commits_meanwhi
     assert set(published(c, saga_id)) == {"PaymentRegistered"}, "no PaymentFailed after all"
     seen = [("SignupRequested", {}), ("AccountCreated", {}), ("AddressStored", {}), ("SignupTimedOut", {}),
             *((t, {}) for t in published(c, saga_id))]
-    assert derive(seen)[0].value == "COMPLETED"
+    assert c.flows.default.derive(seen)[0].value == "COMPLETED"
     with engine.connect() as connection:
         handled = connection.execute(text("SELECT status FROM inbox WHERE saga_id = :s"), {"s": saga_id})
         assert sorted(handled.scalars()) == ["HANDLED", "HANDLED"]

@@ -15,9 +15,9 @@ from pika.exceptions import ChannelClosedByBroker
 from prometheus_client.parser import text_string_to_metric_families
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
-from choreography.events import Envelope
-from choreography.rabbitmq import SIGNATURE_HEADER, Topology
 from common.signing import sign_event
+from messaging.events import Envelope
+from messaging.rabbitmq import SIGNATURE_HEADER, Topology
 from scripts.stack import Stack
 from tests.support import BROKER_URL, USER, choreographed, consistency, sign_up, start
 
@@ -43,7 +43,8 @@ def publish(stack: Stack, url: str, envelope: Envelope, *, signed: bool = True,
     try:
         channel = connection.channel()
         channel.confirm_delivery()
-        channel.basic_publish(Topology(stack.namespace).exchange, routing_key or envelope.type, body,
+        exchange = Topology(stack.namespace, stack.routes).exchange
+        channel.basic_publish(exchange, routing_key or envelope.type, body,
                               pika.BasicProperties(delivery_mode=2, type=envelope.type, user_id=user_id,
                                                    headers=headers), mandatory=True)
     finally:

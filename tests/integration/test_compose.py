@@ -30,8 +30,9 @@ from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
-from choreography.broker_accounts import remove, url_for
-from choreography.rabbitmq import purge
+from choreography.flow import Flows
+from messaging.broker_accounts import remove, url_for
+from messaging.rabbitmq import purge
 from scripts.schema import SQL, password_variable, users_sql
 from scripts.stack import ROOT, free_port
 from tests.support import BROKER_URL, TEST_DATABASE_URL
@@ -179,8 +180,8 @@ def compose_here(tmp_path: Path, env_file: Path) -> Iterator[dict[str, Any]]:
             os.killpg(app["process"].pid, signal.SIGTERM)
         for app in running.values():
             app["process"].wait(timeout=15)
-        purge(BROKER_URL, namespace)
-        remove(namespace)
+        purge(BROKER_URL, namespace, Flows.load({}).routes)
+        remove(namespace, Flows.load({}).routes)
         if admin is not None:
             with admin.connect() as connection:
                 for name in APPS:

@@ -21,6 +21,7 @@ import pytest
 import requests
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
+from choreography.flow import Flows
 from scripts.stack import (
     FAST_SETTINGS,
     RECOVERS_FAILED_COMPENSATIONS,
@@ -144,8 +145,8 @@ def test_make_run_gives_each_process_a_broker_account_of_its_own() -> None:
     allowed only its own events, and hands each its own URL; BROKER_ACCOUNTS=shared opts out."""
     import pika
 
-    from choreography.broker_accounts import remove
-    from choreography.rabbitmq import purge
+    from messaging.broker_accounts import remove
+    from messaging.rabbitmq import purge
     from scripts.run import broker_accounts, config
     from tests.support import BROKER_URL
 
@@ -164,5 +165,5 @@ def test_make_run_gives_each_process_a_broker_account_of_its_own() -> None:
         assert written.count("environment=BROKER_URL=") == 4
         assert "%%2F" in written, "supervisord reads % as the start of an expansion"
     finally:
-        purge(BROKER_URL, namespace)
-        remove(namespace)
+        purge(BROKER_URL, namespace, Flows.load({}).routes)
+        remove(namespace, Flows.load({}).routes)

@@ -9,14 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine
 
 from common.consistency import Unreachable
+from common.web import keep
 from orchestrator.app import create_app
 from orchestrator.client import Attempt
 from orchestrator.gateway import Probe
-from orchestrator.services import OrchestratorFlask
+from orchestrator.services import Services
 from tests.support import ScriptedParticipants
 
 USER = {"username": "ada", "address": "1 Main St", "payment": "visa"}
@@ -50,31 +52,36 @@ class FakeGateway:
         return Probe(service, "probe-1", Attempt(1, 409, "rejected", 7, "closed", {"status": "CANCELLED"}))
 
 
+def services_of(app: Flask) -> Services:
+    services = app.extensions["Services"]
+    assert isinstance(services, Services)
+    return services
+
+
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[OrchestratorFlask]:
+def app(tmp_path: Path) -> Iterator[Flask]:
     app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'log.db'}", "RECOVERY_ENABLED": False,
                       "RETRY_BACKOFF": 0.0, "RETRY_JITTER": 0.0, "SERVICE_SECRET": "s" * 32,
                       "FAULTS_ENABLED": True})
-    assert isinstance(app, OrchestratorFlask)
-    app.services = replace(app.services, gateway=FakeGateway())  # type: ignore[arg-type]
+    keep(app, replace(services_of(app), gateway=FakeGateway()))  # type: ignore[arg-type]
     yield app
-    app.services.store.engine.dispose()
+    services_of(app).store.engine.dispose()
 
 
-def participants(app: OrchestratorFlask, script: dict[tuple[str, str], list[str]]) -> ScriptedParticipants:
+def participants(app: Flask, script: dict[tuple[str, str], list[str]]) -> ScriptedParticipants:
     scripted = ScriptedParticipants(script)
-    app.services.engine.client = scripted  # type: ignore[assignment]
-    app.services.engine.urls = {name: f"http://x/{name}" for name in "abc"}
+    services_of(app).engine.client = scripted  # type: ignore[assignment]
+    services_of(app).engine.urls = {name: f"http://x/{name}" for name in "abc"}
     return scripted
 
 
 @pytest.fixture
-def client(app: OrchestratorFlask) -> FlaskClient:
+def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
 def test_start_runs_the_default_definition_and_sends_each_service_its_own_field(
-        app: OrchestratorFlask, client: FlaskClient) -> None:
+        app: Flask, client: FlaskClient) -> None:
     scripted = participants(app, {})
     answer = client.post("/start", json=USER)
     assert answer.status_code == 200, answer.json
@@ -87,7 +94,7 @@ def test_start_runs_the_default_definition_and_sends_each_service_its_own_field(
     assert [e["step"] for e in saga["events"]] == ["a", "b", "c"]
 
 
-def test_a_failed_step_answers_500_and_a_timeout_504(app: OrchestratorFlask, client: FlaskClient) -> None:
+def test_a_failed_step_answers_500_and_a_timeout_504(app: Flask, client: FlaskClient) -> None:
     participants(app, {("b", "invoke"): ["error"]})
     failed = client.post("/start", json=USER)
     body = failed.json
@@ -98,7 +105,7 @@ def test_a_failed_step_answers_500_and_a_timeout_504(app: OrchestratorFlask, cli
 
 
 @pytest.mark.parametrize(("length", "status"), [(128, 200), (129, 400), (0, 400)])
-def test_the_idempotency_key_is_1_to_128_characters(app: OrchestratorFlask, client: FlaskClient,
+def test_the_idempotency_key_is_1_to_128_characters(app: Flask, client: FlaskClient,
                                                    length: int, status: int) -> None:
     participants(app, {})
     answer = client.post("/start", json=USER, headers={"Idempotency-Key": "k" * length})
@@ -108,15 +115,15 @@ def test_the_idempotency_key_is_1_to_128_characters(app: OrchestratorFlask, clie
         assert client.get("/sagas").json["sagas"] == [], "nothing was started"
 
 
-def rows_applied(app: OrchestratorFlask, saga_id: str) -> FakeGateway:
+def rows_applied(app: Flask, saga_id: str) -> FakeGateway:
     """The fake gateway, holding an APPLIED row with the user's value at A, B and C."""
-    gateway: FakeGateway = app.services.gateway  # type: ignore[assignment]
+    gateway: FakeGateway = services_of(app).gateway  # type: ignore[assignment]
     for service, field in (("a", "username"), ("b", "address"), ("c", "payment")):
         gateway.rows[(service, saga_id)] = {"saga_id": saga_id, "status": "APPLIED", field: USER[field]}
     return gateway
 
 
-def test_the_rows_of_a_saga_and_their_verdict(app: OrchestratorFlask, client: FlaskClient) -> None:
+def test_the_rows_of_a_saga_and_their_verdict(app: Flask, client: FlaskClient) -> None:
     participants(app, {})
     saga_id = client.post("/start", json=USER).json["saga_id"]
     gateway = rows_applied(app, saga_id)
@@ -129,7 +136,7 @@ def test_the_rows_of_a_saga_and_their_verdict(app: OrchestratorFlask, client: Fl
     assert client.get(f"/sagas/{saga_id}/records").json["verdict"] == "unknown"
 
 
-def test_consistency_compares_values_through_the_gateway(app: OrchestratorFlask, client: FlaskClient) -> None:
+def test_consistency_compares_values_through_the_gateway(app: Flask, client: FlaskClient) -> None:
     participants(app, {})
     saga_id = client.post("/start", json=USER).json["saga_id"]
     gateway = rows_applied(app, saga_id)
@@ -149,10 +156,10 @@ def test_definition_lists_every_step_with_its_kind_and_policy(client: FlaskClien
     assert {(s["timeout"], s["retries"], s["compensation_retries"]) for s in body["steps"]} == {(5.0, 2, 5)}
 
 
-def test_test_status_probes_a_service_of_the_definition(app: OrchestratorFlask, client: FlaskClient) -> None:
+def test_test_status_probes_a_service_of_the_definition(app: Flask, client: FlaskClient) -> None:
     """The probe goes to the service asked (with its fault, in canonical form, and the call
     timeout), and its answer is passed on as the service gave it."""
-    gateway: FakeGateway = app.services.gateway  # type: ignore[assignment]
+    gateway: FakeGateway = services_of(app).gateway  # type: ignore[assignment]
     answer = client.post("/test_status", json={"service": "b", "fail": " transient:2"})
     assert answer.status_code == 200
     assert answer.json == {"service": "b", "saga_id": "probe-1", "status_code": 409, "outcome": "rejected",
@@ -164,11 +171,11 @@ def test_test_status_probes_a_service_of_the_definition(app: OrchestratorFlask, 
     assert len(gateway.probes) == 2, "nothing probed for a bad request"
 
 
-def test_health_is_503_without_the_databases_words(app: OrchestratorFlask, client: FlaskClient,
+def test_health_is_503_without_the_databases_words(app: Flask, client: FlaskClient,
                                                    tmp_path: Path) -> None:
     assert client.get("/health").status_code == 200
     broken = create_engine(f"sqlite:///{tmp_path / 'no-such-dir' / 'log.db'}")
-    app.services = replace(app.services, store=replace_engine(app.services.store, broken))
+    keep(app, replace(services_of(app), store=replace_engine(services_of(app).store, broken)))
     answer = client.get("/health")
     assert answer.status_code == 503
     assert answer.json == {"orchestrator_id": app.config["ORCHESTRATOR_ID"], "status": "unhealthy",

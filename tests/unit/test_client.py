@@ -13,14 +13,14 @@ from werkzeug.serving import make_server
 
 from common.consistency import Unreachable
 from common.db import make_engine
+from common.declaration import Definitions
 from common.status import SagaStatus
 from orchestrator.client import ParticipantClient
-from orchestrator.definition import Definitions
 from orchestrator.engine import Defaults, SagaEngine
 from orchestrator.gateway import READ_ATTEMPTS, ParticipantGateway
 from orchestrator.migrate import upgrade
-from orchestrator.saga import SIGNUP_V1
 from orchestrator.store import SagaStore
+from sagas.signup import SIGNUP_V1
 
 
 class Participant:

@@ -8,7 +8,6 @@ import pytest
 from common.settings import environment
 from orchestrator.config import orchestrator_config
 from participant.config import participant_config
-from service_b import SPEC as B
 
 SECRET = {"SERVICE_SECRET": "s" * 32}
 
@@ -20,7 +19,7 @@ def test_defaults_run_locally() -> None:
     assert (config["CALL_TIMEOUT"], config["CALL_RETRIES"], config["RETRY_JITTER"]) == (5.0, 2, 0.1)
     assert config["DEFINITIONS"].default.key == "signup@1"
     assert config["DATABASE_URL"] == "sqlite:///var/orchestrator.db"
-    assert participant_config(B, env=SECRET)["DATABASE_URL"] == "sqlite:///var/service_b.db"
+    assert participant_config("b", env=SECRET)[1]["DATABASE_URL"] == "sqlite:///var/service_b.db"
 
 
 def test_the_environment_is_read() -> None:
@@ -65,12 +64,12 @@ def test_every_process_refuses_to_start_without_a_secret(secret: str) -> None:
     with pytest.raises(ValueError, match="SERVICE_SECRET"):
         orchestrator_config(env={"SERVICE_SECRET": secret})
     with pytest.raises(ValueError, match="SERVICE_SECRET"):
-        participant_config(B, env={"SERVICE_SECRET": secret})
+        participant_config("b", env={"SERVICE_SECRET": secret})
 
 
 def test_faults_are_off_unless_turned_on() -> None:
     assert orchestrator_config(env=SECRET)["FAULTS_ENABLED"] is False
-    assert participant_config(B, env={**SECRET, "FAULTS_ENABLED": "1"})["FAULTS_ENABLED"] is True
+    assert participant_config("b", env={**SECRET, "FAULTS_ENABLED": "1"})[1]["FAULTS_ENABLED"] is True
 
 
 @pytest.mark.parametrize(("variable", "url"), [
@@ -84,9 +83,9 @@ def test_the_examples_stand_in_password_is_refused(variable: str, url: str) -> N
 
 
 def test_the_allowed_hosts_and_origins_are_lists() -> None:
-    config = participant_config(B, env={**SECRET, "ALLOWED_HOSTS": "a.example, b.example",
-                                        "ALLOWED_ORIGINS": "https://a.example"})
+    _, config = participant_config("b", env={**SECRET, "ALLOWED_HOSTS": "a.example, b.example",
+                                             "ALLOWED_ORIGINS": "https://a.example"})
     assert (config["ALLOWED_HOSTS"], config["ALLOWED_ORIGINS"]) == (("a.example", "b.example"),
                                                                     ("https://a.example",))
-    defaults = participant_config(B, env=SECRET)
+    _, defaults = participant_config("b", env=SECRET)
     assert "service-b" in defaults["ALLOWED_HOSTS"] and "127.0.0.1" in defaults["ALLOWED_HOSTS"]

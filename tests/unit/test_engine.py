@@ -14,24 +14,24 @@ import pytest
 from sqlalchemy import update
 
 from common.db import make_engine
+from common.declaration import Definitions, SagaDefinition, Step, StepKind
 from common.status import SagaStatus
-from orchestrator.definition import Definitions, SagaDefinition, Step, StepKind
 from orchestrator.engine import Defaults, SagaEngine
 from orchestrator.migrate import upgrade
 from orchestrator.model import Event, Lease, LeaseLost, Run, Transition
 from orchestrator.recovery import Recovery
-from orchestrator.saga import SIGNUP_V1, SIGNUP_V2
 from orchestrator.store import SagaStore, sagas
+from sagas.signup import SIGNUP_V1, SIGNUP_V2
 from tests.support import ScriptedParticipants
 
 FAST = Defaults(timeout=1, retries=2, compensation_retries=2, backoff=0, backoff_max=0, jitter=0)
 
 TRIP = SagaDefinition("trip", 1, steps=(
-    Step("hotel", participant="hotel", receives=("name",), action="book a room",
-         compensation="cancel the booking"),
-    Step("card", participant="card", receives=("card",), kind=StepKind.PIVOT, action="charge the card"),
+    Step("hotel", participant="hotel", receives=("name",), does="book a room",
+         undo="cancel the booking"),
+    Step("card", participant="card", receives=("card",), kind=StepKind.PIVOT, does="charge the card"),
     Step("email", participant="email", receives=("name", "email"), kind=StepKind.RETRIABLE,
-         action="send the confirmation"),
+         does="send the confirmation"),
 ))
 TRIP_INPUT = {"name": "ada", "card": "visa", "email": "ada@example.org"}
 USER = {"username": "u", "address": "a", "payment": "p"}
@@ -272,8 +272,8 @@ def test_a_pivot_whose_cancel_fails_waits_as_a_failed_compensation(tmp_path: Pat
     ((StepKind.PIVOT, StepKind.PIVOT), "at most one pivot"),
 ])
 def test_a_definition_out_of_order_is_refused(kinds: tuple[StepKind, ...], message: str) -> None:
-    steps = tuple(Step(f"s{i}", participant="p", receives=("x",), action="do", kind=kind,
-                       compensation="undo" if kind is StepKind.COMPENSATABLE else None)
+    steps = tuple(Step(f"s{i}", participant="p", receives=("x",), does="do", kind=kind,
+                       undo="undo" if kind is StepKind.COMPENSATABLE else None)
                   for i, kind in enumerate(kinds))
     with pytest.raises(ValueError, match=message):
         SagaDefinition("bad", 1, steps=steps)
@@ -281,9 +281,9 @@ def test_a_definition_out_of_order_is_refused(kinds: tuple[StepKind, ...], messa
 
 def test_only_a_compensatable_step_has_a_compensation() -> None:
     with pytest.raises(ValueError, match="compensation"):
-        Step("p", participant="p", receives=("x",), action="do", kind=StepKind.PIVOT, compensation="undo")
+        Step("p", participant="p", receives=("x",), does="do", kind=StepKind.PIVOT, undo="undo")
     with pytest.raises(ValueError, match="compensation"):
-        Step("c", participant="p", receives=("x",), action="do")
+        Step("c", participant="p", receives=("x",), does="do")
 
 
 def test_an_unknown_default_is_refused() -> None:

@@ -1,23 +1,78 @@
-"""The choreographed saga's table, and how the observer reads a saga's end from its events."""
+"""The choreographed saga's flow, derived from the declaration, and how the observer reads a
+saga's end from its events."""
 
 from __future__ import annotations
 
 import pytest
 
-from choreography.flow import ENTRY, EVENT_TYPES, FLOW, LAST, Reaction, derive, reactions_of, subscribers
+from choreography.flow import Flow, Flows, Reaction, When
+from common.declaration import Declaration, Events, SagaDefinition, Service, Step, StepKind
 from common.status import SagaStatus
+from sagas.signup import DECLARATION, SERVICES, SIGNUP_V1
 
 ERROR = {"reason": "error", "error": "injected fault before_commit"}
 TIMEOUT = {"reason": "timeout", "error": "step c: not applied before the deadline"}
+A, B, C = "a", "b", "c"
+APPLY, UNDO, CANCEL, CLOSE = Reaction.APPLY, Reaction.COMPENSATE, Reaction.CANCEL, Reaction.CLOSE
+FLOW = Flows.load({}).default
+
+# The sign-up's flow as it was written by hand before it was derived: the derivation must give it.
+BY_HAND = (
+    When("SignupRequested", A, APPLY, then="AccountCreated", otherwise="AccountFailed"),
+    When("AccountCreated", B, APPLY, then="AddressStored", otherwise="AddressFailed"),
+    When("AddressStored", C, APPLY, then="PaymentRegistered", otherwise="PaymentFailed"),
+    When("PaymentFailed", B, UNDO, then="AddressRemoved", otherwise="AddressRemovalFailed"),
+    When("AddressFailed", A, UNDO, then="AccountRemoved", otherwise="AccountRemovalFailed"),
+    When("AddressRemoved", A, UNDO, then="AccountRemoved", otherwise="AccountRemovalFailed"),
+    When("SignupTimedOut", C, CANCEL, then="PaymentFailed"),
+    When("PaymentRegistered", A, CLOSE),
+    When("AddressRemovalFailed", A, CLOSE),
+)
 
 
-def test_every_event_someone_publishes_is_known_and_each_service_reacts_to_its_own_set() -> None:
-    assert {w.then for w in FLOW if w.then} | {w.otherwise for w in FLOW if w.otherwise} <= EVENT_TYPES
-    assert set(reactions_of("b")) == {"AccountCreated", "PaymentFailed"}
-    assert subscribers("SignupTimedOut") == (LAST,), "the last step decides a timed-out saga"
-    closes = {(w.service, w.reaction) for w in FLOW if w.event == "PaymentRegistered"}
-    assert (ENTRY, Reaction.CLOSE) in closes
-    assert "AddressRemovalFailed" in reactions_of(ENTRY), "a saga that ended badly stops its clock too"
+def test_the_sign_up_is_derived_as_it_was_written_by_hand() -> None:
+    assert FLOW.reactions == BY_HAND
+    assert (FLOW.key, FLOW.steps, FLOW.entry, FLOW.last) == ("signup@1", (A, B, C), A, C)
+    assert FLOW.fields == {A: "username", B: "address", C: "payment"}
+    assert set(FLOW.reactions_of(B)) == {"AccountCreated", "PaymentFailed"}
+    assert FLOW.subscribers("SignupTimedOut") == (C,), "the last step decides a timed-out saga"
+    assert FLOW.sources["PaymentRegistered"] == C and FLOW.sources["SignupTimedOut"] == A
+    assert FLOW.ends()["AccountRemoved"] is SagaStatus.COMPENSATED
+
+
+def test_a_fourth_step_is_applied_after_c_and_undone_before_it() -> None:
+    declaration = Declaration(
+        (*SERVICES, Service("d", table="table_d", column="email", field="email", port=5004)),
+        definitions=(SagaDefinition("signup", 1, steps=(*SIGNUP_V1.steps, Step(
+            "d", participant="d", receives=("email",), does="send the welcome", undo="retract it",
+            events=Events.named("Welcome", "Sent"))),),), default="signup@1")
+    flow = Flows.of(declaration, declaration.registry({})).default
+    assert {When("PaymentRegistered", "d", APPLY, then="WelcomeSent", otherwise="WelcomeFailed"),
+            When("WelcomeFailed", C, UNDO, then="PaymentRemoved", otherwise="PaymentRemovalFailed"),
+            When("PaymentRemoved", B, UNDO, then="AddressRemoved", otherwise="AddressRemovalFailed"),
+            When("SignupTimedOut", "d", CANCEL, then="WelcomeFailed"),
+            When("WelcomeSent", A, CLOSE), When("PaymentRemovalFailed", A, CLOSE)} <= set(flow.reactions)
+    assert flow.derive([("WelcomeSent", {})])[0] is SagaStatus.COMPLETED
+    assert flow.derive([("PaymentRegistered", {})])[0] is SagaStatus.RUNNING
+
+
+def test_what_the_choreography_cannot_run_is_refused_when_it_is_declared() -> None:
+    fields = {s.name: s.field for s in SERVICES}
+    with pytest.raises(ValueError, match="retriable"):
+        Flow.of(SagaDefinition("x", 1, steps=(SIGNUP_V1.steps[0], Step(
+            "b", participant="b", receives=("address",), does="x", kind=StepKind.RETRIABLE,
+            events=Events("Ok", "No")))), fields)
+    with pytest.raises(ValueError, match="names no events"):
+        Flow.of(SagaDefinition("x", 1, steps=(Step("a", participant="a", receives=("username",), does="x",
+                                                   undo="y"),)), fields)
+
+
+def test_every_definition_runs_under_its_own_flow_and_an_unknown_one_is_refused() -> None:
+    flows = Flows.of(DECLARATION, DECLARATION.registry({}))
+    assert set(flows.known) == {"signup@1", "signup@2"}
+    assert flows.get(None) is flows.default and flows.get("signup@2").key == "signup@2"
+    with pytest.raises(KeyError):
+        flows.get("signup@9")
 
 
 @pytest.mark.parametrize(("events", "expected"), [
@@ -38,5 +93,5 @@ def test_every_event_someone_publishes_is_known_and_each_service_reacts_to_its_o
 ])
 def test_derive_reads_the_end_from_the_events(events: list[tuple[str, dict[str, object]]],
                                               expected: tuple[SagaStatus, str | None, str | None]) -> None:
-    status, failed_step, reason, _ = derive(events)
+    status, failed_step, reason, _ = FLOW.derive(events)
     assert (status, failed_step, reason) == expected

@@ -20,7 +20,8 @@ import service_a
 import service_b
 import service_c
 from orchestrator.app import create_app as create_orchestrator
-from orchestrator.services import OrchestratorFlask
+from orchestrator.services import Services
+from participant.routes import Participant
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = {"orchestrator": ROOT / "orchestrator" / "openapi.yaml",
@@ -82,8 +83,9 @@ def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, F
     built = create({"DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}", "RECOVERY_ENABLED": False,
                     "SERVICE_SECRET": "s" * 32, "FAULTS_ENABLED": False})
     yield kind, built
-    owner = built.services.store if isinstance(built, OrchestratorFlask) else built.records  # type: ignore[attr-defined]
-    owner.engine.dispose()
+    owner = built.extensions.get("Services") or built.extensions["Participant"]
+    assert isinstance(owner, Services | Participant)
+    (owner.store if isinstance(owner, Services) else owner.records).engine.dispose()
 
 
 def test_every_route_is_described_with_its_methods_and_nothing_else(app: tuple[str, Flask]) -> None:

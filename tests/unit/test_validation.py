@@ -7,8 +7,8 @@ import pytest
 from common.consistency import verdict
 from common.errors import ApiError
 from common.status import SagaStatus
-from orchestrator.saga import SIGNUP_V1
 from orchestrator.validation import parse_start
+from sagas.signup import SIGNUP_V1
 
 USER = {"username": "ada", "address": "1 Main St", "payment": "visa"}
 

@@ -16,10 +16,10 @@ import threading
 import time
 from collections import deque
 
-from choreography.outbox import Outbox, OutboxRow, Outcome
-from choreography.transport import Transport
 from common.metrics import DEAD_LETTERS, EVENTS_PUBLISHED
 from common.pacing import Pacing
+from messaging.outbox import Outbox, OutboxRow, Outcome
+from messaging.transport import Transport
 
 log = logging.getLogger(__name__)
 

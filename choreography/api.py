@@ -3,27 +3,25 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, cast
+from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
-from choreography.events import EVENT_ID, Envelope
-from choreography.flow import ENTRY, EVENT_TYPES, FIELDS, SOURCES, STEPS
-from choreography.transport import take_in
+from choreography.service import ChoreographedService
 from common.errors import ApiError, json_body, json_object
 from common.ids import new_saga_id
 from common.validation import parse_saga_request, reject_unknown
-from common.web import require_signature
-from participant.choreography import ParticipantChoreography
-from participant.routes import ParticipantFlask
+from common.web import kept, require_signature
+from messaging.events import EVENT_ID, Envelope
+from messaging.transport import take_in
 
 log = logging.getLogger(__name__)
 
 choreography_routes = Blueprint("choreography", __name__)
 
 
-def _choreography() -> ParticipantChoreography:
-    return cast(ParticipantFlask, current_app).choreography
+def _choreography() -> ChoreographedService:
+    return kept(ChoreographedService)
 
 
 @choreography_routes.post("/signups")
@@ -34,9 +32,11 @@ def sign_up() -> tuple[Any, int]:
     written. The rest happens by events; follow it at the observer, GET :5000/choreography/sagas/<id>.
     """
     choreography = _choreography()
-    if choreography.spec.name != ENTRY:
-        raise ApiError(404, "not_found", f"sign-ups enter at service {ENTRY}")
-    signup = parse_saga_request(json_object(), request.args, tuple(FIELDS[s] for s in STEPS), STEPS)
+    flow = choreography.flows.default
+    if choreography.spec.name != flow.entry:
+        raise ApiError(404, "not_found", f"sign-ups enter at service {flow.entry}")
+    signup = parse_saga_request(json_object(), request.args, tuple(flow.fields[s] for s in flow.steps),
+                                flow.steps)
     if signup.faults and not current_app.config["FAULTS_ENABLED"]:
         raise ApiError(400, "faults_disabled", "fault injection is off here; FAULTS_ENABLED=1 turns it on")
     envelope = choreography.sign_up(signup.input, signup.faults, new_saga_id())
@@ -59,7 +59,9 @@ def receive_event() -> tuple[Any, int]:
     require_signature(current_app.config["SERVICE_SECRET"])
     choreography = _choreography()
 
-    answer, status = take_in(json_body(), lambda item: Envelope.from_json(item, EVENT_TYPES, SOURCES),
+    flows = choreography.flows
+    answer, status = take_in(json_body(), lambda item: Envelope.from_json(item, flows.event_types,
+                                                                          dict(flows.sources)),
                              choreography.receive, choreography.spec.name)
     return jsonify(answer), status
 

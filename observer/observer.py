@@ -2,8 +2,8 @@
 
 It takes no part in the saga (it publishes nothing, and no service waits for it); it
 exists because in this model the saga's state is nowhere in one place. Its status for a
-saga is derived from the events it has seen (flow.derive), in whatever order they came,
-so a late or repeated event never confuses it.
+saga is derived from the events it has seen (`Flow.derive`, the flow of the definition the
+saga started under), in whatever order they came, so a late or repeated event never confuses it.
 """
 
 from __future__ import annotations
@@ -34,9 +34,7 @@ from sqlalchemy import (
     update,
 )
 
-from choreography.events import Envelope, Refused, parse_moment
-from choreography.flow import FIELDS, REQUESTED, STEPS, derive
-from choreography.rabbitmq import DeadLetter
+from choreography.flow import Flow, Flows
 from common.consistency import Part, SagaSnapshot
 from common.db import (
     MYSQL_TABLE,
@@ -44,6 +42,7 @@ from common.db import (
     Prepared,
     Raw,
     Timestamp,
+    insert_ignore,
     iso,
     raw_reading,
     raw_writing,
@@ -61,10 +60,10 @@ from common.metrics import (
 )
 from common.status import Model, SagaStatus
 from common.tracing import trace_id
+from messaging.events import Envelope, Refused, parse_moment
+from messaging.rabbitmq import DeadLetter
 
 MODEL = "choreography"
-UNDONE = ("AddressRemoved", "AccountRemoved")  # a step's compensation, as its service says it
-UNDO_FAILED = ("AddressRemovalFailed", "AccountRemovalFailed")
 
 metadata = MetaData()
 
@@ -75,8 +74,9 @@ choreo_sagas = Table(
     Column("failed_step", String(8), nullable=True),
     Column("reason", String(16), nullable=True),
     Column("error", Text, nullable=True),
-    Column("input", Text, nullable=True),  # JSON, from SignupRequested
-    Column("faults", Text, nullable=True),  # JSON, from SignupRequested
+    Column("input", Text, nullable=True),  # JSON, from the sign-up (SignupRequested)
+    Column("faults", Text, nullable=True),  # JSON, from the sign-up
+    Column("definition", String(64), nullable=True),  # name@version, from the sign-up
     Column("deadline", Timestamp, nullable=True),
     Column("trace_id", String(32), nullable=True),  # of the saga's trace, from its sign-up
     Column("created_at", Timestamp, nullable=False),
@@ -115,28 +115,22 @@ choreo_dead_letters = Table(
     **MYSQL_TABLE,
 )
 
-_IGNORE = {"sqlite": "OR IGNORE", "mysql": "IGNORE", "mariadb": "IGNORE"}
-
-
-def _insert_ignore(table: Table) -> Any:
-    statement = insert(table)
-    for dialect, prefix in _IGNORE.items():
-        statement = statement.prefix_with(prefix, dialect=dialect)
-    return statement
-
-
 class Observer:
     """Records every event once and keeps each saga's status current; readers can wait for a change."""
 
-    def __init__(self, engine: Engine,
+    def __init__(self, engine: Engine, flows: Flows,
                  orchestrated: Callable[[Raw, str], bool] = lambda _c, _saga_id: False) -> None:
         self.engine = engine
+        self.flows = flows
+        self.requested = frozenset(flow.requested for flow in flows.known.values())
+        self.undone = frozenset(t for flow in flows.known.values() for t in flow.undone)
+        self.undo_failed = frozenset(t for flow in flows.known.values() for t in flow.undo_failed)
         self.orchestrated = orchestrated  # does the saga log (in this database) run this saga id?
         # Recording events is the observer's hot path: its statements run on the DB-API connection.
         sagas, events = choreo_sagas, choreo_events
-        self._new_saga = Prepared(engine, _insert_ignore(sagas),
+        self._new_saga = Prepared(engine, insert_ignore(sagas),
                                   ("saga_id", "status", "created_at", "updated_at"))
-        self._new_event = Prepared(engine, _insert_ignore(events), ("event_id", "saga_id", "type", "source",
+        self._new_event = Prepared(engine, insert_ignore(events), ("event_id", "saga_id", "type", "source",
                                                                     "occurred_at", "received_at", "payload"))
         self._lock_saga = Prepared(engine, select(sagas.c.status, sagas.c.created_at)
                                    .where(sagas.c.saga_id == bindparam("key")).with_for_update())
@@ -209,16 +203,18 @@ class Observer:
                 if not new:
                     continue
                 seen = [(t, json.loads(p)) for t, p in connection.all(self._events_of, {"key": key})]
-                status, failed_step, reason, error = derive(seen)
+                definition = next((p["definition"] for _, p in seen if p.get("definition")), None)
+                status, failed_step, reason, error = self.flow(definition).derive(seen)
                 values: dict[str, Any] = {"status": status.value, "failed_step": failed_step,
                                           "reason": reason, "error": error, "updated_at": now}
                 if status.finished and not SagaStatus(before).finished:  # when it finished, once
                     values["finished_at"] = now
                     finished.append(key)
-                requested = next((e for e in new if e.type == REQUESTED), None)
+                requested = next((e for e in new if e.type in self.requested), None)
                 if requested is not None:
                     values["input"] = json.dumps(requested.payload.get("input", {}))
                     values["faults"] = json.dumps(requested.payload.get("fail", {}))
+                    values["definition"] = requested.payload.get("definition")
                     values["trace_id"] = trace_id(requested.traceparent)
                     values["deadline"] = _moment(requested.payload.get("deadline"))
                 connection.execute(self._update(frozenset(values)), {"key": key, **values})
@@ -240,15 +236,22 @@ class Observer:
             prepared = self._updates[columns] = Prepared(self.engine, statement, sorted(columns))
         return prepared
 
-    @staticmethod
-    def _count(envelope: Envelope, before: SagaStatus, status: SagaStatus, created: datetime,
+    def flow(self, definition: object) -> Flow:
+        """The flow of a saga's definition; the default's for one unknown here (a saga recorded
+        before its definition was taken out of the declaration)."""
+        try:
+            return self.flows.get(definition)
+        except KeyError:
+            return self.flows.default
+
+    def _count(self, envelope: Envelope, before: SagaStatus, status: SagaStatus, created: datetime,
                now: datetime) -> None:
         """The choreographed saga's metrics, as the events tell its story."""
-        if envelope.type == REQUESTED:
+        if envelope.type in self.requested:
             SAGAS_STARTED.labels(MODEL).inc()
-        elif envelope.type in UNDONE:
+        elif envelope.type in self.undone:
             COMPENSATIONS.labels(MODEL, envelope.source).inc()
-        elif envelope.type in UNDO_FAILED:
+        elif envelope.type in self.undo_failed:
             COMPENSATIONS_FAILED.labels(MODEL, envelope.source).inc()
         if status.finished and not before.finished:
             SAGAS_FINISHED.labels(MODEL, status.value).inc()
@@ -256,7 +259,7 @@ class Observer:
 
     def expect(self, saga_id: str) -> None:
         """Know of a saga before its first event arrives (a sign-up the dashboard just passed on):
-        RUNNING, its input unknown until SignupRequested brings it."""
+        RUNNING, its input unknown until the sign-up's event brings it."""
         now = utcnow()
         with raw_writing(self.engine) as connection:
             connection.execute(self._new_saga, {"saga_id": saga_id, "status": SagaStatus.RUNNING.value,
@@ -363,12 +366,6 @@ class Observer:
         with reading(self.engine) as connection:
             return int(connection.execute(query).scalar_one())
 
-    def counts(self) -> dict[str, int]:
-        """How many sagas the observer holds in each status."""
-        query = select(choreo_sagas.c.status, func.count()).group_by(choreo_sagas.c.status)
-        with reading(self.engine) as connection:
-            return {status: int(count) for status, count in connection.execute(query)}
-
 
 def _event_of(body: str) -> dict[str, Any]:
     """The event id, type and saga id a dead letter's body holds, where it holds an event."""
@@ -391,7 +388,9 @@ def _moment(text: object) -> datetime | None:
 
 
 def saga_json(row: Any) -> dict[str, Any]:
+    name, _, version = (row.definition or "").partition("@")
     return {"saga_id": row.saga_id, "model": "choreography", "status": row.status,
+            "definition": {"name": name, "version": int(version)} if version.isdigit() else None,
             "failed_step": row.failed_step, "reason": row.reason, "error": row.error,
             "input": json.loads(row.input) if row.input else None,
             "fail": json.loads(row.faults) if row.faults else {}, "deadline": iso(row.deadline),
@@ -400,7 +399,9 @@ def saga_json(row: Any) -> dict[str, Any]:
             "finished_at": iso(row.finished_at)}
 
 
-PARTS = tuple(Part(step, step, FIELDS[step]) for step in STEPS)
+def parts(flow: Flow) -> tuple[Part, ...]:
+    """Where each step of a saga of this flow keeps its row."""
+    return tuple(Part(step, step, flow.fields[step]) for step in flow.steps)
 
 
 class ChoreographedSagas:
@@ -417,28 +418,39 @@ class ChoreographedSagas:
         self.entry_knows = entry_knows
         self.stuck_after = timedelta(seconds=stuck_after)
 
+    COLUMNS = (choreo_sagas.c.saga_id, choreo_sagas.c.status, choreo_sagas.c.input, choreo_sagas.c.deadline,
+               choreo_sagas.c.error, choreo_sagas.c.definition)
+
     def page(self, after: str, limit: int) -> list[SagaSnapshot]:
-        t = choreo_sagas
-        query = (select(t.c.saga_id, t.c.status, t.c.input, t.c.deadline, t.c.error)
-                 .where(t.c.saga_id > after).order_by(t.c.saga_id).limit(limit))
-        now = utcnow()
+        query = (select(*self.COLUMNS).where(choreo_sagas.c.saga_id > after)
+                 .order_by(choreo_sagas.c.saga_id).limit(limit))
         with reading(self.observer.engine) as connection:
-            rows = connection.execute(query).all()
-        found = []
-        for saga_id, status, saga_input, deadline, error in rows:
-            # Until the observer has seen the sign-up itself, it cannot judge the saga's rows.
-            known = SagaStatus(status) if saga_input else SagaStatus.RUNNING
-            values = json.loads(saga_input or "{}")
-            attention = None
-            if known is SagaStatus.COMPENSATION_FAILED:
-                attention = f"a compensation failed: {error}"
-            elif not known.finished and deadline is not None and now - deadline > self.stuck_after:
-                late = (now - deadline).total_seconds()
-                attention = (f"still {known.value} {late:.0f} s after its deadline: an event it needs "
-                             "may be dead-lettered (redrive it; A sends SignupTimedOut again)")
-            found.append(SagaSnapshot(saga_id, known, values if isinstance(values, dict) else {}, PARTS,
-                                      attention))
-        return found
+            return [self._snapshot(*row) for row in connection.execute(query)]
+
+    def snapshot(self, saga_id: str) -> SagaSnapshot | None:
+        query = select(*self.COLUMNS).where(choreo_sagas.c.saga_id == saga_id)
+        with reading(self.observer.engine) as connection:
+            row = connection.execute(query).first()
+        return None if row is None else self._snapshot(*row)
+
+    def _snapshot(self, saga_id: str, status: str, saga_input: str | None, deadline: datetime | None,
+                  error: str | None, definition: str | None) -> SagaSnapshot:
+        # Until the observer has seen the sign-up itself, it cannot judge the saga's rows.
+        known = SagaStatus(status) if saga_input else SagaStatus.RUNNING
+        values = json.loads(saga_input or "{}")
+        flow = self.observer.flow(definition)
+        attention = None
+        if known is SagaStatus.COMPENSATION_FAILED:
+            attention = f"a compensation failed: {error}"
+        elif not known.finished and deadline is not None and utcnow() - deadline > self.stuck_after:
+            late = (utcnow() - deadline).total_seconds()
+            attention = (f"still {known.value} {late:.0f} s after its deadline: an event it needs may "
+                         f"be dead-lettered (redrive it; {flow.entry.upper()} sends {flow.timed_out} again)")
+        return SagaSnapshot(saga_id, known, values if isinstance(values, dict) else {}, parts(flow),
+                            attention)
 
     def exists(self, saga_id: str) -> bool:
         return self.observer.get(saga_id) is not None or self.entry_knows(saga_id)
+
+    def recent(self, limit: int, status: SagaStatus | None) -> list[dict[str, Any]]:
+        return self.observer.recent(limit, status)

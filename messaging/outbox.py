@@ -25,8 +25,8 @@ from sqlalchemy import (
     update,
 )
 
-from choreography.events import Envelope
 from common.db import MYSQL_TABLE, Key, Prepared, Raw, Timestamp, iso, raw_writing, reading, utcnow, writing
+from messaging.events import Envelope
 
 PENDING, SENT, DEAD = "PENDING", "SENT", "DEAD"
 

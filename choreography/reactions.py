@@ -1,5 +1,4 @@
-"""A participant's part in the choreographed saga: what it does with each event the flow gives
-it, the sign-up's entry point (at A), and the events it takes in and publishes.
+"""What a service does with each event the flow gives it, and the events it publishes.
 
 Every reaction is one local transaction: the row, the event it publishes (outbox), and the
 event it handled (inbox) commit together. The service compensates only itself.
@@ -8,7 +7,6 @@ event it handled (inbox) commit together. The service compensates only itself.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,57 +15,29 @@ from datetime import timedelta
 from typing import Any
 
 from opentelemetry.trace import SpanKind
-from sqlalchemy import MetaData
 
-from choreography.deadlines import Deadlines, DeadlineWatcher, deadlines_table
-from choreography.events import BadEnvelope, Envelope, Refused, parse_moment
-from choreography.flow import (
-    ENTRY,
-    EVENT_TYPES,
-    FIELDS,
-    REQUESTED,
-    STEPS,
-    TIMED_OUT,
-    Reaction,
-    When,
-    reactions_of,
-    subscribers,
-)
-from choreography.inbox import Inbox, InboxRow, inbox_table
-from choreography.outbox import Outbox, OutboxRow, outbox_table
-from choreography.relay import Relay
-from choreography.transport import HttpTransport, Transport
-from choreography.worker import InboxWorker
-from common.db import Raw, iso, raw_writing, utcnow
-from common.faults import Fault, FaultKind, parse_fault
-from common.http import Http
-from common.metrics import EVENTS_HANDLED, EVENTS_RECEIVED, HANDLER_DURATION, REDRIVEN
-from common.pacing import Pacing
+from choreography.deadlines import Deadlines
+from choreography.flow import Flow, Flows, Reaction, When
+from common.db import Raw, raw_writing, utcnow
+from common.declaration import Service
+from common.faults import Fault, FaultKind, Sleeps, parse_fault
+from common.metrics import HANDLER_DURATION
 from common.status import Model, RecordStatus
-from common.tracing import current_traceparent, parent, span_in, start_saga_trace
+from common.tracing import current_traceparent, parent, span_in
+from messaging.events import BadEnvelope, Envelope, Refused, parse_moment
+from messaging.inbox import Inbox, InboxRow
+from messaging.outbox import Outbox, OutboxRow
+from messaging.transport import Transport
 from participant.records import Outcome, RecordStore, WrongModel
-from participant.spec import ServiceSpec
 
 log = logging.getLogger(__name__)
 
-# Publishers to the broker at once: each waits for the broker's confirm of every event it
-# publishes (measured: 8 lanes took 1.5 times the sagas 4 did, at 16 clients).
-BROKER_LANES = 8
-
-
-class InjectedFault(Exception):
-    """A fault the sign-up asked this step to act out."""
+# What a saga's events carry along from the sign-up: its faults, deadline and definition.
+CONTEXT = ("fail", "deadline", "definition")
 
 
 class AlreadyHandled(Exception):
     """Another handler marked the event handled first; this one's transaction is rolled back."""
-
-
-def choreography_tables(metadata: MetaData) -> None:
-    """The tables a participant keeps for the choreographed saga, beside its own rows."""
-    outbox_table(metadata)
-    inbox_table(metadata)
-    deadlines_table(metadata)
 
 
 @dataclass
@@ -81,15 +51,16 @@ class Commit:
 
 
 class Reactions:
-    """What this service does with each event it reacts to (flow.py says which)."""
+    """What this service does with each event it reacts to (the saga's flow says which)."""
 
-    known_types = EVENT_TYPES
-
-    def __init__(self, spec: ServiceSpec, config: dict[str, Any], records: RecordStore, inbox: Inbox,
-                 outbox: Outbox, deadlines: Deadlines, transport: Transport,
-                 sleeps: threading.BoundedSemaphore) -> None:
+    def __init__(self, spec: Service, flows: Flows, config: dict[str, Any], records: RecordStore,
+                 inbox: Inbox, outbox: Outbox, deadlines: Deadlines, transport: Transport,
+                 sleeps: Sleeps) -> None:
         self.me = spec.name
-        self.field = FIELDS[self.me]
+        self.field = spec.field
+        self.flows = flows
+        self.known_types = flows.event_types
+        self.is_entry = any(flow.entry == self.me for flow in flows.known.values())
         self.config = config
         self.records = records
         self.inbox = inbox
@@ -97,7 +68,6 @@ class Reactions:
         self.deadlines = deadlines
         self.transport = transport
         self.sleeps = sleeps
-        self.reactions = reactions_of(self.me)
         self.handover = config["CHOREOGRAPHY_HANDOVER"]
         # What a commit hands on: its outbox rows to the relay, its inbox rows to the worker.
         self.committed: Callable[[Commit], None] = lambda _commit: None
@@ -113,10 +83,13 @@ class Reactions:
     # What the worker asks ---------------------------------------------------------------------
 
     def attempts_allowed(self, envelope: Envelope) -> int:
+        """The step's retries as declared (or the settings' defaults), as the orchestrator allows."""
         when = self.reaction_to(envelope)
-        retries = (self.config["CALL_RETRIES"] if when.reaction is Reaction.APPLY
-                   else self.config["COMPENSATION_RETRIES"])
-        return 1 + int(retries)
+        retries, compensation_retries = self.flow_of(envelope).retries[self.me]
+        if when.reaction is Reaction.APPLY:
+            return 1 + (self.config["CALL_RETRIES"] if retries is None else retries)
+        return 1 + (self.config["COMPENSATION_RETRIES"] if compensation_retries is None
+                    else compensation_retries)
 
     def handle(self, envelope: Envelope, attempt: int) -> None:
         """Act out the fault the sign-up asked of this step, if any; then react, in one commit."""
@@ -183,24 +156,19 @@ class Reactions:
         if fault is None:
             return
         if when.reaction is Reaction.COMPENSATE:
-            if fault.fails_compensation(attempt):
-                raise InjectedFault(f"injected fault {fault}: compensation failed (attempt {attempt})")
+            fault.undoing("compensation", attempt)
             return
         if when.reaction is not Reaction.APPLY:
             return
         saga_id = envelope.saga_id
-        deadline = parse_moment(str(envelope.payload["deadline"]))
         pause = fault.sleep_before_commit(0, 0)
         if fault.kind is FaultKind.TIMEOUT:  # outlast the saga's deadline, then try to commit late
+            deadline = parse_moment(str(envelope.payload["deadline"]))
             pause = max(0.0, (deadline - utcnow()).total_seconds()) + self.config["FAULT_LATE_MARGIN"]
-        if pause:
-            self._sleep(saga_id, fault, pause, attempt)
-        if fault.fails_before_commit(attempt):
-            raise InjectedFault(f"injected fault {fault}: failed before commit, nothing written "
-                                f"(attempt {attempt})")
-        if fault.fails_after_commit():  # the row commits; the handler then fails
+        fault.before_commit(saga_id, attempt, pause, self.sleeps)
+        if fault.fails_after_commit():  # the row commits on its own; the handler then fails
             self.records.apply(saga_id, str(envelope.payload["input"][self.field]), Model.CHOREOGRAPHY)
-            raise InjectedFault(f"injected fault {fault}: committed, then failed (attempt {attempt})")
+            fault.after_commit(attempt)
 
     def _apply(self, commit: Commit, envelope: Envelope, when: When) -> None:
         saga_id, payload = envelope.saga_id, envelope.payload
@@ -258,15 +226,14 @@ class Reactions:
 
     def _emit(self, commit: Commit, event_type: str, cause: Envelope, payload: dict[str, Any]) -> None:
         """Publish an event of ours, in the caller's transaction (the transactional outbox). The
-        saga's context (its faults and deadline) goes along with every event."""
-        context: dict[str, Any] = {key: cause.payload[key] for key in ("fail", "deadline")
-                                   if key in cause.payload}
+        saga's context (its faults, deadline and definition) goes along with every event."""
+        context: dict[str, Any] = {key: cause.payload[key] for key in CONTEXT if key in cause.payload}
         envelope = Envelope(event_type, cause.saga_id, self.me, {**context, **payload},
                             traceparent=current_traceparent() or cause.traceparent)
         self.publish(commit, envelope)
 
     def publish(self, commit: Commit, envelope: Envelope) -> None:
-        reacting = subscribers(envelope.type)
+        reacting = self.flow_of(envelope).subscribers(envelope.type)
         if self.me in reacting:  # our own event, for ourselves: straight into our inbox
             row = self.inbox.add(commit.connection, envelope, self.handover)
             if row is not None:
@@ -275,7 +242,7 @@ class Reactions:
         commit.outbox += self.outbox.add(commit.connection, envelope, self.transport.destinations(others))
 
     def time_out(self, saga_id: str, again: bool) -> bool:
-        """For the deadline watcher: publish SignupTimedOut for a saga still open past its
+        """For the deadline watcher: publish <Name>TimedOut for a saga still open past its
         deadline, in the transaction that records it (`again`: for a saga stuck since, at most
         once every CHOREOGRAPHY_STUCK_AFTER), in the saga's trace (the sign-up in our inbox has
         it); False if the saga closed, or was dealt with, meanwhile."""
@@ -288,20 +255,33 @@ class Reactions:
                 due = self.deadlines.time_out(connection, saga_id)
             if not due:
                 return False
-            requested = self.inbox.first_of(connection, saga_id, REQUESTED)
-            self.publish(commit, Envelope(TIMED_OUT, saga_id, self.me, {},
+            requested = next(filter(None, (self.inbox.first_of(connection, saga_id, kind) for kind in
+                                           dict.fromkeys(f.requested for f in self.flows.known.values()))),
+                             None)
+            definition = requested.payload.get("definition") if requested else None
+            flow = self.flows.get(definition)
+            self.publish(commit, Envelope(flow.timed_out, saga_id, self.me,
+                                          {"definition": definition} if definition else {},
                                           traceparent=requested.traceparent if requested else None))
         return True
 
     def _close_clock(self, commit: Commit, saga_id: str) -> None:
-        if self.me == ENTRY:
+        if self.is_entry:
             self.deadlines.close(commit.connection, saga_id)
 
     # Helpers ----------------------------------------------------------------------------------
 
+    def flow_of(self, envelope: Envelope) -> Flow:
+        """The flow of the definition the event's saga started under; BadEnvelope for one unknown here."""
+        try:
+            return self.flows.get(envelope.payload.get("definition"))
+        except KeyError as error:
+            raise BadEnvelope(f"{error.args[0]}: this service runs "
+                              f"{', '.join(self.flows.known)}", "unknown_definition") from None
+
     def reaction_to(self, envelope: Envelope) -> When:
         """What this service does on the event; BadEnvelope if it takes no such event."""
-        when = self.reactions.get(envelope.type)
+        when = self.flow_of(envelope).reactions_of(self.me).get(envelope.type)
         if when is None:
             raise BadEnvelope(f"service {self.me} does not react to {envelope.type}", "not_taken")
         return when
@@ -311,135 +291,3 @@ class Reactions:
         if not raw or not self.config["FAULTS_ENABLED"]:
             return None
         return parse_fault(str(raw))
-
-    def _sleep(self, saga_id: str, fault: Fault, seconds: float, attempt: int) -> None:
-        if not self.sleeps.acquire(blocking=False):
-            raise InjectedFault(f"injected fault {fault}: every slot for injected sleeps is taken")
-        try:
-            log.info("saga %s: %s sleeps %.1f s before its commit (attempt %d)", saga_id, fault, seconds,
-                     attempt)
-            time.sleep(seconds)
-        finally:
-            self.sleeps.release()
-
-
-class ParticipantChoreography:
-    """Everything a participant runs for the choreographed saga, built from its settings."""
-
-    def __init__(self, spec: ServiceSpec, config: dict[str, Any], records: RecordStore, metadata: MetaData,
-                 sleeps: threading.BoundedSemaphore) -> None:
-        engine = records.engine
-        self.spec = spec
-        self.config = config
-        self.inbox = Inbox(engine, metadata.tables["inbox"])
-        self.outbox = Outbox(engine, metadata.tables["outbox"], handover=config["CHOREOGRAPHY_HANDOVER"])
-        self.deadlines = Deadlines(engine, metadata.tables["saga_deadlines"])
-        self.transport, destinations = self._transport(config)
-        pacing = Pacing(config["RETRY_BACKOFF"], config["RETRY_BACKOFF_MAX"], config["RETRY_JITTER"])
-        self.reactions = Reactions(spec, config, records, self.inbox, self.outbox, self.deadlines,
-                                   self.transport, sleeps)
-        self.worker = InboxWorker(spec.name, self.inbox, self.reactions, pacing,
-                                  threads=config["INBOX_THREADS"], poll=config["CHOREOGRAPHY_POLL"])
-        self.relay = Relay(spec.name, self.outbox, self.transport, destinations, Pacing(0.2, 10.0, 0.2),
-                           max_attempts=config["RELAY_MAX_ATTEMPTS"], poll=config["CHOREOGRAPHY_POLL"],
-                           lanes=BROKER_LANES if config["BROKER_URL"] else 1)
-        self.reactions.committed = self._committed
-        self.watcher = (DeadlineWatcher(self.deadlines, self.reactions.time_out, interval=0.2,
-                                        stuck_after=config["CHOREOGRAPHY_STUCK_AFTER"])
-                        if spec.name == ENTRY else None)
-
-    def _committed(self, commit: Commit) -> None:
-        if commit.outbox:
-            self.relay.push(commit.outbox)
-        if commit.inbox:
-            self.worker.hand(commit.inbox)
-
-    def _transport(self, config: dict[str, Any]) -> tuple[Transport, list[str]]:
-        if config["BROKER_URL"]:
-            from choreography.rabbitmq import BrokerTransport
-
-            broker = BrokerTransport(config["BROKER_URL"], config["BROKER_NAMESPACE"],
-                                     config["SERVICE_SECRET"], self.spec.name)
-            return broker, ["broker"]
-        urls = {**config["PEER_URLS"], "observer": config["OBSERVER_URL"]}
-        http = HttpTransport(urls, Http(config["SERVICE_SECRET"]))
-        return http, [step for step in STEPS if step != self.spec.name] + ["observer"]
-
-    def start(self) -> None:
-        """Start the relay, the inbox worker, the deadline watcher (at A) and the broker consumer."""
-        self.relay.start()
-        self.worker.start()
-        if self.watcher is not None:
-            self.watcher.start()
-        if self.config["BROKER_URL"]:
-            from choreography.rabbitmq import BrokerConsumer
-
-            BrokerConsumer(self.config["BROKER_URL"], self.config["BROKER_NAMESPACE"],
-                           queue=f"service_{self.spec.name}", receive=self.receive,
-                           secret=self.config["SERVICE_SECRET"], party=self.spec.name).start()
-
-    def receive(self, envelopes: list[Envelope]) -> list[bool | Refused]:
-        """Events from other services (HTTP or broker): each one this service takes into the
-        inbox, once, all in one commit, then handled at once; for each, True if new, False if a
-        repeat, or why it was refused (a type this service does not take)."""
-        outcomes: list[bool | Refused] = []
-        taken: list[Envelope] = []
-        for envelope in envelopes:
-            try:
-                self.reactions.reaction_to(envelope)
-            except Refused as error:
-                outcomes.append(error)
-                continue
-            outcomes.append(True)
-            taken.append(envelope)
-        rows = iter(self.inbox.receive(taken, self.reactions.handover) if taken else [])
-        for index, envelope in enumerate(envelopes):
-            if outcomes[index] is True:
-                row = next(rows)
-                result = "duplicate" if row is None else "new"
-                EVENTS_RECEIVED.labels(self.spec.name, envelope.type, result).inc()
-                outcomes[index] = row is not None
-                if row is not None:
-                    self.worker.hand([row])
-        return outcomes
-
-    def sign_up(self, saga_input: dict[str, str], faults: dict[str, str], saga_id: str) -> Envelope:
-        """The entry: start the clock and take the sign-up in as our own event and, unless a
-        fault asks this step to act something out (then the inbox worker does), apply it: all
-        in one commit."""
-        deadline = utcnow() + timedelta(seconds=self.config["CHOREOGRAPHY_DEADLINE"])
-        traceparent = start_saga_trace("saga signup (choreography)", saga_id)
-        envelope = Envelope(REQUESTED, saga_id, self.spec.name,
-                            {"input": saga_input, "fail": faults, "deadline": iso(deadline)},
-                            traceparent=traceparent)
-        reactions = self.reactions
-        here = self.spec.name not in faults  # ours to handle, here and now: not the worker's
-        with reactions.commit() as commit:
-            self.deadlines.start(commit.connection, saga_id, deadline)
-            reactions.publish(commit, envelope)
-            if here:
-                commit.inbox = [row for row in commit.inbox if row.event_id != envelope.event_id]
-                when = reactions.reaction_to(envelope)
-                with reactions.span(envelope, when, 1):
-                    reactions.react(commit, envelope, when, attempt=1)
-        if here:
-            EVENTS_HANDLED.labels(self.spec.name, envelope.type, "ok").inc()
-        return envelope
-
-    def dead_letters(self) -> list[dict[str, object]]:
-        return [*self.outbox.dead_letters(), *self.inbox.dead_letters()]
-
-    def redrive(self, where: str, event_id: str) -> int:
-        """Send (outbox) or handle (inbox) a dead-lettered event again; how many deliveries or
-        handlings that starts (0: nothing was dead-lettered under that id: idempotent). `broker`:
-        an event of ours the broker delivered and a consumer refused, published again."""
-        if where == "inbox":
-            again = int(self.inbox.redrive(event_id))
-            self.worker.wake()
-        else:
-            again = self.outbox.redrive(event_id, delivered_too=where == "broker")
-            self.relay.wake()
-        if again:
-            REDRIVEN.labels(self.spec.name, where).inc()
-            log.warning("dead-lettered event %s redriven from the %s (%d)", event_id, where, again)
-        return again

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from choreography.events import Envelope, Refused
 from common.errors import ApiError
 from common.http import CallFailed, Http
 from common.metrics import EVENTS_REFUSED
+from messaging.events import Envelope, Refused
 
 log = logging.getLogger(__name__)
 

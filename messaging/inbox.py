@@ -21,13 +21,24 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
-    insert,
     select,
     update,
 )
 
-from choreography.events import Envelope
-from common.db import MYSQL_TABLE, Key, Prepared, Raw, Timestamp, iso, raw_writing, reading, utcnow, writing
+from common.db import (
+    MYSQL_TABLE,
+    Key,
+    Prepared,
+    Raw,
+    Timestamp,
+    insert_ignore,
+    iso,
+    raw_writing,
+    reading,
+    utcnow,
+    writing,
+)
+from messaging.events import Envelope
 
 PENDING, HANDLED, DEAD = "PENDING", "HANDLED", "DEAD"
 
@@ -64,11 +75,9 @@ class Inbox:
     def __init__(self, engine: Engine, table: Table) -> None:
         self.engine = engine
         self.table = table
-        insert_ignore = (insert(table).prefix_with("OR IGNORE", dialect="sqlite")
-                         .prefix_with("IGNORE", dialect="mysql").prefix_with("IGNORE", dialect="mariadb"))
         columns = ("event_id", "event_type", "saga_id", "envelope", "status", "attempts", "next_attempt_at",
                    "received_at")
-        self._insert = Prepared(engine, insert_ignore, columns)
+        self._insert = Prepared(engine, insert_ignore(table), columns)
         self._handled = Prepared(engine, update(table).where(table.c.event_id == bindparam("key"),
                                                              table.c.status == PENDING),
                                  ("status", "attempts", "handled_at"))

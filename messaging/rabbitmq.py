@@ -32,11 +32,11 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError, NackError, UnroutableError
 from pika.spec import Basic, BasicProperties
 
-from choreography.events import Envelope, Refused
-from choreography.flow import EVENT_TYPES, SOURCES, STEPS, reactions_of
-from choreography.transport import Delivery
 from common.metrics import DEAD_LETTERS, EVENTS_REFUSED
 from common.signing import BadSignature, sign_event, verify_event
+from messaging.events import Envelope, Refused
+from messaging.routes import Routes
+from messaging.transport import Delivery
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +51,10 @@ PUBLISHED_BY = "x-published-by"
 
 @dataclass(frozen=True)
 class Topology:
-    """The names, under one namespace (tests give each run its own)."""
+    """The names, under one namespace (tests give each run its own), and the bindings `routes` make."""
 
     namespace: str
+    routes: Routes
 
     @property
     def exchange(self) -> str:
@@ -73,8 +74,7 @@ class Topology:
     def bindings(self) -> dict[str, list[str]]:
         """Queue -> the event types routed to it: what each service reacts to (from the others;
         its own events it takes straight into its inbox), and everything for the observer."""
-        queues = {self.queue(f"service_{s}"): [t for t in reactions_of(s) if SOURCES.get(t) != s]
-                  for s in STEPS}
+        queues = {self.queue(f"service_{s}"): list(types) for s, types in self.routes.takes.items()}
         queues[self.queue(OBSERVER_QUEUE)] = ["#"]
         return queues
 
@@ -125,17 +125,20 @@ class Identity:
     user: str
     namespace: str
     party: str  # "a", "b", "c" or "observer"
+    routes: Routes
 
     @classmethod
-    def of(cls, url: str, namespace: str, party: str) -> Identity:
-        return cls(unquote(urlsplit(url).username or "guest"), namespace, party)
+    def of(cls, url: str, namespace: str, party: str, routes: Routes) -> Identity:
+        return cls(unquote(urlsplit(url).username or "guest"), namespace, party, routes)
 
     @property
     def own_account(self) -> bool:
         return self.user == account_name(self.namespace, self.party)
 
     def publisher_of(self, event_type: str) -> str:
-        return account_name(self.namespace, SOURCES[event_type]) if self.own_account else self.user
+        if not self.own_account:
+            return self.user
+        return account_name(self.namespace, self.routes.sources[event_type])
 
 
 def connect(url: str, name: str) -> pika.BlockingConnection:
@@ -161,10 +164,10 @@ class BrokerTransport:
     """The relay's side: publish each event, as this service's account and signed, once the
     broker confirms it (or say why not)."""
 
-    def __init__(self, url: str, namespace: str, secret: str, party: str) -> None:
+    def __init__(self, url: str, namespace: str, secret: str, party: str, routes: Routes) -> None:
         self.url = url
-        self.topology = Topology(namespace)
-        self.identity = Identity.of(url, namespace, party)
+        self.topology = Topology(namespace, routes)
+        self.identity = Identity.of(url, namespace, party, routes)
         self.secret = secret
         self._local = threading.local()
         warn_if_shared(self.identity)
@@ -216,7 +219,8 @@ class BrokerTransport:
 def check_message(identity: Identity, secret: str, routing_key: str, properties: BasicProperties,
                   body: bytes) -> Envelope:
     """The event a message holds, once it has proved who published it; Refused says why not."""
-    envelope = Envelope.loads(body, EVENT_TYPES, SOURCES)  # malformed, or not its source's to publish
+    routes = identity.routes
+    envelope = Envelope.loads(body, routes.types, dict(routes.sources))  # malformed, or not its source's
     if routing_key != envelope.type or properties.type not in (None, envelope.type):
         raise Refused(f"routed as {routing_key!r}, typed {properties.type!r}, but it is a {envelope.type}",
                       "malformed")
@@ -243,13 +247,13 @@ class BrokerConsumer:
     the dead letters with the reason and acknowledged: never handled, never tried again."""
 
     def __init__(self, url: str, namespace: str, queue: str, receive: Received,
-                 secret: str, party: str) -> None:
+                 secret: str, party: str, routes: Routes) -> None:
         self.url = url
-        self.topology = Topology(namespace)
+        self.topology = Topology(namespace, routes)
         self.queue = self.topology.queue(queue)
         self.receive = receive
         self.secret = secret
-        self.identity = Identity.of(url, namespace, party)
+        self.identity = Identity.of(url, namespace, party, routes)
         self._thread = threading.Thread(target=self._run, name=f"broker-{queue}", daemon=True)
 
     def start(self) -> None:
@@ -330,9 +334,10 @@ class BrokerConsumer:
 class DeadLetterConsumer:
     """The observer's reader of the dead-letter queue: each letter into `receive`, then acked."""
 
-    def __init__(self, url: str, namespace: str, receive: Callable[[DeadLetter], Any]) -> None:
+    def __init__(self, url: str, namespace: str, receive: Callable[[DeadLetter], Any],
+                 routes: Routes) -> None:
         self.url = url
-        self.topology = Topology(namespace)
+        self.topology = Topology(namespace, routes)
         self.receive = receive
         self._thread = threading.Thread(target=self._run, name="broker-dead-letters", daemon=True)
 
@@ -395,9 +400,9 @@ class DeadLetter:
                    text(headers.get(REFUSED_BECAUSE)), text(headers.get(PUBLISHED_BY)))
 
 
-def purge(url: str, namespace: str) -> None:
+def purge(url: str, namespace: str, routes: Routes) -> None:
     """Delete a namespace's exchanges and queues (tests give each run its own)."""
-    topology = Topology(namespace)
+    topology = Topology(namespace, routes)
     connection = connect(url, f"{namespace} purge")
     try:
         channel = connection.channel()

@@ -4,7 +4,7 @@ One account per party (`<namespace>-a`, `-b`, `-c`, `-observer`), made together 
 namespace's exchanges, queues and bindings (by an administrator, before any service connects),
 with RabbitMQ permissions that let it declare and bind the namespace's exchanges and queues,
 consume its own queue only, and, through topic permissions on the events exchange, publish only
-the event types it owns (the flow's source table); the observer publishes none. The broker
+the event types it owns (`Routes.sources`, from the flow); the observer publishes none. The broker
 checks each message's `user_id` against the connection's user, so a consumer knows which
 account published what it got.
 
@@ -23,10 +23,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from choreography.flow import SOURCES, STEPS
-from choreography.rabbitmq import OBSERVER_QUEUE, Topology, account_name
+from messaging.rabbitmq import OBSERVER_QUEUE, Topology, account_name
+from messaging.routes import Routes
 
-PARTIES = (*STEPS, OBSERVER_QUEUE)
+
+def parties(routes: Routes) -> tuple[str, ...]:
+    """Every party with an account: each service, and the observer."""
+    return (*routes.services, OBSERVER_QUEUE)
 
 
 @dataclass(frozen=True)
@@ -45,12 +48,12 @@ class Account:
         return f"^({'|'.join(map(re.escape, self.publishes))})$" if self.publishes else "^$"
 
 
-def accounts(namespace: str) -> list[Account]:
+def accounts(namespace: str, routes: Routes) -> list[Account]:
     """Every party's account under `namespace`."""
-    topology = Topology(namespace)
+    topology = Topology(namespace, routes)
     everything = f"^{re.escape(namespace)}\\."
     found = []
-    for party in PARTIES:
+    for party in parties(routes):
         own = topology.dead_queue if party == OBSERVER_QUEUE else topology.queue(f"service_{party}")
         readable = [topology.exchange, topology.dead_exchange, own]
         if party == OBSERVER_QUEUE:
@@ -60,20 +63,22 @@ def accounts(namespace: str) -> list[Account]:
             configure=everything,  # every process declares the whole topology (idempotent)
             write=everything,  # binding a queue writes to it; publishing into a queue needs an exchange
             read=f"^({'|'.join(map(re.escape, readable))})$",  # the exchanges to bind, its own queue(s)
-            publishes=tuple(sorted(t for t, owner in SOURCES.items() if owner == party))))
+            publishes=routes.publishes(party)))
     return found
 
 
-def definitions(namespace: str, passwords: dict[str, str], vhost: str = "/") -> dict[str, Any]:
+def definitions(namespace: str, passwords: dict[str, str], routes: Routes,
+                vhost: str = "/") -> dict[str, Any]:
     """The accounts as RabbitMQ definitions (`rabbitmqctl import_definitions`), with the passwords
     given per party; no tags: none of them is an administrator."""
-    found = accounts(namespace)
+    found = accounts(namespace, routes)
+    topology = Topology(namespace, routes)
     return {
-        **Topology(namespace).definitions(vhost),
+        **topology.definitions(vhost),
         "users": [{"name": a.user, "password": passwords[a.party], "tags": ""} for a in found],
         "permissions": [{"user": a.user, "vhost": vhost, "configure": a.configure, "write": a.write,
                          "read": a.read} for a in found],
-        "topic_permissions": [{"user": a.user, "vhost": vhost, "exchange": Topology(namespace).exchange,
+        "topic_permissions": [{"user": a.user, "vhost": vhost, "exchange": topology.exchange,
                                "write": a.topic_write, "read": ".*"} for a in found],
     }
 
@@ -86,16 +91,17 @@ def rabbitmqctl_available() -> bool:
     return listed.returncode == 0
 
 
-def install(namespace: str, passwords: dict[str, str], vhost: str = "/", node: str | None = None) -> None:
+def install(namespace: str, passwords: dict[str, str], routes: Routes, vhost: str = "/",
+            node: str | None = None) -> None:
     """Create (or update) every account on the local broker, in one rabbitmqctl call."""
-    document = json.dumps(definitions(namespace, passwords, vhost))
+    document = json.dumps(definitions(namespace, passwords, routes, vhost))
     subprocess.run([*_rabbitmqctl(node), "import_definitions"], input=document, text=True,  # from stdin
                    check=True, capture_output=True, timeout=120)
 
 
-def remove(namespace: str, node: str | None = None) -> None:
+def remove(namespace: str, routes: Routes, node: str | None = None) -> None:
     """Delete every account of `namespace` from the local broker (the tests' own, say)."""
-    for account in accounts(namespace):
+    for account in accounts(namespace, routes):
         subprocess.run([*_rabbitmqctl(node), "delete_user", account.user], capture_output=True, timeout=60)
 
 
@@ -121,14 +127,14 @@ def vhost_of(url: str) -> str:
 
 ACCOUNTS_SCRIPT_HEAD = """\
 #!/bin/sh
-# Generated by `make sql` from choreography/broker_accounts.py; a test fails if it is not current.
+# Generated by `make sql` from messaging/broker_accounts.py; a test fails if it is not current.
 # Compose's broker runs this once it is up: one account per service (and the observer), each
 # allowed to publish only the events it owns, with the passwords from .env; then the guest
 # account, an administrator, is deleted (DELETE_GUEST=0 keeps it). BROKER_NAMESPACE (default
 # saga) prefixes the users, exchanges and queues.
 set -eu
 ns="${BROKER_NAMESPACE:-saga}"
-for variable in RABBITMQ_A_PASSWORD RABBITMQ_B_PASSWORD RABBITMQ_C_PASSWORD RABBITMQ_OBSERVER_PASSWORD; do
+for variable in @VARIABLES@; do
     eval "value=\\${$variable:-}"
     case "$value" in
         ""|change-me) echo "set $variable in .env to a secret of your own (make up does)" >&2; exit 1 ;;
@@ -140,13 +146,16 @@ done
 """
 
 
-def accounts_script() -> str:
+def accounts_script(routes: Routes) -> str:
     """The shell script compose's broker runs (ops/rabbitmq/accounts.sh), for any namespace."""
-    tokens = {"@NS@": "${ns}", **{f"@{p.upper()}@": f"${{RABBITMQ_{p.upper()}_PASSWORD}}" for p in PARTIES}}
-    document = json.dumps(definitions("@NS@", {p: f"@{p.upper()}@" for p in PARTIES}), indent=1)
+    named = parties(routes)
+    tokens = {"@NS@": "${ns}", **{f"@{p.upper()}@": f"${{RABBITMQ_{p.upper()}_PASSWORD}}" for p in named}}
+    document = json.dumps(definitions("@NS@", {p: f"@{p.upper()}@" for p in named}, routes), indent=1)
     document = document.replace("\\", "\\\\")  # a here-document takes a backslash as an escape
     for token, expansion in tokens.items():
         document = document.replace(token, expansion)
-    return (ACCOUNTS_SCRIPT_HEAD + f"rabbitmqctl -q import_definitions <<JSON\n{document}\nJSON\n"
+    variables = " ".join(f"RABBITMQ_{p.upper()}_PASSWORD" for p in named)
+    head = ACCOUNTS_SCRIPT_HEAD.replace("@VARIABLES@", variables)
+    return (head + f"rabbitmqctl -q import_definitions <<JSON\n{document}\nJSON\n"
             'if [ "${DELETE_GUEST:-1}" = 1 ]; then rabbitmqctl -q delete_user guest 2>/dev/null || true; fi\n'
             'echo "broker accounts for $ns: ready"\n')

@@ -8,10 +8,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
-from choreography.events import BadEnvelope, Envelope, Refused
-from choreography.inbox import Inbox, InboxRow
 from common.metrics import DEAD_LETTERS, EVENTS_HANDLED, EVENTS_REFUSED
 from common.pacing import Pacing
+from messaging.events import BadEnvelope, Envelope, Refused
+from messaging.inbox import Inbox, InboxRow
 
 log = logging.getLogger(__name__)
 
