@@ -1,4 +1,4 @@
 """The saga orchestrator: drives sagas over the participant services and serves the dashboard.
 
-`orchestrator.app.create_app` builds the process; `orchestrator/saga.py` is the saga it runs.
+`orchestrator.app.create_app` builds the process; `sagas/signup.py` is the saga it runs.
 """

@@ -44,7 +44,7 @@ sagas = Table(
     Column("input", Text, nullable=False),  # JSON: username, address, payment
     Column("faults", Text, nullable=False),  # JSON: {"b": "after_commit"}
     Column("current_step", Integer, nullable=False),  # next step to invoke, or to compensate
-    # The definition the saga runs under, for its whole life (orchestrator/saga.py); sagas
+    # The definition the saga runs under, for its whole life (sagas/signup.py); sagas
     # logged before definitions had versions ran signup@1.
     Column("definition_name", String(64), nullable=False, server_default="signup"),
     Column("definition_version", Integer, nullable=False, server_default="1"),

@@ -34,7 +34,7 @@ from common.signing import SIGNATURE_HEADER, sign
 from scripts.stack import Stack
 from tests.support import TEST_DATABASE_URL
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DOCUMENTS = {"orchestrator": ROOT / "orchestrator" / "openapi.yaml",
              "participant": ROOT / "participant" / "openapi.yaml"}
 
