@@ -9,9 +9,10 @@ from flask import Blueprint, current_app, jsonify, request
 
 from choreography.service import ChoreographedService
 from common.errors import ApiError, json_body, json_object
+from common.faults import FaultKind
 from common.ids import new_saga_id
 from common.validation import parse_saga_request, reject_unknown
-from common.web import kept, require_signature
+from common.web import is_signed, kept, require_signature
 from messaging.events import EVENT_ID, Envelope
 from messaging.transport import take_in
 
@@ -28,18 +29,22 @@ def _choreography() -> ChoreographedService:
 def sign_up() -> tuple[Any, int]:
     """Start a choreographed sign-up here, at the service it enters at: 202 {"saga_id", "status"}.
 
-    Takes the body /start takes (and its ?fail_<step>= flags); bad input is 400 and nothing is
-    written. The rest happens by events; follow it at the observer, GET :5000/choreography/sagas/<id>.
+    Takes the body /start takes (its ?fail_<step>= flags, and "isolation"); bad input is 400 and
+    nothing is written. The rest happens by events; follow it at the observer,
+    GET :5000/choreography/sagas/<id>. (The isolation lab's own fault only from a signed call.)
     """
     choreography = _choreography()
     flow = choreography.flows.default
     if choreography.spec.name != flow.entry:
         raise ApiError(404, "not_found", f"sign-ups enter at service {flow.entry}")
+    lab = is_signed(current_app.config["SERVICE_SECRET"])
     signup = parse_saga_request(json_object(), request.args, tuple(flow.fields[s] for s in flow.steps),
-                                flow.steps)
-    if signup.faults and not current_app.config["FAULTS_ENABLED"]:
+                                flow.steps, lab=lab)
+    injected = {step: mode for step, mode in signup.faults.items() if mode != FaultKind.LAB.value}
+    if injected and not current_app.config["FAULTS_ENABLED"]:
         raise ApiError(400, "faults_disabled", "fault injection is off here; FAULTS_ENABLED=1 turns it on")
-    envelope = choreography.sign_up(signup.input, signup.faults, new_saga_id())
+    envelope = choreography.sign_up(signup.input, signup.faults, new_saga_id(),
+                                    signup.isolation or current_app.config["ISOLATION"])
     return jsonify({"saga_id": envelope.saga_id, "status": "RUNNING"}), 202
 
 

@@ -15,7 +15,7 @@ back. For the sign-up (sagas/signup.py) that is:
     AddressFailed     -> a undoes      -> AccountRemoved    | AccountRemovalFailed
     AddressRemoved    -> a undoes      -> AccountRemoved    | AccountRemovalFailed
     SignupTimedOut    -> c cancels     -> PaymentFailed
-    PaymentRegistered -> a stops the clock
+    PaymentRegistered -> a completes the saga: stops the clock, confirms its semantic lock
     AddressRemovalFailed -> a stops the clock (over, if unhappily)
 """
 
@@ -34,7 +34,8 @@ class Reaction(StrEnum):
     APPLY = "apply"  # do my local transaction (refused once the saga is closed here or past its deadline)
     COMPENSATE = "compensate"  # undo mine, or leave a tombstone if I never applied
     CANCEL = "cancel"  # the deadline passed: a tombstone, unless mine applied (then the saga completed)
-    CLOSE = "close"  # the saga is over: stop its clock
+    COMPLETE = "complete"  # the saga completed: stop its clock (the entry), confirm a semantic lock held here
+    CLOSE = "close"  # the saga is over, unhappily: stop its clock
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Flow:
     undo_failed: tuple[str, ...]  # ... that undoing it failed
     retries: dict[str, tuple[int | None, int | None]]  # service -> its step's (retries, compensation
     # retries) as declared; None: the settings' CALL_RETRIES, COMPENSATION_RETRIES
+    locks: tuple[str, ...] = ()  # services whose rows are semantic locks under one (PENDING until complete)
 
     @classmethod
     def of(cls, definition: SagaDefinition, fields: dict[str, str]) -> Flow:
@@ -94,7 +96,9 @@ class Flow:
                 reactions.append(When(events[i].undone or "", steps[i - 1], Reaction.COMPENSATE,
                                       before.undone, before.undo_failed))
         reactions.append(When(timed_out, steps[-1], Reaction.CANCEL, then=events[-1].failed))
-        reactions.append(When(events[-1].applied, steps[0], Reaction.CLOSE))
+        locks = tuple(step.participant for step in definition.steps if step.locks)
+        reactions += [When(events[-1].applied, service, Reaction.COMPLETE)
+                      for service in dict.fromkeys((steps[0], *locks))]
         reactions += [When(named.undo_failed or "", steps[0], Reaction.CLOSE)  # over, if unhappily
                       for named in events[1:-1]]
         return cls(definition.key, steps, {s: fields[s] for s in steps}, tuple(reactions), requested,
@@ -102,7 +106,8 @@ class Flow:
                    failed={s: e.failed for s, e in zip(steps, events, strict=True)},
                    undone=tuple(e.undone for e in events[:-1] if e.undone),
                    undo_failed=tuple(e.undo_failed for e in events[:-1] if e.undo_failed),
-                   retries={s.participant: (s.retries, s.compensation_retries) for s in definition.steps})
+                   retries={s.participant: (s.retries, s.compensation_retries) for s in definition.steps},
+                   locks=locks)
 
     @property
     def entry(self) -> str:

@@ -22,18 +22,20 @@ from common.db import Raw, raw_writing, utcnow
 from common.declaration import Service
 from common.faults import Fault, FaultKind, Sleeps, parse_fault
 from common.metrics import HANDLER_DURATION
-from common.status import Model, RecordStatus
+from common.status import LIVE, Isolation, Model, RecordStatus
 from common.tracing import current_traceparent, parent, span_in
 from messaging.events import BadEnvelope, Envelope, Refused, parse_moment
 from messaging.inbox import Inbox, InboxRow
 from messaging.outbox import Outbox, OutboxRow
 from messaging.transport import Transport
-from participant.records import Outcome, RecordStore, WrongModel
+from messaging.worker import Postponed
+from participant.records import Held, Outcome, RecordStore, WrongModel
 
 log = logging.getLogger(__name__)
 
-# What a saga's events carry along from the sign-up: its faults, deadline and definition.
-CONTEXT = ("fail", "deadline", "definition")
+# What a saga's events carry along from the sign-up: its faults, deadline, definition and isolation.
+CONTEXT = ("fail", "deadline", "definition", "isolation")
+LOCK_POLL = 0.1  # seconds between asks while another saga's semantic lock holds an apply back
 
 
 class AlreadyHandled(Exception):
@@ -107,6 +109,8 @@ class Reactions:
             self._compensate(commit, envelope, when)
         elif when.reaction is Reaction.CANCEL:
             self._cancel(commit, envelope, when)
+        elif when.reaction is Reaction.COMPLETE:
+            self._complete(commit, envelope)
         else:
             self._close_clock(commit, envelope.saga_id)
         if not self.inbox.handled(commit.connection, envelope.event_id, attempt):
@@ -161,7 +165,8 @@ class Reactions:
         if when.reaction is not Reaction.APPLY:
             return
         saga_id = envelope.saga_id
-        pause = fault.sleep_before_commit(0, 0)
+        deadline_in = (parse_moment(str(envelope.payload["deadline"])) - utcnow()).total_seconds()
+        pause = fault.sleep_before_commit(max(0.0, deadline_in), 0, self.config["LAB_DELAY"], attempt)
         if fault.kind is FaultKind.TIMEOUT:  # outlast the saga's deadline, then try to commit late
             deadline = parse_moment(str(envelope.payload["deadline"]))
             pause = max(0.0, (deadline - utcnow()).total_seconds()) + self.config["FAULT_LATE_MARGIN"]
@@ -180,14 +185,35 @@ class Reactions:
             log.warning("saga %s: apply refused, the saga's deadline passed", saga_id)
             return
         value = str(payload["input"][self.field])
-        status = self.records.apply_in(commit.connection, saga_id, value, Model.CHOREOGRAPHY).status
-        if status is not RecordStatus.APPLIED:  # closed here already (a late apply)
+        locking = self.me in self.flow_of(envelope).locks
+        pending = locking and payload.get("isolation") == Isolation.SEMANTIC_LOCK
+        try:
+            status = self.records.apply_in(commit.connection, saga_id, value, Model.CHOREOGRAPHY,
+                                           pending).status
+        except Held as held:
+            if held.locked:  # another saga's semantic lock: ask again until it is released (or the deadline)
+                raise Postponed(str(held), LOCK_POLL) from None
+            self._undo_and_report(commit, envelope, when.otherwise, {"reason": "error",
+                                                                     "error": f"step {self.me}: {held}"})
+            self._close_clock(commit, saga_id)
+            log.warning("saga %s: apply refused for good: %s", saga_id, held)
+            return
+        if status not in LIVE:  # closed here already (a late apply)
             log.info("saga %s: apply refused, the row is %s", saga_id, status.value)
             return
         onward = {k: v for k, v in payload["input"].items() if k != self.field}
         if when.then:
             self._emit(commit, when.then, envelope, {**payload, "input": onward})
         log.info("saga %s: applied", saga_id)
+
+    def _complete(self, commit: Commit, envelope: Envelope) -> None:
+        """The saga completed: a semantic lock held here is released (PENDING -> APPLIED), and
+        the entry stops the saga's clock."""
+        if self.me in self.flow_of(envelope).locks:
+            outcome = self.records.confirm_in(commit.connection, envelope.saga_id, Model.CHOREOGRAPHY)
+            if outcome.changed:
+                log.info("saga %s: confirmed (its semantic lock released)", envelope.saga_id)
+        self._close_clock(commit, envelope.saga_id)
 
     def _compensate(self, commit: Commit, envelope: Envelope, when: When) -> None:
         outcome = self._undo_and_report(commit, envelope, when.then, {})
@@ -287,7 +313,10 @@ class Reactions:
         return when
 
     def _fault(self, envelope: Envelope) -> Fault | None:
+        """The fault the saga asks of this step, if fault injection is on (the lab's own, always:
+        only the lab's signed sign-up can ask for it)."""
         raw = (envelope.payload.get("fail") or {}).get(self.me)
-        if not raw or not self.config["FAULTS_ENABLED"]:
+        if not raw:
             return None
-        return parse_fault(str(raw))
+        fault = parse_fault(str(raw))
+        return fault if self.config["FAULTS_ENABLED"] or fault.kind is FaultKind.LAB else None

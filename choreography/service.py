@@ -4,7 +4,7 @@ outbox, relay, inbox worker, transport, the deadline watcher (at the entry), and
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import MetaData
@@ -18,13 +18,14 @@ from common.faults import Sleeps
 from common.http import Http
 from common.metrics import EVENTS_HANDLED, EVENTS_RECEIVED, REDRIVEN
 from common.pacing import Pacing
+from common.status import Isolation
 from common.tracing import start_saga_trace
 from messaging.events import Envelope, Refused
 from messaging.inbox import Inbox, inbox_table
 from messaging.outbox import Outbox, outbox_table
 from messaging.relay import Relay
 from messaging.transport import HttpTransport, Transport
-from messaging.worker import InboxWorker
+from messaging.worker import InboxWorker, Postponed
 from participant.records import RecordStore
 
 log = logging.getLogger(__name__)
@@ -123,30 +124,40 @@ class ChoreographedService:
                     self.worker.hand([row])
         return outcomes
 
-    def sign_up(self, saga_input: dict[str, str], faults: dict[str, str], saga_id: str) -> Envelope:
+    def sign_up(self, saga_input: dict[str, str], faults: dict[str, str], saga_id: str,
+                isolation: Isolation = Isolation.NONE) -> Envelope:
         """The entry: start the clock and take the sign-up in as our own event, under the
-        default definition, and, unless a fault asks this step to act something out (then the
-        inbox worker does), apply it: all in one commit."""
+        default definition, and apply it there and then (unless a fault asks this step to act
+        something out, or another saga's semantic lock holds it back: then the inbox worker
+        does): all in one commit."""
         flow = self.flows.default
         deadline = utcnow() + timedelta(seconds=self.config["CHOREOGRAPHY_DEADLINE"])
         traceparent = start_saga_trace(f"saga {flow.key.partition('@')[0]} (choreography)", saga_id)
-        envelope = Envelope(flow.requested, saga_id, self.spec.name,
-                            {"input": saga_input, "fail": faults, "deadline": iso(deadline),
-                             "definition": flow.key},
-                            traceparent=traceparent)
-        reactions = self.reactions
+        payload: dict[str, object] = {"input": saga_input, "fail": faults, "deadline": iso(deadline),
+                                      "definition": flow.key}
+        if isolation is not Isolation.NONE:
+            payload["isolation"] = isolation.value
+        envelope = Envelope(flow.requested, saga_id, self.spec.name, payload, traceparent=traceparent)
         here = self.spec.name not in faults  # ours to handle, here and now: not the worker's
+        try:
+            self._take_sign_up(envelope, deadline, here)
+        except Postponed:  # held back by a lock: the sign-up is taken in, the worker waits for it
+            here = False
+            self._take_sign_up(envelope, deadline, here)
+        if here:
+            EVENTS_HANDLED.labels(self.spec.name, envelope.type, "ok").inc()
+        return envelope
+
+    def _take_sign_up(self, envelope: Envelope, deadline: datetime, here: bool) -> None:
+        reactions = self.reactions
         with reactions.commit() as commit:
-            self.deadlines.start(commit.connection, saga_id, deadline)
+            self.deadlines.start(commit.connection, envelope.saga_id, deadline)
             reactions.publish(commit, envelope)
             if here:
                 commit.inbox = [row for row in commit.inbox if row.event_id != envelope.event_id]
                 when = reactions.reaction_to(envelope)
                 with reactions.span(envelope, when, 1):
                     reactions.react(commit, envelope, when, attempt=1)
-        if here:
-            EVENTS_HANDLED.labels(self.spec.name, envelope.type, "ok").inc()
-        return envelope
 
     def dead_letters(self) -> list[dict[str, object]]:
         return [*self.outbox.dead_letters(), *self.inbox.dead_letters()]

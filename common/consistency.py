@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from common.status import Model, RecordStatus, SagaStatus
+from common.status import LIVE, Model, RecordStatus, SagaStatus
 
 DEFAULT_PAGE = 1000  # sagas a page checks, of all models together
 MAX_PAGE = 5000
@@ -83,12 +84,12 @@ def verdict(status: SagaStatus, rows: Mapping[str, str | None]) -> tuple[str, li
     if not status.finished:
         return "in_progress", []
     applied = RecordStatus.APPLIED.value
-    if status is SagaStatus.COMPLETED:
+    if status is SagaStatus.COMPLETED:  # a PENDING row too: a semantic lock that outlived its saga
         problems = [f"{step}: COMPLETED saga, but the row is {row or 'missing'}"
                     for step, row in rows.items() if row != applied]
     else:
-        problems = [f"{step}: {status.value} saga, but the row is still APPLIED"
-                    for step, row in rows.items() if row == applied]
+        problems = [f"{step}: {status.value} saga, but the row is still {row}"
+                    for step, row in rows.items() if row in LIVE]
     return ("inconsistent" if problems else "consistent"), problems
 
 
@@ -116,10 +117,30 @@ def _violations(saga: SagaSnapshot, model: Model,
     return found
 
 
+def _held_too_long(saga: SagaSnapshot, model: Model, rows: Mapping[str, Mapping[str, Any] | None],
+                   bound: float | None) -> list[dict[str, str]]:
+    """A running saga's semantic locks (PENDING rows) held longer than `bound` seconds: while it
+    holds one, every other saga that wants the value waits."""
+    if bound is None or saga.status.finished:
+        return []
+    now = datetime.now(UTC)
+    found = []
+    for step, row in rows.items():
+        if row is None or row.get("status") != RecordStatus.PENDING or not row.get("updated_at"):
+            continue
+        held = (now - datetime.fromisoformat(str(row["updated_at"]))).total_seconds()
+        if held > bound:
+            found.append({"saga_id": saga.id, "model": model.value,
+                          "reason": f"{step}: holds a semantic lock (PENDING) for {held:.0f} s; "
+                                    "other sagas wanting its value wait until it ends"})
+    return found
+
+
 def check_consistency(sources: Iterable[SagaSource], gateway: RowReader, after: str = "",
-                      limit: int = DEFAULT_PAGE) -> dict[str, Any]:
+                      limit: int = DEFAULT_PAGE, lock_attention_after: float | None = None) -> dict[str, Any]:
     """One page: the next `limit` sagas of every source after the cursor `after`, each against
-    its rows, and every applied row in the same range of saga ids against the sagas."""
+    its rows, and every live row in the same range of saga ids against the sagas; a semantic
+    lock held longer than `lock_attention_after` seconds needs attention."""
     sources = list(sources)
     fetched = [(source, saga) for source in sources for saga in source.page(after, limit)]
     fetched.sort(key=lambda pair: pair[1].id)
@@ -145,8 +166,9 @@ def check_consistency(sources: Iterable[SagaSource], gateway: RowReader, after: 
 
     violations: list[dict[str, str | None]] = []
     for source, saga in page:
-        found = _violations(saga, source.model,
-                            {p.step: rows.get(p.participant, {}).get(saga.id) for p in saga.parts})
+        its_rows = {p.step: rows.get(p.participant, {}).get(saga.id) for p in saga.parts}
+        needs_attention += _held_too_long(saga, source.model, its_rows, lock_attention_after)
+        found = _violations(saga, source.model, its_rows)
         if found:  # read the suspect's rows again before reporting it
             try:
                 found = _violations(saga, source.model,
@@ -156,7 +178,7 @@ def check_consistency(sources: Iterable[SagaSource], gateway: RowReader, after: 
         violations += [{**v, "model": source.model.value} for v in found]
     for service, held in rows.items():
         for saga_id, row in held.items():
-            if row["status"] != RecordStatus.APPLIED or saga_id in known:
+            if row["status"] not in LIVE or saga_id in known:
                 continue
             if any(source.exists(saga_id) for source in sources):
                 continue  # started after the snapshot
@@ -164,25 +186,25 @@ def check_consistency(sources: Iterable[SagaSource], gateway: RowReader, after: 
                 again = gateway.record(service, saga_id)
             except Unreachable:
                 again = row
-            if again is None or again["status"] != RecordStatus.APPLIED:
+            if again is None or again["status"] not in LIVE:
                 continue  # undone since (a probe, say)
             violations.append({"saga_id": saga_id, "kind": "applied_row_without_saga",
                                "model": again.get("model"),
-                               "detail": f"{service}: an APPLIED row that no saga owns"})
+                               "detail": f"{service}: an {again['status']} row that no saga owns"})
     return {"ok": not violations, "complete": until is None, "checked": len(page),
             "in_progress": in_progress, "needs_attention": needs_attention,
             "violations": violations, "next": until}
 
 
-def check_everything(sources: Iterable[SagaSource], gateway: RowReader,
-                     limit: int = DEFAULT_PAGE) -> dict[str, Any]:
+def check_everything(sources: Iterable[SagaSource], gateway: RowReader, limit: int = DEFAULT_PAGE,
+                     lock_attention_after: float | None = None) -> dict[str, Any]:
     """Every page, one after another (`make check`, and the tests): one report for all of them."""
     sources = list(sources)
     total: dict[str, Any] = {"ok": True, "complete": False, "checked": 0, "in_progress": 0,
                              "needs_attention": [], "violations": [], "pages": 0}
     after = ""
     while True:
-        report = check_consistency(sources, gateway, after, limit)
+        report = check_consistency(sources, gateway, after, limit, lock_attention_after)
         total["pages"] += 1
         total["needs_attention"] += report["needs_attention"]
         total["violations"] += report["violations"]

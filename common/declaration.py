@@ -58,6 +58,7 @@ class Step:
     undo: str | None = None  # what its /compensate does, in words; None when it cannot be undone
     events: Events | None = None  # what it publishes in the choreographed saga
     kind: StepKind = StepKind.COMPENSATABLE
+    locks: bool = False  # under a semantic lock, its row is PENDING until the saga completes
     timeout: float | None = None  # seconds per attempt; None: CALL_TIMEOUT
     retries: int | None = None  # invoke retries after the first attempt; None: CALL_RETRIES
     compensation_retries: int | None = None  # None: COMPENSATION_RETRIES
@@ -68,6 +69,8 @@ class Step:
                              "(undo)")
         if not self.receives:
             raise ValueError(f"step {self.name}: receives no input")
+        if self.locks and self.kind is not StepKind.COMPENSATABLE:
+            raise ValueError(f"step {self.name}: only a compensatable step holds a semantic lock")
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,11 @@ class SagaDefinition:
     def participants(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(step.participant for step in self.steps))
 
+    @property
+    def locking_steps(self) -> tuple[Step, ...]:
+        """The steps whose rows are semantic locks when a saga runs under one."""
+        return tuple(step for step in self.steps if step.locks)
+
 
 @dataclass(frozen=True)
 class Definitions:
@@ -167,6 +175,7 @@ class Service:
     column: str  # the table's value column, e.g. "payment_method"
     field: str  # the saga input field it stores there, e.g. "payment"
     port: int  # its default port on a local run
+    unique: bool = False  # a value a live row holds (APPLIED or PENDING) cannot be taken by another saga
 
     @property
     def env_prefix(self) -> str:

@@ -29,13 +29,18 @@ class FaultKind(StrEnum):
     TRANSIENT = "transient"  # transient:N — the first N attempts answer 500
     COMPENSATE_FAIL = "compensate_fail"  # every compensation answers 500
     COMPENSATE_TRANSIENT = "compensate_transient"  # the first N compensation attempts answer 500
+    # The isolation lab's own, acted out even with fault injection off, asked only by the lab's
+    # signed calls: sleeps LAB_DELAY (a few seconds, bounded), then fails before its commit.
+    LAB = "lab"
 
 
 _WITH_AMOUNT = {FaultKind.DELAY: MAX_DELAY_MS, FaultKind.TRANSIENT: MAX_TRANSIENT,
                 FaultKind.COMPENSATE_TRANSIENT: MAX_TRANSIENT}
 _PATTERN = re.compile(r"^([a-z_]+)(?::([0-9]{1,6}))?$")
 
-FAULT_MODES = [kind.value + (":N" if kind in _WITH_AMOUNT else "") for kind in FaultKind]
+FAULT_MODES = [kind.value + (":N" if kind in _WITH_AMOUNT else "") for kind in FaultKind
+               if kind is not FaultKind.LAB]
+MAX_LAB_DELAY = 5.0
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,7 @@ class Fault:
 
     def fails_before_commit(self, attempt: int) -> bool:
         """Does this invoke attempt answer 500 without writing anything?"""
-        return self.kind is FaultKind.BEFORE_COMMIT or (
+        return self.kind in (FaultKind.BEFORE_COMMIT, FaultKind.LAB) or (
             self.kind is FaultKind.TRANSIENT and attempt <= self.amount
         )
 
@@ -58,10 +63,14 @@ class Fault:
         """Does an invoke commit and then answer 500?"""
         return self.kind is FaultKind.AFTER_COMMIT
 
-    def sleep_before_commit(self, caller_timeout: float, late_margin: float) -> float:
-        """Seconds an invoke sleeps before it commits."""
+    def sleep_before_commit(self, caller_timeout: float, late_margin: float, lab_delay: float = 0.0,
+                            attempt: int = 1) -> float:
+        """Seconds an invoke sleeps before it commits (the lab's: its first attempt only, and
+        within the caller's timeout, so that the step fails rather than times out)."""
         if self.kind is FaultKind.DELAY:
             return self.amount / 1000
+        if self.kind is FaultKind.LAB:
+            return min(lab_delay, MAX_LAB_DELAY, 0.8 * caller_timeout) if attempt == 1 else 0.0
         if self.kind is FaultKind.TIMEOUT:
             return caller_timeout + late_margin
         return 0.0

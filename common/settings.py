@@ -10,6 +10,9 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
+from common.faults import MAX_LAB_DELAY
+from common.status import Isolation
+
 
 def environment(dotenv: str | Path = ".env") -> dict[str, str]:
     """The process environment over `.env` (when there is one): a variable set in both
@@ -75,6 +78,21 @@ def retry_settings(env: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
+def isolation_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """What sagas do about isolation (docs/isolation.md): the default for a saga that names none,
+    how long a saga waits for another's semantic lock, when a lock held so long needs a person,
+    and the isolation lab's delay."""
+    isolation = env.get("ISOLATION", Isolation.NONE.value)
+    if isolation not in Isolation.__members__.values():
+        raise ValueError(f"ISOLATION must be {' or '.join(i.value for i in Isolation)}, not {isolation!r}")
+    return {
+        "ISOLATION": Isolation(isolation),
+        "LOCK_WAIT": float(env.get("LOCK_WAIT", "30")),
+        "LOCK_ATTENTION_AFTER": float(env.get("LOCK_ATTENTION_AFTER", "120")),
+        "LAB_DELAY": min(MAX_LAB_DELAY, float(env.get("LAB_DELAY", "1.5"))),
+    }
+
+
 def choreography_settings(env: Mapping[str, str]) -> dict[str, Any]:
     """The choreographed saga's settings, read by the participants and the observer alike."""
     deadline = float(env.get("CHOREOGRAPHY_DEADLINE", "15"))
@@ -104,3 +122,6 @@ def check_shared(config: Mapping[str, Any]) -> None:
                              "your own (make up writes .env with fresh ones)")
     if not 0 < config["DB_TIMEOUT"] <= 60:
         raise ValueError("DB_TIMEOUT must be more than 0 and at most 60 seconds")
+    if "LOCK_WAIT" in config and not (config["LOCK_WAIT"] > 0 and config["LOCK_ATTENTION_AFTER"] > 0
+                                      and config["LAB_DELAY"] >= 0):
+        raise ValueError("LOCK_WAIT and LOCK_ATTENTION_AFTER must be more than 0, LAB_DELAY at least 0")

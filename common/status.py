@@ -7,6 +7,7 @@ class RecordStatus(StrEnum):
     """The state of a participant's row for one saga."""
 
     APPLIED = "APPLIED"  # the local transaction's effect is in place
+    PENDING = "PENDING"  # in place, but a semantic lock: not final until its saga completes
     COMPENSATED = "COMPENSATED"  # it was applied, then undone
     CANCELLED = "CANCELLED"  # a tombstone: compensated before anything was applied
 
@@ -26,6 +27,16 @@ class SagaStatus(StrEnum):
 
 
 UNFINISHED = (SagaStatus.RUNNING, SagaStatus.COMPENSATING)
+LIVE = (RecordStatus.APPLIED, RecordStatus.PENDING)  # a row whose effect is in place
+
+
+class Isolation(StrEnum):
+    """What a saga does about the anomaly sagas allow (their steps' effects are seen before the
+    saga is over): nothing, or a semantic lock (a locking step's row is PENDING until the saga
+    completes, and another saga that wants what it holds waits)."""
+
+    NONE = "none"
+    SEMANTIC_LOCK = "semantic_lock"
 
 
 class Model(StrEnum):

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.errors import ApiError
-from common.faults import parse_fault
+from common.faults import FaultKind, parse_fault
+from common.status import Isolation
 
 SAGA_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 # Control characters (C0, DEL, C1, the line and paragraph separators) and lone surrogates,
@@ -71,19 +72,34 @@ def limit_arg(args: Mapping[str, str], default: int = 50, maximum: int = 500) ->
     return whole_number_arg(args, "limit", default, minimum=1, maximum=maximum)
 
 
+def isolation_field(body: Mapping[str, Any]) -> Isolation | None:
+    """The optional `isolation` of a saga: "none" or "semantic_lock"; 400 otherwise."""
+    value = body.get("isolation")
+    if value is None:
+        return None
+    if value not in Isolation.__members__.values():
+        raise ApiError(400, "invalid_field", f"'isolation' must be one of "
+                       f"{', '.join(i.value for i in Isolation)}")
+    return Isolation(value)
+
+
 @dataclass(frozen=True)
 class SagaRequest:
-    """A valid request to start a saga: its input, and the fault to inject per step."""
+    """A valid request to start a saga: its input, the fault to inject per step, and what it does
+    about isolation (None: the setting ISOLATION's default)."""
 
     input: dict[str, str]
     faults: dict[str, str]  # step name -> canonical fault mode
+    isolation: Isolation | None = None
 
 
 def parse_saga_request(body: Mapping[str, Any], args: Mapping[str, str], fields: Sequence[str],
-                       steps: Sequence[str]) -> SagaRequest:
-    """Check a body of `fields` (strings) with an optional `fail` object, and `?fail_<step>=MODE`
-    query flags, as /start and /signups take them; ApiError(400) says what is wrong."""
-    reject_unknown(body, (*fields, "fail"))
+                       steps: Sequence[str], lab: bool = False) -> SagaRequest:
+    """Check a body of `fields` (strings) with an optional `fail` object and `isolation`, and
+    `?fail_<step>=MODE` query flags, as /start and /signups take them; ApiError(400) says what is
+    wrong. The isolation lab's own fault is refused unless `lab` (the lab's signed call)."""
+    reject_unknown(body, (*fields, "fail", "isolation"))
+    isolation = isolation_field(body)
     reject_unknown(args, tuple(f"fail_{step}" for step in steps), what="query_flag")
     saga_input = {name: text_field(body, name) for name in fields}
     requested = body.get("fail")
@@ -105,7 +121,11 @@ def parse_saga_request(body: Mapping[str, Any], args: Mapping[str, str], fields:
         if not isinstance(mode, str):
             raise ApiError(400, "invalid_fault", f"the fault for {step} must be a string")
         try:
-            faults[step] = str(parse_fault(mode))
+            fault = parse_fault(mode)
         except ValueError as error:
             raise ApiError(400, "invalid_fault", f"{step}: {error}") from None
-    return SagaRequest({k: v for k, v in saga_input.items() if v is not None}, faults)
+        if fault.kind is FaultKind.LAB and not lab:
+            raise ApiError(400, "invalid_fault", f"{step}: {fault} is the isolation lab's own "
+                           "(POST /labs/isolation)")
+        faults[step] = str(fault)
+    return SagaRequest({k: v for k, v in saga_input.items() if v is not None}, faults, isolation)

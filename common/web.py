@@ -142,6 +142,19 @@ def require_signature(secret: str) -> None:
         raise ApiError(401, "unauthorized", f"this call must be signed by a service: {error}") from None
 
 
+def is_signed(secret: str) -> bool:
+    """Does the request carry a valid X-Saga-Signature made with `secret`? (For what a signed
+    caller may ask beyond what anyone may: the isolation lab's own fault.)"""
+    if SIGNATURE_HEADER not in request.headers:
+        return False
+    try:
+        verify(secret, request.headers.get(SIGNATURE_HEADER), request.method, request.path,
+               request.get_data(cache=True), headers=request.headers)
+    except BadSignature:
+        return False
+    return True
+
+
 def require_signature_or_dashboard(secret: str) -> None:
     """For an operator's write: the dashboard's own page may send it (a browser's request from
     another origin never gets here: `refuse_cross_site_writes`); anything else must be signed."""

@@ -113,11 +113,11 @@ def _strings(value: Any, name: str) -> None:
 
 def check_payload(payload: Any) -> None:
     """What a payload may hold: the saga's input and faults (objects of strings), its deadline
-    (an ISO 8601 moment), its definition (`name@version`), and a failure's reason and error
-    (strings); nothing else."""
+    (an ISO 8601 moment), its definition (`name@version`) and isolation, and a failure's reason
+    and error (strings); nothing else."""
     if not isinstance(payload, dict):
         raise BadEnvelope("payload must be an object")
-    unknown = set(payload) - {"input", "fail", "deadline", "definition", "reason", "error"}
+    unknown = set(payload) - {"input", "fail", "deadline", "definition", "isolation", "reason", "error"}
     if unknown:
         raise BadEnvelope(f"unknown payload field(s): {', '.join(sorted(unknown))}")
     for name in ("input", "fail"):
@@ -126,6 +126,6 @@ def check_payload(payload: Any) -> None:
     deadline = payload.get("deadline")
     if deadline is not None and not (isinstance(deadline, str) and MOMENT.fullmatch(deadline)):
         raise BadEnvelope("payload.deadline must be an ISO 8601 moment")
-    for name in ("definition", "reason", "error"):
+    for name in ("definition", "isolation", "reason", "error"):
         if name in payload and not (isinstance(payload[name], str) and TEXT.fullmatch(payload[name])):
             raise BadEnvelope(f"payload.{name} must be a string")

@@ -19,6 +19,15 @@ GIVE_UP_ATTEMPTS = 30
 """Tries at the failure path itself (a database down, say) before the event is dead-lettered."""
 
 
+class Postponed(Exception):
+    """The handler cannot act yet (another saga holds what it needs): ask again in `seconds`,
+    without spending an attempt. Nothing was written."""
+
+    def __init__(self, reason: str, seconds: float) -> None:
+        super().__init__(reason)
+        self.seconds = seconds
+
+
 class Handler(Protocol):
     """What a service does with an event, each in one transaction that also marks it handled."""
 
@@ -116,6 +125,11 @@ class InboxWorker:
                     return
                 except Refused:
                     raise
+                except Postponed as wait:  # not an attempt: the same one, again, a moment later
+                    EVENTS_HANDLED.labels(self.service, envelope.type, "postponed").inc()
+                    self.inbox.retry_later(row.event_id, attempt - 1, str(wait), wait.seconds)
+                    self.wake_at(wait.seconds)
+                    return
                 except Exception as error:  # noqa: BLE001 - a failed attempt, to be tried again
                     error_text = str(error) or type(error).__name__
                     log.info("saga %s: %s attempt %d failed: %s", envelope.saga_id, envelope.type,

@@ -58,7 +58,7 @@ from common.metrics import (
     SAGAS_FINISHED,
     SAGAS_STARTED,
 )
-from common.status import Model, SagaStatus
+from common.status import Isolation, Model, SagaStatus
 from common.tracing import trace_id
 from messaging.events import Envelope, Refused, parse_moment
 from messaging.rabbitmq import DeadLetter
@@ -77,6 +77,7 @@ choreo_sagas = Table(
     Column("input", Text, nullable=True),  # JSON, from the sign-up (SignupRequested)
     Column("faults", Text, nullable=True),  # JSON, from the sign-up
     Column("definition", String(64), nullable=True),  # name@version, from the sign-up
+    Column("isolation", String(16), nullable=True),  # none or semantic_lock, from the sign-up
     Column("deadline", Timestamp, nullable=True),
     Column("trace_id", String(32), nullable=True),  # of the saga's trace, from its sign-up
     Column("created_at", Timestamp, nullable=False),
@@ -215,6 +216,7 @@ class Observer:
                     values["input"] = json.dumps(requested.payload.get("input", {}))
                     values["faults"] = json.dumps(requested.payload.get("fail", {}))
                     values["definition"] = requested.payload.get("definition")
+                    values["isolation"] = requested.payload.get("isolation") or Isolation.NONE.value
                     values["trace_id"] = trace_id(requested.traceparent)
                     values["deadline"] = _moment(requested.payload.get("deadline"))
                 connection.execute(self._update(frozenset(values)), {"key": key, **values})
@@ -391,6 +393,7 @@ def saga_json(row: Any) -> dict[str, Any]:
     name, _, version = (row.definition or "").partition("@")
     return {"saga_id": row.saga_id, "model": "choreography", "status": row.status,
             "definition": {"name": name, "version": int(version)} if version.isdigit() else None,
+            "isolation": row.isolation,
             "failed_step": row.failed_step, "reason": row.reason, "error": row.error,
             "input": json.loads(row.input) if row.input else None,
             "fail": json.loads(row.faults) if row.faults else {}, "deadline": iso(row.deadline),

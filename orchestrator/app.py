@@ -24,6 +24,7 @@ from orchestrator.engine import Defaults, SagaEngine
 from orchestrator.failpoints import Failpoints
 from orchestrator.gateway import ParticipantGateway
 from orchestrator.instances import this_instance
+from orchestrator.lab import IsolationLab, Race
 from orchestrator.logbuffer import LogBuffer
 from orchestrator.migrate import upgrade
 from orchestrator.recovery import Recovery
@@ -49,7 +50,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     defaults = Defaults(timeout=config["CALL_TIMEOUT"], retries=config["CALL_RETRIES"],
                         compensation_retries=config["COMPENSATION_RETRIES"],
                         backoff=config["RETRY_BACKOFF"], backoff_max=config["RETRY_BACKOFF_MAX"],
-                        jitter=config["RETRY_JITTER"])
+                        jitter=config["RETRY_JITTER"], lock_wait=config["LOCK_WAIT"])
     engine = SagaEngine(definitions, config["SERVICE_URLS"], store, client,
                         owner=str(this_instance(config["ORCHESTRATOR_ID"])), defaults=defaults,
                         failpoints=Failpoints(config["FAILPOINTS_FILE"]),
@@ -60,8 +61,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
                         config["COMPENSATION_RETRY_ROUNDS"])
     gateway = ParticipantGateway(client, config["SERVICE_URLS"], fields)
     observing = start_observer(app, store, gateway)
+    lab = IsolationLab(lambda: Race(definitions.default, engine, store, gateway, observing.observer,
+                                    gateway.client.http, observing.entry_url))
     keep(app, Services(definitions=definitions, store=store, engine=engine, gateway=gateway,
-                       recovery=recovery, logs=logs, observer=observing.observer,
+                       recovery=recovery, logs=logs, observer=observing.observer, lab=lab,
                        sagas=(OrchestratedSagas(store, definitions), observing.sagas)))
     count_in_flight("sagas", lambda: {"orchestration": store.in_flight(),
                                       "choreography": observing.observer.in_flight()})

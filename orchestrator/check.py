@@ -38,7 +38,7 @@ def main() -> int:
         ChoreographedSagas(Observer(database, flows),
                            lambda saga_id: gateway.knows_signup(flows.default.entry, saga_id),
                            config["CHOREOGRAPHY_STUCK_AFTER"])]
-    report = check_everything(sources, gateway)
+    report = check_everything(sources, gateway, lock_attention_after=config["LOCK_ATTENTION_AFTER"])
     print(json.dumps(report, indent=2))
     if not report["complete"]:
         print("incomplete: a service could not be read", file=sys.stderr)

@@ -24,7 +24,7 @@ class Attempt:
 
     number: int
     http_status: int | None
-    outcome: str  # ok, error (5xx), timeout, unreachable, rejected (4xx)
+    outcome: str  # ok, error (5xx), timeout, unreachable, rejected (4xx), locked (409: wait, then ask again)
     latency_ms: int
     error: str | None
     body: dict[str, Any] | None
@@ -75,5 +75,7 @@ class ParticipantClient:
         message = None
         if answer is not None and isinstance(answer.get("error"), dict):
             message = answer["error"].get("message")
+            if code == 409 and answer["error"].get("code") == "locked":  # another saga's semantic lock
+                outcome = "locked"
         return Attempt(number, code, outcome, elapsed_ms(), message or f"HTTP {code}: {reply.text[:200]}",
                        answer)

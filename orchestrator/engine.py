@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from opentelemetry.trace import SpanKind, StatusCode
@@ -32,7 +32,7 @@ from common.metrics import (
     STEP_ATTEMPTS,
 )
 from common.pacing import Pacing
-from common.status import RecordStatus, SagaStatus
+from common.status import LIVE, Isolation, SagaStatus
 from common.tracing import parent, span_in, start_saga_trace, trace_id
 from orchestrator.client import Attempt, ParticipantClient
 from orchestrator.failpoints import Failpoints
@@ -41,6 +41,7 @@ from orchestrator.store import SagaStore
 
 log = logging.getLogger("orchestrator.saga")
 MODEL = "orchestration"
+LOCK_POLL = 0.1  # seconds between asks while another saga's semantic lock holds a step back
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,11 @@ class Defaults:
     backoff: float  # the first wait between attempts, seconds; doubled each time
     backoff_max: float
     jitter: float  # up to this many seconds are added at random to each wait
+    lock_wait: float = 30.0  # seconds a step waits for another saga's semantic lock before failing
+
+
+def _always(then: Transition) -> Callable[[Attempt], Transition]:
+    return lambda _attempt: then
 
 
 @dataclass(frozen=True)
@@ -105,16 +111,17 @@ class SagaEngine:
             return saga_id in self._busy
 
     def create(self, saga_input: dict[str, str], faults: dict[str, str],
-               idempotency_key: str | None = None, request_hash: str | None = None) -> Saga:
+               idempotency_key: str | None = None, request_hash: str | None = None,
+               isolation: Isolation = Isolation.NONE) -> Saga:
         """Log a new saga under the default definition, leased to us, before any step runs."""
         definition = self.definitions.default
         saga_id = new_saga_id()
         traceparent = start_saga_trace(f"saga {definition.key}", saga_id, {"saga.definition": definition.key})
         saga = self.store.create(saga_id, (definition.name, definition.version), saga_input,
-                                 faults, self.owner, idempotency_key, request_hash, traceparent)
+                                 faults, self.owner, idempotency_key, request_hash, traceparent, isolation)
         SAGAS_STARTED.labels(MODEL).inc()
-        log.info("saga %s: started under %s, fail=%s, trace %s", saga.id, definition.key, faults,
-                 trace_id(traceparent), extra={"saga_id": saga.id})
+        log.info("saga %s: started under %s, fail=%s, isolation %s, trace %s", saga.id, definition.key,
+                 faults, isolation.value, trace_id(traceparent), extra={"saga_id": saga.id})
         return saga
 
     def definition_of(self, saga: Saga) -> SagaDefinition:
@@ -147,6 +154,9 @@ class SagaEngine:
                          attributes={"saga.id": saga.id, "saga.run": run.value}):
                 try:
                     while not saga.status.finished:
+                        if saga.current_step == len(definition.steps):  # every step applied
+                            saga = self._confirm(saga, lease, definition, run)
+                            continue
                         step = definition.steps[saga.current_step]
                         if saga.status is SagaStatus.RUNNING:
                             saga = self._forward(saga, lease, definition, step, run)
@@ -200,7 +210,7 @@ class SagaEngine:
     def _forward(self, saga: Saga, lease: Lease, definition: SagaDefinition, step: Step,
                  run: Run) -> Saga:
         k = saga.current_step
-        applied = self._onward(definition, k)
+        applied = self._onward(saga, definition, k)
 
         def failed(last: Attempt) -> Transition:
             # Its effect may still have committed (after_commit, a late commit after a
@@ -209,7 +219,9 @@ class SagaEngine:
             return Transition(SagaStatus.COMPENSATING, k, failed_step=step.name, reason=reason,
                               error=f"step {step.name}: {last.error}")
 
-        payload = {"saga_id": saga.id, **{name: saga.input[name] for name in step.receives}}
+        payload: dict[str, Any] = {"saga_id": saga.id, **{name: saga.input[name] for name in step.receives}}
+        if step.locks and saga.isolation is Isolation.SEMANTIC_LOCK:  # its row PENDING until we confirm
+            payload["isolation"] = saga.isolation.value
         retries = step.retries if step.retries is not None else self.defaults.retries
         until_success = step.kind is StepKind.RETRIABLE
         new = self._call(saga, lease, step, "invoke", payload, None if until_success else retries, run,
@@ -231,8 +243,8 @@ class SagaEngine:
         action = "cancel" if step.kind is StepKind.PIVOT else "compensate"
 
         def succeeded(attempt: Attempt) -> Transition:
-            if action == "cancel" and (attempt.body or {}).get("status") == RecordStatus.APPLIED:
-                onward = self._onward(definition, k)
+            if action == "cancel" and (attempt.body or {}).get("status") in LIVE:
+                onward = self._onward(saga, definition, k)
                 return Transition(onward.status, onward.current_step, clears_failure=True)
             return undone
 
@@ -257,10 +269,26 @@ class SagaEngine:
         return new
 
     @staticmethod
-    def _onward(definition: SagaDefinition, k: int) -> Transition:
-        """The state after step k applied: the next step, or COMPLETED after the last."""
+    def _onward(saga: Saga, definition: SagaDefinition, k: int) -> Transition:
+        """The state after step k applied: the next step, or COMPLETED after the last (still
+        RUNNING, past the last step, while a semantic lock waits to be confirmed)."""
         done = k + 1 == len(definition.steps)
-        return Transition(SagaStatus.COMPLETED if done else SagaStatus.RUNNING, k + 1)
+        locked = saga.isolation is Isolation.SEMANTIC_LOCK and definition.locking_steps
+        return Transition(SagaStatus.COMPLETED if done and not locked else SagaStatus.RUNNING, k + 1)
+
+    def _confirm(self, saga: Saga, lease: Lease, definition: SagaDefinition, run: Run) -> Saga:
+        """Every step applied: release the semantic locks (each locking step's row PENDING ->
+        APPLIED, `/confirm`), then COMPLETED. The saga is decided: a confirm is retried until it
+        succeeds, like a retriable step, and logged like any call."""
+        steps = definition.locking_steps
+        for i, step in enumerate(steps):
+            last = i + 1 == len(steps)
+            then = Transition(SagaStatus.COMPLETED if last else SagaStatus.RUNNING, saga.current_step)
+            saga = self._call(saga, lease, step, "confirm", {"saga_id": saga.id}, None, run,
+                              _always(then), _always(then))
+            run = Run.NEW
+        log.info("saga %s: COMPLETED (its semantic locks released)", saga.id)
+        return saga
 
     # One call, with its retries ---------------------------------------------------------
 
@@ -284,8 +312,11 @@ class SagaEngine:
         budget = self._budget(saga, step, action, retries, run)
         until_success = retries is None
         timeout = step.timeout if step.timeout is not None else self.defaults.timeout
+        waiting_since: float | None = None  # when another saga's semantic lock first held us back
+        spare = 0  # attempts refused by a lock, which do not count against the retries
 
         def attempt_once(number: int) -> Transition | None:
+            nonlocal waiting_since, spare
             with span_in(f"{action} {step.name}", kind=SpanKind.CLIENT,
                          attributes={"saga.id": saga.id, "saga.step": step.name, "saga.action": action,
                                      "saga.attempt": number}) as span:
@@ -303,7 +334,14 @@ class SagaEngine:
             if attempt.outcome == "ok":  # the participant committed; the log does not know yet
                 self.failpoints.hit(f"after_{action}", step.name)
                 decided = succeeded(attempt)
-            elif not until_success and (not attempt.retryable or budget.exhausted_at(attempt.number)):
+            elif attempt.outcome == "locked":  # another saga holds what this one wants, for now
+                waiting_since = waiting_since or time.monotonic()
+                if time.monotonic() - waiting_since >= self.defaults.lock_wait:
+                    decided = failed(replace(attempt, error=f"{attempt.error} (waited "
+                                                           f"{self.defaults.lock_wait:g} s)"))
+                spare += 1
+            elif not until_success and (not attempt.retryable or
+                                        budget.exhausted_at(attempt.number - spare)):
                 decided = failed(attempt)
             self.store.record_attempt(saga.id, lease, Event(
                 step.name, action, attempt.number, attempt.http_status, attempt.outcome,
@@ -320,6 +358,8 @@ class SagaEngine:
         # The budget decides which attempt is the last; the pacing, how long to wait before the next.
         number = budget.first
         while (decided := attempt_once(number)) is None:
-            time.sleep(self.pacing.after(number - budget.first + 1))
+            # A lock is asked about again at a steady pace; a failure is backed off from.
+            pause = LOCK_POLL if waiting_since is not None else self.pacing.after(number - budget.first + 1)
+            time.sleep(pause)
             number += 1
         return decided.applied_to(saga)

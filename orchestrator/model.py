@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum
 
-from common.status import SagaStatus
+from common.status import Isolation, SagaStatus
 
 
 class LeaseLost(Exception):
@@ -37,6 +37,7 @@ class Saga:
     current_step: int
     definition_name: str
     definition_version: int
+    isolation: Isolation = Isolation.NONE
     failed_step: str | None = None
     reason: str | None = None
     error: str | None = None

@@ -10,6 +10,7 @@ from common.web import kept
 from observer.observer import Observer
 from orchestrator.engine import SagaEngine
 from orchestrator.gateway import ParticipantGateway
+from orchestrator.lab import IsolationLab
 from orchestrator.logbuffer import LogBuffer
 from orchestrator.recovery import Recovery
 from orchestrator.store import SagaStore
@@ -26,6 +27,7 @@ class Services:
     recovery: Recovery
     logs: LogBuffer
     observer: Observer  # the choreographed saga's, hosted here beside the dashboard
+    lab: IsolationLab
     sagas: tuple[SagaSource, ...]  # where sagas of each model are recorded (for /consistency)
 
 

@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from common.db import MYSQL_TABLE, Key, Prepared, Raw, Timestamp, raw_writing, reading, utcnow, writing
-from common.status import UNFINISHED, SagaStatus
+from common.status import UNFINISHED, Isolation, SagaStatus
 from orchestrator.model import DuplicateIdempotencyKey, Event, Lease, LeaseLost, Saga, Transition
 
 metadata = MetaData()
@@ -48,6 +48,7 @@ sagas = Table(
     # logged before definitions had versions ran signup@1.
     Column("definition_name", String(64), nullable=False, server_default="signup"),
     Column("definition_version", Integer, nullable=False, server_default="1"),
+    Column("isolation", String(16), nullable=False, server_default="none"),  # none, semantic_lock
     Column("failed_step", String(8), nullable=True),
     Column("reason", String(16), nullable=True),  # "error" or "timeout"
     Column("error", Text, nullable=True),  # why the failed step failed
@@ -77,10 +78,10 @@ saga_events = Table(
            autoincrement=True),
     Column("saga_id", Key(36), nullable=False),
     Column("step", String(8), nullable=False),
-    Column("action", String(16), nullable=False),  # "invoke", "compensate" or "cancel"
+    Column("action", String(16), nullable=False),  # "invoke", "compensate", "cancel" or "confirm"
     Column("attempt", Integer, nullable=False),
     Column("http_status", Integer, nullable=True),  # NULL when no answer came
-    Column("outcome", String(16), nullable=False),  # ok, error, timeout, unreachable, rejected
+    Column("outcome", String(16), nullable=False),  # ok, error, timeout, unreachable, rejected, locked
     Column("latency_ms", Integer, nullable=False),
     Column("error", Text, nullable=True),
     Column("orchestrator", String(128), nullable=False),  # the instance that made the attempt
@@ -102,7 +103,8 @@ def _saga(row: Any) -> Saga:
     return Saga(id=row.id, status=SagaStatus(row.status), input=json.loads(row.input),
                 faults=json.loads(row.faults), current_step=row.current_step,
                 definition_name=row.definition_name, definition_version=row.definition_version,
-                failed_step=row.failed_step, reason=row.reason, error=row.error,
+                isolation=Isolation(row.isolation), failed_step=row.failed_step, reason=row.reason,
+                error=row.error,
                 compensation_error=row.compensation_error,
                 compensation_rounds=row.compensation_rounds,
                 idempotency_key=row.idempotency_key, request_hash=row.request_hash,
@@ -112,8 +114,8 @@ def _saga(row: Any) -> Saga:
 
 
 SAGA_COLUMNS = ("id", "status", "input", "faults", "current_step", "compensation_rounds", "definition_name",
-                "definition_version", "idempotency_key", "request_hash", "lease_owner", "lease_epoch",
-                "lease_expires_at", "trace_parent", "created_at", "updated_at")
+                "definition_version", "isolation", "idempotency_key", "request_hash", "lease_owner",
+                "lease_epoch", "lease_expires_at", "trace_parent", "created_at", "updated_at")
 EVENT_COLUMNS = ("saga_id", "step", "action", "attempt", "http_status", "outcome", "latency_ms", "error",
                  "orchestrator", "at")
 
@@ -141,7 +143,8 @@ class SagaStore:
 
     def create(self, saga_id: str, definition: tuple[str, int], saga_input: dict[str, str],
                faults: dict[str, str], owner: str, idempotency_key: str | None = None,
-               request_hash: str | None = None, trace_parent: str | None = None) -> Saga:
+               request_hash: str | None = None, trace_parent: str | None = None,
+               isolation: Isolation = Isolation.NONE) -> Saga:
         """Log a new saga under `definition` (name, version), RUNNING at its first step and
         leased to `owner`.
 
@@ -151,7 +154,7 @@ class SagaStore:
         name, version = definition
         saga = Saga(id=saga_id, status=SagaStatus.RUNNING, input=saga_input, faults=faults,
                     current_step=0, definition_name=name, definition_version=version,
-                    idempotency_key=idempotency_key, request_hash=request_hash,
+                    isolation=isolation, idempotency_key=idempotency_key, request_hash=request_hash,
                     lease_owner=owner, lease_epoch=1, lease_expires_at=now + self.lease,
                     trace_parent=trace_parent, created_at=now, updated_at=now)
         try:
@@ -160,7 +163,8 @@ class SagaStore:
                     "id": saga.id, "status": saga.status.value, "input": json.dumps(saga_input),
                     "faults": json.dumps(faults), "current_step": 0, "compensation_rounds": 0,
                     "definition_name": name, "definition_version": version,
-                    "idempotency_key": idempotency_key, "request_hash": request_hash,
+                    "isolation": isolation.value, "idempotency_key": idempotency_key,
+                    "request_hash": request_hash,
                     "lease_owner": owner, "lease_epoch": 1, "lease_expires_at": saga.lease_expires_at,
                     "trace_parent": trace_parent,
                     "created_at": now, "updated_at": now})

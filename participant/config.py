@@ -10,6 +10,7 @@ from common.settings import (
     check_shared,
     choreography_settings,
     environment,
+    isolation_settings,
     retry_settings,
     shared_settings,
 )
@@ -26,6 +27,7 @@ def participant_config(name: str, overrides: dict[str, Any] | None = None,
         **shared_settings(env),
         **retry_settings(env),
         **choreography_settings(env),
+        **isolation_settings(env),
         "DECLARATION": declaration,
         "DEFINITIONS": declaration.registry(env),
         # Where this service's events go over the embedded transport: the other services.

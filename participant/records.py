@@ -10,23 +10,27 @@ from sqlalchemy import (
     Column,
     Connection,
     Engine,
+    Index,
     Integer,
     MetaData,
     String,
     Table,
     bindparam,
     inspect,
+    or_,
     select,
     text,
     update,
 )
 
 from common.db import MYSQL_TABLE, Key, Prepared, Raw, Timestamp, insert_ignore, raw_writing, reading, utcnow
-from common.status import Model, RecordStatus
+from common.status import LIVE, Model, RecordStatus
 
 
-def records_table(metadata: MetaData, name: str, value_column: str) -> Table:
-    """The table a service owns, e.g. `table_a` with its `username` column."""
+def records_table(metadata: MetaData, name: str, value_column: str, unique: bool = False) -> Table:
+    """The table a service owns, e.g. `table_a` with its `username` column. With `unique`, a live
+    row (APPLIED or PENDING) also holds its value in `claim`, under a unique index: another
+    saga's row cannot hold the same value until this one is undone (`claim` back to NULL)."""
     return Table(
         name,
         metadata,
@@ -38,6 +42,8 @@ def records_table(metadata: MetaData, name: str, value_column: str) -> Table:
         Column("model", String(16), nullable=False, server_default=Model.ORCHESTRATION.value),
         Column("created_at", Timestamp, nullable=False, default=utcnow),
         Column("updated_at", Timestamp, nullable=False, default=utcnow, onupdate=utcnow),
+        *((Column("claim", String(255), nullable=True),
+           Index(f"ux_{name}_claim", "claim", unique=True)) if unique else ()),
         **MYSQL_TABLE,
     )
 
@@ -73,6 +79,20 @@ class Outcome:
     changed: bool
 
 
+class Held(Exception):
+    """Another saga's live row holds the value: taken for good (APPLIED), or held by a semantic
+    lock (PENDING) until that saga completes or is undone."""
+
+    def __init__(self, field: str, value: str, holder: str, status: RecordStatus) -> None:
+        self.field, self.value, self.holder, self.status = field, value, holder, status
+        self.locked = status is RecordStatus.PENDING
+        if self.locked:
+            super().__init__(f"{field} {value!r} is held by saga {holder}, still in progress (a "
+                             "semantic lock); try again when it has finished")
+        else:
+            super().__init__(f"{field} {value!r} is taken")
+
+
 class WrongModel(Exception):
     """The saga's row here belongs to the other saga model, which alone may change it."""
 
@@ -92,48 +112,87 @@ class RecordStore:
     every event: their statements run on the DB-API connection (`raw_writing`).
     """
 
-    def __init__(self, engine: Engine, table: Table, value_column: str) -> None:
+    def __init__(self, engine: Engine, table: Table, value_column: str, field: str | None = None) -> None:
         self.engine = engine
         self.table = table
         self.value = table.c[value_column]
-        # INSERT that does nothing when the saga has a row already: no error, no rollback.
+        self.field = field or value_column  # how the saga's input names the value
+        self.unique = "claim" in table.c
+        claim = ("claim",) if self.unique else ()
+        # INSERT that does nothing when the saga has a row already (or, unique, another saga's
+        # live row holds the value): no error, no rollback.
         self._insert = Prepared(engine, insert_ignore(table), ("saga_id", self.value.key, "status", "model",
-                                                        "created_at", "updated_at"))
+                                                              "created_at", "updated_at", *claim))
         self._undo = Prepared(engine, update(table).where(table.c.saga_id == bindparam("key"),
-                                                          table.c.status == RecordStatus.APPLIED.value,
+                                                          or_(*(table.c.status == s.value for s in LIVE)),
                                                           table.c.model == bindparam("owner")),
-                              ("status", "updated_at"))
+                              ("status", "updated_at", *claim))
+        self._confirm = Prepared(engine, update(table).where(table.c.saga_id == bindparam("key"),
+                                                             table.c.status == RecordStatus.PENDING.value,
+                                                             table.c.model == bindparam("owner")),
+                                 ("status", "updated_at"))
         self._current = Prepared(engine, select(table.c.status, table.c.model)
                                  .where(table.c.saga_id == bindparam("key")))
+        if self.unique:
+            self._holder = Prepared(engine, select(table.c.saga_id, table.c.status)
+                                    .where(table.c.claim == bindparam("value")))
 
     def _insert_unless_present(self, connection: Raw, saga_id: str, value: str | None,
                                status: RecordStatus, model: Model) -> Outcome:
-        """Insert the saga's row with `status`; if it has a row already, that row's status.
-        The insert and the unique key are one atomic step: no window between check and write."""
-        now = utcnow()
-        inserted = connection.execute(self._insert, {
-            "saga_id": saga_id, self.value.key: value, "status": status.value, "model": model.value,
-            "created_at": now, "updated_at": now})
-        if inserted:
-            return Outcome(status, True)
-        row = connection.first(self._current, {"key": saga_id})
-        assert row is not None, "the insert was ignored: the saga has a row"
-        found, owner = row
-        if owner != model:
-            raise WrongModel(saga_id, Model(owner))
-        return Outcome(RecordStatus(found), False)
+        """Insert the saga's row with `status`; if it has a row already, that row's status; if
+        another saga's live row holds the value (a unique table), Held. The insert and the
+        unique keys are one atomic step: no window between check and write."""
+        for _ in range(10):
+            now = utcnow()
+            values = {"saga_id": saga_id, self.value.key: value, "status": status.value,
+                      "model": model.value, "created_at": now, "updated_at": now}
+            if self.unique:
+                values["claim"] = value if status in LIVE else None
+            if connection.execute(self._insert, values):
+                return Outcome(status, True)
+            row = connection.first(self._current, {"key": saga_id})
+            if row is not None:
+                found, owner = row
+                if owner != model:
+                    raise WrongModel(saga_id, Model(owner))
+                return Outcome(RecordStatus(found), False)
+            holder = connection.first(self._holder, {"value": value}) if self.unique else None
+            if holder is not None:
+                raise Held(self.field, str(value), holder[0], RecordStatus(holder[1]))
+            # the holder was undone between the insert and the look: try again
+        raise RuntimeError(f"could not insert the row of saga {saga_id} after 10 rounds")
 
-    def apply(self, saga_id: str, value: str, model: Model) -> Outcome:
-        """Insert the APPLIED row; if the saga has a row already, that row's status decides.
+    def apply(self, saga_id: str, value: str, model: Model, pending: bool = False) -> Outcome:
+        """Insert the APPLIED row (PENDING, `pending`: a semantic lock until the saga completes);
+        if the saga has a row already, that row's status decides.
 
         A repeat writes nothing, and a tombstone (CANCELLED) or a compensated row keeps a
-        late invoke from ever applying.
+        late invoke from ever applying. Held if another saga's live row holds the value.
         """
         with raw_writing(self.engine) as connection:
-            return self.apply_in(connection, saga_id, value, model)
+            return self.apply_in(connection, saga_id, value, model, pending)
 
-    def apply_in(self, connection: Raw, saga_id: str, value: str, model: Model) -> Outcome:
-        return self._insert_unless_present(connection, saga_id, value, RecordStatus.APPLIED, model)
+    def apply_in(self, connection: Raw, saga_id: str, value: str, model: Model,
+                 pending: bool = False) -> Outcome:
+        status = RecordStatus.PENDING if pending else RecordStatus.APPLIED
+        return self._insert_unless_present(connection, saga_id, value, status, model)
+
+    def confirm(self, saga_id: str, model: Model) -> Outcome:
+        """The saga completed: its PENDING row becomes APPLIED (the semantic lock is released,
+        the value stays held for good). Idempotent: an APPLIED row stays as it is."""
+        with raw_writing(self.engine) as connection:
+            return self.confirm_in(connection, saga_id, model)
+
+    def confirm_in(self, connection: Raw, saga_id: str, model: Model) -> Outcome:
+        confirmed = connection.execute(self._confirm, {"key": saga_id, "owner": model.value,
+                                                       "status": RecordStatus.APPLIED.value,
+                                                       "updated_at": utcnow()})
+        if confirmed:
+            return Outcome(RecordStatus.APPLIED, True)
+        row = connection.first(self._current, {"key": saga_id})
+        if row is not None and row[1] != model:
+            raise WrongModel(saga_id, Model(row[1]))
+        return Outcome(RecordStatus(row[0]) if row is not None else RecordStatus.CANCELLED, False)
 
     def compensate(self, saga_id: str, model: Model) -> Outcome:
         """Undo the saga's row, or leave a CANCELLED tombstone if nothing was applied."""
@@ -144,11 +203,11 @@ class RecordStore:
         for _ in range(10):
             undone = connection.execute(self._undo, {"key": saga_id, "owner": model.value,
                                                      "status": RecordStatus.COMPENSATED.value,
-                                                     "updated_at": utcnow()})
+                                                     "updated_at": utcnow(), "claim": None})
             if undone:
                 return Outcome(RecordStatus.COMPENSATED, True)
             outcome = self._insert_unless_present(connection, saga_id, None, RecordStatus.CANCELLED, model)
-            if outcome.status is not RecordStatus.APPLIED:
+            if outcome.status not in LIVE:
                 return outcome  # tombstoned now, or compensated or cancelled before
             # an invoke committed between the update and the insert: go round and undo it
         raise RuntimeError(f"could not settle the row of saga {saga_id} after 10 rounds")
@@ -157,7 +216,7 @@ class RecordStore:
         """Leave a CANCELLED tombstone unless the saga has a row here; never undoes anything.
 
         For a step that cannot be compensated (a pivot): the answer says whether it had
-        committed (APPLIED, left as it is) or is now sure never to (CANCELLED).
+        committed (APPLIED or PENDING, left as it is) or is now sure never to (CANCELLED).
         """
         with raw_writing(self.engine) as connection:
             return self.cancel_in(connection, saga_id, model)

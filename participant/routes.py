@@ -19,17 +19,25 @@ from common.faults import (
     FAULT_HEADER,
     TIMEOUT_HEADER,
     Fault,
+    FaultKind,
     InjectedFailure,
     NoSleepSlot,
     Sleeps,
     parse_fault,
 )
 from common.metrics import HANDLER_DURATION, PARTICIPANT_REQUESTS
-from common.status import Model, RecordStatus
+from common.status import LIVE, Isolation, Model, RecordStatus
 from common.tracing import end_server_span, start_server_span
-from common.validation import limit_arg, reject_unknown, saga_id_field, text_field, whole_number_arg
+from common.validation import (
+    isolation_field,
+    limit_arg,
+    reject_unknown,
+    saga_id_field,
+    text_field,
+    whole_number_arg,
+)
 from common.web import database_health, kept, require_signature
-from participant.records import Outcome, Record, RecordStore, WrongModel
+from participant.records import Held, Outcome, Record, RecordStore, WrongModel
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +61,10 @@ def participant() -> Participant:
     return kept(Participant)
 
 
-SIGNED = frozenset({"participant.invoke", "participant.compensate", "participant.cancel"})
-RESULTS = {"APPLIED": "applied", "COMPENSATED": "compensated", "CANCELLED": "cancelled"}
+SIGNED = frozenset({"participant.invoke", "participant.compensate", "participant.cancel",
+                    "participant.confirm"})
+RESULTS = {"APPLIED": "applied", "PENDING": "pending", "COMPENSATED": "compensated", "CANCELLED": "cancelled"}
+LOCK_RETRY_AFTER = 1  # seconds a call refused by a semantic lock is told to wait (Retry-After)
 
 
 @routes.before_request
@@ -95,6 +105,8 @@ def _result(response: Response) -> str:
     error = (body.get("error") or {}).get("code") if isinstance(body.get("error"), dict) else None
     if code == 500:
         return "fault" if error == "injected_fault" else "error"
+    if code == 409 and error in ("taken", "locked"):
+        return str(error)
     return {401: "unauthorized", 409: "refused", 503: "unavailable"}.get(code, "invalid")
 
 
@@ -118,26 +130,29 @@ def record_json(record: Record, field: str) -> dict[str, Any]:
             "updated_at": iso(record.updated_at)}
 
 
-def _answer(saga_id: str, status: RecordStatus, code: int = 200) -> tuple[Any, int]:
+def _answer(saga_id: str, status: RecordStatus, code: int = 200, refused: str = "applied") -> tuple[Any, int]:
     spec, _ = _participant()
     body: dict[str, Any] = {"saga_id": saga_id, "service": spec.name, "status": status.value}
     if code == 409:
         body["error"] = {"code": "saga_closed",
-                         "message": f"saga {saga_id} is {status.value} here; it cannot be applied"}
+                         "message": f"saga {saga_id} is {status.value} here; it cannot be {refused}"}
     return jsonify(body), code
 
 
 def _fault() -> Fault | None:
+    """The fault a (signed) call asks this step to act out; 400 when fault injection is off,
+    unless it is the isolation lab's own."""
     raw = request.headers.get(FAULT_HEADER)
     if not raw:
         return None
-    if not current_app.config["FAULTS_ENABLED"]:
-        raise ApiError(400, "faults_disabled", f"fault injection is off here ({FAULT_HEADER} refused); "
-                       "FAULTS_ENABLED=1 turns it on")
     try:
-        return parse_fault(raw)
+        fault = parse_fault(raw)
     except ValueError as error:
         raise ApiError(400, "invalid_fault", str(error)) from None
+    if not current_app.config["FAULTS_ENABLED"] and fault.kind is not FaultKind.LAB:
+        raise ApiError(400, "faults_disabled", f"fault injection is off here ({FAULT_HEADER} refused); "
+                       "FAULTS_ENABLED=1 turns it on")
+    return fault
 
 
 def _attempt() -> int:
@@ -181,22 +196,46 @@ def invoke() -> tuple[Any, int]:
     """
     spec, store = _participant()
     body = json_object()
-    reject_unknown(body, ("saga_id", spec.field))
+    reject_unknown(body, ("saga_id", spec.field, "isolation"))
     saga_id = saga_id_field(body)
     value = text_field(body, spec.field)
     assert value is not None
+    pending = isolation_field(body) is Isolation.SEMANTIC_LOCK
     fault, attempt = _fault(), _attempt()
     if fault is not None:
         pause = fault.sleep_before_commit(_number_header(TIMEOUT_HEADER, 5.0, MAX_CALLER_TIMEOUT),
-                                          current_app.config["FAULT_LATE_MARGIN"])
+                                          current_app.config["FAULT_LATE_MARGIN"],
+                                          current_app.config["LAB_DELAY"], attempt)
         _acted_out(lambda: fault.before_commit(saga_id, attempt, pause, participant().sleeps))
-    status = _orchestrated(lambda: store.apply(saga_id, value, Model.ORCHESTRATION)).status
-    if status is not RecordStatus.APPLIED:
+    try:
+        status = _orchestrated(lambda: store.apply(saga_id, value, Model.ORCHESTRATION, pending)).status
+    except Held as held:
+        log.info("saga %s: invoke refused: %s", saga_id, held)
+        if held.locked:
+            raise ApiError(409, "locked", str(held), held_by=held.holder,
+                           headers={"Retry-After": str(LOCK_RETRY_AFTER)}) from None
+        raise ApiError(409, "taken", str(held), held_by=held.holder) from None
+    if status not in LIVE:
         log.info("saga %s: invoke refused, the row is %s", saga_id, status.value)
         return _answer(saga_id, status, 409)
     if fault is not None:
         _acted_out(lambda: fault.after_commit(attempt))
     log.info("saga %s: applied", saga_id)
+    return _answer(saga_id, status)
+
+
+@routes.post("/confirm")
+def confirm() -> tuple[Any, int]:
+    """The saga completed: release its semantic lock here (its PENDING row becomes APPLIED).
+    Idempotent; 409 if the saga holds no live row here."""
+    _, store = _participant()
+    body = json_object()
+    reject_unknown(body, ("saga_id",))
+    saga_id = saga_id_field(body)
+    status = _orchestrated(lambda: store.confirm(saga_id, Model.ORCHESTRATION)).status
+    if status is not RecordStatus.APPLIED:
+        return _answer(saga_id, status, 409, refused="confirmed")
+    log.info("saga %s: confirmed", saga_id)
     return _answer(saga_id, status)
 
 

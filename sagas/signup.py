@@ -18,13 +18,17 @@ from dataclasses import replace
 from common.declaration import Declaration, Events, SagaDefinition, Service, Step, StepKind
 
 SERVICES = (
-    Service("a", table="table_a", column="username", field="username", port=5001),
+    # A username held by a live account cannot be taken by another sign-up.
+    Service("a", table="table_a", column="username", field="username", port=5001, unique=True),
     Service("b", table="table_b", column="address", field="address", port=5002),
     Service("c", table="table_c", column="payment_method", field="payment", port=5003),
 )
 
+# Under a semantic lock (isolation "semantic_lock") the account is PENDING until the sign-up
+# completes: another sign-up for its username waits instead of being refused by an account
+# that may yet be undone (docs/isolation.md).
 ACCOUNT = Step("a", participant="a", receives=("username",), does="create the account",
-               undo="remove the account", events=Events.named("Account", "Created"))
+               undo="remove the account", events=Events.named("Account", "Created"), locks=True)
 ADDRESS = Step("b", participant="b", receives=("address",), does="store the address",
                undo="remove the address", events=Events.named("Address", "Stored"))
 PAYMENT = Step("c", participant="c", receives=("payment",), does="register the payment method",

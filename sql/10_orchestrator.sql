@@ -92,6 +92,12 @@ ALTER TABLE saga_events MODIFY saga_id VARCHAR(36) COLLATE utf8mb4_bin NOT NULL;
 
 UPDATE alembic_version SET version_num='0005' WHERE alembic_version.version_num = '0004';
 
+-- Running upgrade 0005 -> 0006
+
+ALTER TABLE sagas ADD COLUMN isolation VARCHAR(16) NOT NULL DEFAULT 'none';
+
+UPDATE alembic_version SET version_num='0006' WHERE alembic_version.version_num = '0005';
+
 CREATE TABLE choreo_dead_letters (
 	id BIGINT NOT NULL AUTO_INCREMENT,
 	queue VARCHAR(128) NOT NULL,
@@ -128,6 +134,7 @@ CREATE TABLE choreo_sagas (
 	input TEXT,
 	faults TEXT,
 	definition VARCHAR(64),
+	isolation VARCHAR(16),
 	deadline DATETIME(6),
 	trace_id VARCHAR(32),
 	created_at DATETIME(6) NOT NULL,

@@ -59,8 +59,11 @@ CREATE TABLE table_a (
 	model VARCHAR(16) NOT NULL DEFAULT 'orchestration',
 	created_at DATETIME(6) NOT NULL,
 	updated_at DATETIME(6) NOT NULL,
+	claim VARCHAR(255),
 	PRIMARY KEY (id),
 	UNIQUE (saga_id)
 )ENGINE=InnoDB CHARSET=utf8mb4;
 
 CREATE INDEX ix_table_a_status ON table_a (status);
+
+CREATE UNIQUE INDEX ux_table_a_claim ON table_a (claim);

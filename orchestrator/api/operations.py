@@ -31,7 +31,8 @@ def consistency() -> tuple[Any, int]:
     if "after" in request.args and not SAGA_ID_PATTERN.fullmatch(after):
         raise ApiError(400, "invalid_after", "after must be a saga id, as a page's `next` gives it")
     limit = limit_arg(request.args, default=DEFAULT_PAGE, maximum=MAX_PAGE)
-    report = check_consistency(services().sagas, services().gateway, after, limit)
+    report = check_consistency(services().sagas, services().gateway, after, limit,
+                               current_app.config["LOCK_ATTENTION_AFTER"])
     return jsonify(report), 200
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 
 from common.errors import ApiError, json_object
-from common.status import SagaStatus
+from common.status import Isolation, SagaStatus
 from common.validation import SagaRequest
 from orchestrator.api.views import event_json, saga_json, start_answer
 from orchestrator.model import DuplicateIdempotencyKey, Run, Saga
@@ -41,12 +41,13 @@ def start() -> tuple[Any, int]:
     if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
         raise ApiError(400, "invalid_idempotency_key",
                        f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters")
-    fingerprint = request_hash(request_)
+    isolation = request_.isolation or current_app.config["ISOLATION"]
+    fingerprint = request_hash(request_, isolation)
     engine = services().engine
     if _prefers_async() and not engine.has_room():
         raise _queue_full()
     try:
-        saga = engine.create(request_.input, request_.faults, key, fingerprint if key else None)
+        saga = engine.create(request_.input, request_.faults, key, fingerprint if key else None, isolation)
     except DuplicateIdempotencyKey:
         return _repeat(key or "", fingerprint)
     if _in_background(saga.id, Run.NEW):
@@ -72,9 +73,10 @@ def _in_background(saga_id: str, run: Run) -> bool:
     return True
 
 
-def request_hash(start_request: SagaRequest) -> str:
+def request_hash(start_request: SagaRequest, isolation: Isolation) -> str:
     """A fingerprint of what a /start asks for, to tell a true repeat from a reused key."""
-    canonical = json.dumps({"input": start_request.input, "fail": start_request.faults},
+    canonical = json.dumps({"input": start_request.input, "fail": start_request.faults,
+                            **({"isolation": isolation.value} if isolation is not Isolation.NONE else {})},
                            sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -14,6 +14,7 @@ from orchestrator.model import Event, Saga
 def saga_json(saga: Saga) -> dict[str, Any]:
     return {"saga_id": saga.id, "status": saga.status.value,
             "definition": {"name": saga.definition_name, "version": saga.definition_version},
+            "isolation": saga.isolation.value,
             "input": saga.input, "fail": saga.faults, "current_step": saga.current_step,
             "failed_step": saga.failed_step, "reason": saga.reason, "error": saga.error,
             "compensation_error": saga.compensation_error,

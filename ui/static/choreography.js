@@ -22,7 +22,8 @@ export function eventKind(flow, type) {
 }
 
 const REACTION_WORDS = { apply: "applies its step", compensate: "undoes its step",
-                         cancel: "cancels its step", close: "closes the saga" };
+                         cancel: "cancels its step", close: "closes the saga",
+                         complete: "completes the saga" };
 
 // Every arrow (an event from its publisher to a service that reacts to it) and every event
 // nobody reacts to (the ends of the saga, shown at their publisher).

@@ -1,0 +1,41 @@
+"""POST /labs/isolation: the isolation lab's race, run on the live services (orchestrator/lab.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify
+
+from common.errors import ApiError, json_object
+from common.status import Isolation
+from common.validation import reject_unknown
+from common.web import require_signature_or_dashboard
+from orchestrator.lab import LabBusy, LabFailed
+from orchestrator.services import services
+
+labs_api = Blueprint("labs", __name__)
+MODELS = ("orchestration", "choreography")
+
+
+@labs_api.post("/labs/isolation")
+def isolation_lab() -> tuple[Any, int]:
+    """Two sign-ups for one fresh username, the first slow at its last step and failing there,
+    the second started while the first holds the username: `{"model", "countermeasure"}` in;
+    when both have ended, what each came to and whether the anomaly happened. One run at a time
+    (409 `lab_busy`); the dashboard's page, or a signed call."""
+    require_signature_or_dashboard(current_app.config["SERVICE_SECRET"])
+    body = json_object()
+    reject_unknown(body, ("model", "countermeasure"))
+    model = body.get("model")
+    if model not in MODELS:
+        raise ApiError(400, "invalid_field", f"'model' must be one of {', '.join(MODELS)}")
+    countermeasure = body.get("countermeasure", Isolation.NONE.value)
+    if countermeasure not in Isolation.__members__.values():
+        raise ApiError(400, "invalid_field",
+                       f"'countermeasure' must be one of {', '.join(i.value for i in Isolation)}")
+    try:
+        return jsonify(services().lab.run(str(model), Isolation(countermeasure))), 200
+    except LabBusy as busy:
+        raise ApiError(409, "lab_busy", str(busy), headers={"Retry-After": "5"}) from None
+    except LabFailed as failed:
+        raise ApiError(503, "lab_failed", str(failed), headers={"Retry-After": "5"}) from None

@@ -1,0 +1,144 @@
+"""The isolation lab: the anomaly sagas allow, made to happen on the live services, and the
+semantic lock that prevents it (docs/isolation.md).
+
+Two sign-ups for one new username. The first is slow at its last step and fails there, so it
+compensates; the second starts while the first holds the username at its locking step (A).
+With no countermeasure the second is refused, the username taken by an account that never
+comes to exist (a dirty read): both end COMPENSATED and nobody gets the username. Under a
+semantic lock the first's account is PENDING, the second waits for it, and applies once the
+first has undone itself: it completes.
+
+The first saga's slowness and failure are the lab's own fault (`lab`: a bounded sleep, then a
+failure), acted out even when fault injection is off, and asked only by the lab.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from common.consistency import Unreachable
+from common.declaration import SagaDefinition
+from common.faults import FaultKind
+from common.http import CallFailed, Http
+from common.status import LIVE, Isolation, SagaStatus
+from observer.observer import Observer
+from orchestrator.engine import SagaEngine
+from orchestrator.gateway import ParticipantGateway
+from orchestrator.store import SagaStore
+
+ENDS_WITHIN = 30.0  # seconds both sagas have to end in (each is bounded well under it)
+
+
+class LabBusy(Exception):
+    """Another run of the lab is in progress (one at a time: its delays are bounded, not shared)."""
+
+
+class LabFailed(Exception):
+    """The race could not be set up (a service down, say): nothing to conclude."""
+
+
+@dataclass(frozen=True)
+class Race:
+    """Where the lab runs its race: the steps it uses, and how to reach both models."""
+
+    definition: SagaDefinition
+    engine: SagaEngine
+    store: SagaStore
+    gateway: ParticipantGateway
+    observer: Observer
+    http: Http  # signed calls (the choreographed sign-ups)
+    entry_url: str  # where choreographed sign-ups enter
+
+
+class IsolationLab:
+    def __init__(self, race: Callable[[], Race]) -> None:
+        self.race = race
+        self._running = threading.Lock()
+
+    def run(self, model: str, countermeasure: Isolation) -> dict[str, Any]:
+        """Run the race once; LabBusy if a run is in progress, LabFailed if it cannot be run."""
+        if not self._running.acquire(blocking=False):
+            raise LabBusy("the lab is running another race; try again when it has finished")
+        try:
+            race = self.race()
+            if not race.definition.locking_steps:
+                raise LabFailed(f"{race.definition.key} has no step that holds a semantic lock")
+            locking = race.definition.locking_steps[0]
+            field = locking.receives[0]
+            value = f"lab-{uuid.uuid4().hex[:8]}"
+            inputs = [{name: f"lab-{n}-{name}" for name in race.definition.input_fields} for n in (1, 2)]
+            for saga_input in inputs:
+                saga_input[field] = value
+            slow = {race.definition.steps[-1].name: FaultKind.LAB.value}  # slow, then failing
+            run = self._orchestrated if model == "orchestration" else self._choreographed
+            first, second = run(race, inputs, slow, countermeasure, locking.participant)
+            taken = second["status"] == SagaStatus.COMPENSATED and "is taken" in (second["error"] or "")
+            return {"username" if field == "username" else field: value, "model": model,
+                    "countermeasure": countermeasure.value, "first": first, "second": second,
+                    "anomaly": taken and first["status"] != SagaStatus.COMPLETED}
+        finally:
+            self._running.release()
+
+    def _orchestrated(self, race: Race, inputs: list[dict[str, str]], slow: dict[str, str],
+                      isolation: Isolation, holder: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        engine = race.engine
+        if not engine.has_room():
+            raise LabFailed("too many sagas are waiting to be driven; try again shortly")
+        first = engine.create(inputs[0], slow, isolation=isolation)
+        engine.submit(first.id)
+        self._until_held(race, holder, first.id)
+        second = engine.create(inputs[1], {}, isolation=isolation)
+        done = engine.drive(second.id, logged=second)
+        deadline = time.monotonic() + ENDS_WITHIN
+        while not ((ended := race.store.get(first.id)) and ended.status.finished):
+            if time.monotonic() > deadline:
+                raise LabFailed(f"the first saga {first.id} has not ended within {ENDS_WITHIN:g} s")
+            time.sleep(0.05)
+        return ({"saga_id": first.id, "status": ended.status.value},
+                {"saga_id": done.id, "status": done.status.value, "error": done.error})
+
+    def _choreographed(self, race: Race, inputs: list[dict[str, str]], slow: dict[str, str],
+                       isolation: Isolation, holder: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        def sign_up(saga_input: dict[str, str], fail: dict[str, str]) -> str:
+            try:
+                answer = race.http.post_json(f"{race.entry_url}/signups",
+                                             {**saga_input, "fail": fail, "isolation": isolation.value},
+                                             timeout=10)
+            except CallFailed as error:
+                raise LabFailed(f"the entry service does not answer: {error}") from None
+            if answer.status != 202:
+                raise LabFailed(f"the entry service answered {answer.status}: {answer.text[:200]}")
+            saga_id = str(answer.json()["saga_id"])
+            race.observer.expect(saga_id)
+            return saga_id
+
+        first = sign_up(inputs[0], slow)
+        self._until_held(race, holder, first)
+        second = sign_up(inputs[1], {})
+        ended = {saga_id: race.observer.wait(saga_id, ENDS_WITHIN) for saga_id in (first, second)}
+        for saga_id, saga in ended.items():
+            if saga is None or not SagaStatus(saga["status"]).finished:
+                raise LabFailed(f"the saga {saga_id} has not ended within {ENDS_WITHIN:g} s")
+        one, two = ended[first], ended[second]
+        assert one is not None and two is not None
+        return ({"saga_id": first, "status": one["status"]},
+                {"saga_id": second, "status": two["status"], "error": two["error"]})
+
+    @staticmethod
+    def _until_held(race: Race, service: str, saga_id: str) -> None:
+        """Wait until the first saga holds its row at the locking step's service."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                row = race.gateway.record(service, saga_id)
+            except Unreachable as error:
+                raise LabFailed(f"service {service} does not answer: {error}") from None
+            if row is not None and row.get("status") in LIVE:
+                return
+            time.sleep(0.02)
+        raise LabFailed(f"the first saga {saga_id} did not reach service {service} within 10 s")
