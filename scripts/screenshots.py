@@ -21,7 +21,7 @@ from scripts.chromium import CHROMIUM, FLAGS
 from scripts.stack import ROOT, Stack
 
 OUT = ROOT / "docs" / "screenshots"
-USER = {"username": "ada", "address": "1 Main Street", "payment": "visa-4242"}
+USER = {"address": "1 Main Street", "payment": "visa-4242"}  # each saga a username of its own
 # The charts' traffic: mostly sign-ups that complete, some that fail and are undone, a few
 # whose undo fails; some retried or slow, so that the durations spread.
 MIX: list[tuple[int, dict[str, str]]] = [
@@ -56,7 +56,8 @@ def traffic(stack: Stack, seconds: float) -> None:
     end = time.monotonic() + seconds
     while (now := time.monotonic()) < end:
         for path, headers in STARTS:
-            body: dict[str, Any] = {**USER, "fail": rng.choices(faults, weights)[0]}
+            body: dict[str, Any] = {**USER, "username": f"ada-{rng.randrange(16**6):06x}",
+                                    "fail": rng.choices(faults, weights)[0]}
             answer = session.post(stack.urls["orchestrator"] + path, json=body, headers=headers, timeout=10)
             assert answer.status_code == 202, answer.text
         elapsed = seconds - (end - now)

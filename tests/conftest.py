@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from scripts.stack import PROCESSES, Stack
-from tests.support import TEST_DATABASE_URL
+from tests.support.stacks import TEST_DATABASE_URL
 
 # Each test worker runs systems of four processes, each with a pool of connections; MySQL's
 # default of 151 connections is too few for several workers at once.
@@ -64,13 +63,6 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
 def fresh_stack(make_stack: Callable[..., Stack]) -> Stack:
     """A system of its own, for tests that kill and restart processes."""
     return make_stack()
-
-
-@pytest.fixture
-def user() -> dict[str, str]:
-    """A sign-up with values unique to the test."""
-    tag = uuid.uuid4().hex[:10]
-    return {"username": f"user-{tag}", "address": f"{tag} Main Street", "payment": f"card-{tag}"}
 
 
 @pytest.fixture(scope="session")

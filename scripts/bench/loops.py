@@ -1,4 +1,5 @@
-"""Closed loops of clients, and what each process spent in CPU while they ran."""
+"""Closed loops of clients, what each client sends, and what each process spent in CPU while
+they ran."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,13 @@ import requests
 from scripts.stack import Stack
 
 One = Callable[[requests.Session], bool]  # one saga (or call), done by one client; True if it went as meant
+
+
+def fresh_user() -> dict[str, str]:
+    """A sign-up's input under a fresh tag: service A refuses a username that a live account of
+    another saga holds, so every saga signs up a user of its own."""
+    tag = uuid.uuid4().hex[:12]
+    return {"username": f"bench-{tag}", "address": f"{tag} Bench Road", "payment": f"card-{tag}"}
 
 
 @dataclass

@@ -20,12 +20,11 @@ from pathlib import Path
 
 import requests
 
-from scripts.bench.loops import Result, closed_loop, cpu_seconds
+from scripts.bench.loops import Result, closed_loop, cpu_seconds, fresh_user
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(os.environ.get("SEED_SYSTEM", ROOT.parent / "shared" / "peers" / "seed-system.sh"))
 SOURCE = Path(os.environ.get("SEED_SOURCE", ROOT.parent / ".mirror" / "ritasebastian+saga" / "repo"))
-USER = {"username": "bench", "address": "1 Bench Road", "payment": "card-0000"}
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,7 @@ class Running:
         subprocess.run(self.peer.down, shell=True, capture_output=True, timeout=120)  # noqa: S602
 
     def saga(self, session: requests.Session) -> bool:
-        return session.post(self.peer.start_url, json=USER, timeout=30).status_code == 200
+        return session.post(self.peer.start_url, json=fresh_user(), timeout=30).status_code == 200
 
     def measure(self, clients: int, seconds: float) -> tuple[Result, float]:
         """One round of `clients`: the result, and the peer's CPU per saga (ms)."""

@@ -17,7 +17,8 @@ from common.db import utcnow
 from messaging.events import Envelope
 from scripts.stack import Stack
 from tests.browser.conftest import Console
-from tests.support import consistency
+from tests.support.checks import consistency
+from tests.support.people import fresh_user
 
 pytestmark = pytest.mark.browser
 
@@ -72,7 +73,20 @@ def step_states(page: Page) -> dict[str, str]:
 
 
 def unique(prefix: str) -> str:
+    """A username to type: no other saga's."""
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def renamed(name: str) -> re.Pattern[str]:
+    """`name` as the page starts it again: the same name with a fresh suffix (a username held by
+    a live account cannot be taken again, so every run gets one of its own)."""
+    return re.compile(re.escape(re.sub(r"-[0-9a-f]{4}$", "", name)) + r"-[0-9a-f]{4}")
+
+
+def same_but_renamed(again: dict[str, str], first: dict[str, str]) -> bool:
+    """The same input but for a fresh username."""
+    return (renamed(first["username"]).fullmatch(again["username"]) is not None
+            and {**again, "username": ""} == {**first, "username": ""})
 
 
 # Orchestration ---------------------------------------------------------------------------------
@@ -146,7 +160,8 @@ def test_consistency_check_from_the_page(page: Page, stack: Stack) -> None:
 
 def test_custom_faults_from_the_form_and_the_status_filter(page: Page, stack: Stack) -> None:
     open_dashboard(page, stack)
-    page.get_by_label("Username", exact=True).fill("grace")
+    name = unique("grace")
+    page.get_by_label("Username", exact=True).fill(name)
     page.get_by_label("Fault at B").select_option("transient:N")
     page.locator("input[name=n_b]").fill("2")
     page.get_by_role("button", name="Start saga").click()
@@ -154,7 +169,7 @@ def test_custom_faults_from_the_form_and_the_status_filter(page: Page, stack: St
     saga_id = id_in(page.locator("#start-result"))
     wait_shown(page, saga_id, "COMPLETED")
     saga = get(stack, f"/sagas/{saga_id}")
-    assert (saga["input"]["username"], saga["fail"]) == ("grace", {"b": "transient:2"})
+    assert (saga["input"]["username"], saga["fail"]) == (name, {"b": "transient:2"})
     expect(page.locator("#timeline tr")).to_have_count(5)  # a, b failed twice, b, c
     page.get_by_label("Status").select_option("COMPENSATED")
     expect(page.locator(f"#saga-list button[data-saga='{saga_id}']")).to_have_count(0)
@@ -194,7 +209,7 @@ def test_keyboard_only_start_select_and_switch_models(page: Page, stack: Stack) 
     drawn = page.locator("#saga-list").get_attribute("data-signature")
     # A saga started elsewhere makes the live list redraw: focus must survive the redraw.
     requests.post(f"{stack.urls['orchestrator']}/start", headers={"Prefer": "respond-async"},
-                  json={"username": "elsewhere", "address": "a", "payment": "p"}, timeout=10)
+                  json=fresh_user(), timeout=10)
     expect(page.locator("#saga-list")).not_to_have_attribute("data-signature", drawn or "")
     expect(row).to_be_focused()
     page.keyboard.press("Enter")
@@ -432,13 +447,13 @@ def test_run_again_and_edit_and_run(page: Page, stack: Stack) -> None:
     assert again_id != first["saga_id"]
     wait_shown(page, again_id, "COMPENSATED")
     again = get(stack, f"/sagas/{again_id}")
-    assert again["input"] == first["input"] and again["input"]["username"] == name
+    assert same_but_renamed(again["input"], first["input"]) and first["input"]["username"] == name
     assert again["fail"] == first["fail"] == {"b": "before_commit"}
     # Edit and run: the input and faults go into the form, one thing is changed, it starts.
-    page.get_by_label("Username", exact=True).fill("someone else")
+    page.get_by_label("Username", exact=True).fill(unique("someone-else"))
     page.get_by_label("Fault at B").select_option("")
     page.locator("#edit-run").click()
-    expect(page.get_by_label("Username", exact=True)).to_have_value(name)
+    expect(page.get_by_label("Username", exact=True)).to_have_value(renamed(name))
     expect(page.get_by_label("Username", exact=True)).to_be_focused()
     expect(page.locator("select[name=fail_b]")).to_have_value("before_commit")
     expect(page.locator("#start-result")).to_contain_text(again_id[-8:])
@@ -469,7 +484,7 @@ def test_run_again_choreographed_and_edit_from_the_comparison(page: Page, stack:
     assert again_id != first_id
     wait_shown(page, again_id, "COMPLETED")
     again = get(stack, f"/choreography/sagas/{again_id}")
-    assert (again["input"], again["fail"]) == (first["input"], first["fail"])
+    assert same_but_renamed(again["input"], first["input"]) and again["fail"] == first["fail"]
     # No orchestrated saga had these faults: the comparison offers to run one, then shows it.
     page.get_by_role("button", name="Compare with the other model").click()
     left = page.locator("#compare .compare-column[data-model=orchestration]")
@@ -478,13 +493,13 @@ def test_run_again_choreographed_and_edit_from_the_comparison(page: Page, stack:
     expect(left).to_have_attribute("data-saga", SAGA_ID)
     expect(left).to_contain_text("COMPLETED", timeout=FINAL)
     orchestrated = get(stack, f"/sagas/{left.get_attribute('data-saga')}")
-    assert (orchestrated["input"], orchestrated["fail"]) == (first["input"], first["fail"])
+    assert same_but_renamed(orchestrated["input"], first["input"]) and orchestrated["fail"] == first["fail"]
     # Edit and run from the other model's column: the form switches to that model.
     expect(page.locator("#model-panel")).to_have_attribute("data-model", "choreography")
-    page.get_by_label("Username", exact=True).fill("someone else")
+    page.get_by_label("Username", exact=True).fill(unique("someone-else"))
     left.get_by_role("button", name="Edit and run").click()
     expect(page.locator("#model-panel")).to_have_attribute("data-model", "orchestration")
-    expect(page.get_by_label("Username", exact=True)).to_have_value(first["input"]["username"])
+    expect(page.get_by_label("Username", exact=True)).to_have_value(renamed(first["input"]["username"]))
     expect(page.locator("select[name=fail_a]")).to_have_value("delay:N")
     expect(page.locator("input[name=n_a]")).to_have_value("7")
 

@@ -12,9 +12,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from scripts.stack import Stack
-from tests.support import TEST_DATABASE_URL, USER, PrivateBroker, assert_all_or_nothing
+from tests.support.checks import assert_all_or_nothing
+from tests.support.people import fresh_user
+from tests.support.stacks import TEST_DATABASE_URL, PrivateBroker
 
 CLIENTS = 16
 OUTAGE = 5.0  # seconds the broker's application is down: the fault this test injects
@@ -40,25 +43,27 @@ def test_the_broker_restarted_under_load_loses_nothing(broker: PrivateBroker, tm
         def client() -> None:
             with requests.Session() as session:
                 while not stop.is_set():
-                    answer = session.post(f"{stack.urls['a']}/signups", json=USER, timeout=30)
+                    answer = session.post(f"{stack.urls['a']}/signups", json=fresh_user(), timeout=30)
                     assert answer.status_code == 202, answer.text  # A takes sign-ups, broker or not
                     with guard:
                         started.append(answer.json()["saga_id"])
+
+        def wait_for_sign_ups(count: int) -> None:
+            for attempt in Retrying(stop=stop_after_delay(60), wait=wait_fixed(0.05), reraise=True):
+                with attempt:
+                    assert len(started) >= count, f"{len(started)} sign-ups so far, waiting for {count}"
 
         threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
         for thread in threads:
             thread.start()
         try:
-            while len(started) < 50:  # under load before the fault
-                time.sleep(0.05)
+            wait_for_sign_ups(50)  # under load before the fault
             broker.ctl("stop_app")
             before = len(started)
-            time.sleep(OUTAGE)
+            time.sleep(OUTAGE)  # the outage itself: the fault, not a wait for anything
             assert len(started) > before, "sign-ups went on while the broker was away"
             broker.ctl("start_app")
-            after = len(started)
-            while len(started) < after + 50:  # and after it
-                time.sleep(0.05)
+            wait_for_sign_ups(len(started) + 50)  # and after it
         finally:
             stop.set()
             for thread in threads:

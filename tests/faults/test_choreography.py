@@ -16,7 +16,9 @@ import requests
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from scripts.stack import Stack
-from tests.support import TEST_DATABASE_URL, TRANSPORTS, USER, assert_all_or_nothing
+from tests.support.checks import assert_all_or_nothing
+from tests.support.people import fresh_user
+from tests.support.stacks import TEST_DATABASE_URL, TRANSPORTS
 
 SETTINGS = {"CHOREOGRAPHY_DEADLINE": "20"}  # long enough to live through a kill and a restart
 
@@ -41,9 +43,9 @@ def stack(system: Stack) -> Stack:
 
 
 def try_sign_up(stack: Stack, fail: dict[str, str]) -> str | None:
-    """A sign-up, or None if A did not take it (it may be dead just now)."""
+    """A fresh user's sign-up, or None if A did not take it (it may be dead just now)."""
     try:
-        answer = requests.post(f"{stack.urls['a']}/signups", json={**USER, "fail": fail}, timeout=10)
+        answer = requests.post(f"{stack.urls['a']}/signups", json={**fresh_user(), "fail": fail}, timeout=10)
     except requests.RequestException:
         return None
     return str(answer.json()["saga_id"]) if answer.status_code == 202 else None
@@ -69,7 +71,7 @@ def test_a_killed_process_loses_nothing_and_applies_nothing_twice(stack: Stack, 
         with attempt:  # mid-saga: some saga under way past its sign-up, others not finished yet
             assert len(in_flight(stack, saga_ids)) >= 2
     stack.kill(victim)
-    time.sleep(0.5)
+    time.sleep(0.5)  # down a while, as a crash is: the fault itself, not a wait for anything
     stack.restart(victim)
     statuses = assert_all_or_nothing(stack, saga_ids)
     assert "COMPLETED" in statuses
@@ -79,7 +81,9 @@ def test_a_killed_process_loses_nothing_and_applies_nothing_twice(stack: Stack, 
 def test_broker_connections_cut_mid_saga(stack: Stack) -> None:
     """(The embedded transport's counterpart is the kill above: its connections are HTTP calls.)"""
     saga_ids = [saga_id for _ in range(8) if (saga_id := try_sign_up(stack, {"b": "delay:300"}))]
-    time.sleep(0.2)
+    for attempt in Retrying(stop=stop_after_delay(30), wait=wait_fixed(0.02), reraise=True):
+        with attempt:  # mid-saga: one under way past its sign-up
+            assert in_flight(stack, saga_ids)
     assert cut_broker_connections(f"saga-test-{stack.tag}") >= 4, "the consumers' and the publishers'"
     assert assert_all_or_nothing(stack, saga_ids) == ["COMPLETED"] * len(saga_ids)
     logs = "".join(stack.log(name) for name in ("a", "b", "c", "orchestrator"))
@@ -128,10 +132,10 @@ def test_soak(stack: Stack) -> None:
             with guard:
                 if len(started) >= SOAK_SAGAS:
                     return
-            saga_id = try_sign_up(stack, random_faults(mine))
-            if saga_id is None:
-                time.sleep(0.2)
-                continue
+            for attempt in Retrying(stop=stop_after_delay(60), wait=wait_fixed(0.2), reraise=True):
+                with attempt:  # A may be dead just now: until it takes the sign-up
+                    saga_id = try_sign_up(stack, random_faults(mine))
+                    assert saga_id is not None, "A took no sign-up for a minute"
             with guard:
                 started.append(saga_id)
 

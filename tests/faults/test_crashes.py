@@ -13,7 +13,9 @@ from sqlalchemy import text
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from scripts.stack import RECOVERS_FAILED_COMPENSATIONS, Stack
-from tests.support import USER, consistency, start_async, wait_for_saga
+from tests.support.calls import start_async, wait_for_saga
+from tests.support.checks import consistency
+from tests.support.people import fresh_user
 
 
 def crash_at(stack: Stack, point: str) -> None:
@@ -24,7 +26,7 @@ def start_and_crash(stack: Stack, **fail: str) -> str:
     """Start a saga that will crash the orchestrator; the answer may die with it, so the
     saga is found in the log by its Idempotency-Key."""
     key = uuid.uuid4().hex
-    body = {"username": "ada", "address": "1 Main St", "payment": "visa", "fail": fail}
+    body = {**fresh_user(), "fail": fail}
     # The kill may land before the 202, or between its headers and its body.
     with contextlib.suppress(requests.RequestException):
         requests.post(f"{stack.urls['orchestrator']}/start", json=body, timeout=10,
@@ -88,7 +90,7 @@ def test_a_saga_interrupted_under_version_1_finishes_under_version_1(crash_stack
     assert [(e["step"], e["action"]) for e in saga["events"] if e["action"] != "invoke"] == [
         ("c", "compensate"), ("b", "compensate"), ("a", "compensate")]
     new = requests.post(f"{stack.urls['orchestrator']}/start", timeout=30,
-                        json={**USER, "fail": {"c": "before_commit"}})
+                        json={**fresh_user(), "fail": {"c": "before_commit"}})
     saga = requests.get(f"{stack.urls['orchestrator']}/sagas/{new.json()['saga_id']}", timeout=5).json()
     assert saga["definition"] == {"name": "signup", "version": 2}
     assert [(e["step"], e["action"]) for e in saga["events"] if e["action"] != "invoke"] == [

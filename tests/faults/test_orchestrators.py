@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -19,7 +20,10 @@ from sqlalchemy import text
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from scripts.stack import Stack, free_port
-from tests.support import TEST_DATABASE_URL, USER, consistency, wait_for_saga
+from tests.support.calls import wait_for_saga
+from tests.support.checks import consistency
+from tests.support.people import fresh_user
+from tests.support.stacks import TEST_DATABASE_URL
 
 SLOW = {"b": "delay:400", "c": "delay:400"}
 
@@ -59,7 +63,7 @@ def running_sagas_driven_by(stack: Stack, orchestrator_id: str) -> int:
 def start_many(stack: Stack, targets: list[str], count: int) -> list[str]:
     def start(i: int) -> str:
         answer = requests.post(f"{stack.urls[targets[i % len(targets)]]}/start", timeout=10,
-                               headers={"Prefer": "respond-async"}, json={**USER, "fail": SLOW})
+                               headers={"Prefer": "respond-async"}, json={**fresh_user(), "fail": SLOW})
         assert answer.status_code == 202, answer.text
         return str(answer.json()["saga_id"])
 
@@ -115,24 +119,37 @@ def test_two_live_orchestrators_under_one_id_never_share_a_saga(stack: Stack) ->
     assert_never_two_drivers(stack)
 
 
+def logged_time(value: Any) -> datetime:
+    """A time as the saga log holds it (a datetime, or SQLite's text), naive UTC."""
+    at = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return at.replace(tzinfo=None)
+
+
 def test_a_restart_under_the_same_id_takes_its_dead_predecessors_sagas_at_once(stack: Stack) -> None:
+    """At once, not once the dead instance's 60 s leases have run out: each saga it held is
+    finished before its old lease would have let anyone else take it (by the log's own clock)."""
     stack.kill("orchestrator")
     stack.restart("orchestrator", extra_env={"LEASE_SECONDS": "60"})
     saga_ids = start_many(stack, ["orchestrator"], 6)
     stack.kill("orchestrator")
-    started = time.monotonic()
+    leases = {saga_id: stack.saga_row(saga_id)["lease_expires_at"] for saga_id in saga_ids}
+    held = {saga_id: logged_time(until) for saga_id, until in leases.items() if until is not None}
+    assert held, "the kill should have left sagas under the dead instance's leases"
     stack.restart("orchestrator", extra_env={"LEASE_SECONDS": "60"})
     for saga_id in saga_ids:
-        wait_for_saga(stack, saga_id, "COMPLETED", seconds=30)
-    assert time.monotonic() - started < 30, "not after the 60 s lease: at once"
+        wait_for_saga(stack, saga_id, "COMPLETED", seconds=90)
+    for saga_id, until in held.items():
+        finished = logged_time(stack.saga_row(saga_id)["updated_at"])
+        assert finished < until, f"{saga_id} finished at {finished}, after its old lease ran out ({until})"
     assert "taking back" in stack.log("orchestrator")
     assert_never_two_drivers(stack)
 
 
 def test_a_frozen_orchestrator_that_wakes_after_its_lease_cannot_write(stack: Stack) -> None:
     add_orchestrator(stack, "second", "second-orchestrator")
-    answer = requests.post(f"{stack.urls['orchestrator']}/start", timeout=10,
-                           headers={"Prefer": "respond-async"}, json={**USER, "fail": {"b": "delay:800"}})
+    body = {**fresh_user(), "fail": {"b": "delay:800"}}
+    answer = requests.post(f"{stack.urls['orchestrator']}/start", json=body, timeout=10,
+                           headers={"Prefer": "respond-async"})
     saga_id = answer.json()["saga_id"]
     wait_for_saga(stack, saga_id, "RUNNING", current_step=1)  # its call to B is in flight
     frozen = stack.processes["orchestrator"].pid
@@ -141,11 +158,12 @@ def test_a_frozen_orchestrator_that_wakes_after_its_lease_cannot_write(stack: St
         wait_for_saga(stack, saga_id, "COMPLETED", seconds=30)  # the second took it over
     finally:
         os.killpg(frozen, signal.SIGCONT)
-    time.sleep(2)  # the woken driver's answer from B comes back; it tries to write
+    for attempt in Retrying(stop=stop_after_delay(15), wait=wait_fixed(0.05), reraise=True):
+        with attempt:  # the woken driver's answer from B comes back; it tries to write, and stops
+            assert f"saga {saga_id}: lease lost" in stack.log("orchestrator")
     first, second = owners_in_order(stack, saga_id)[0], owners_in_order(stack, saga_id)[-1]
     assert first.startswith("test-orchestrator-") and second.startswith("second-orchestrator@")
     assert owners_in_order(stack, saga_id) == [first, second], "nothing written after it woke"
-    assert f"saga {saga_id}: lease lost" in stack.log("orchestrator")
     row = stack.saga_row(saga_id)
     assert row is not None and (row["status"], row["lease_owner"]) == ("COMPLETED", None)
     assert_never_two_drivers(stack)

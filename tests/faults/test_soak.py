@@ -8,15 +8,16 @@ from __future__ import annotations
 import os
 import random
 import threading
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import requests
 from sqlalchemy import text
+from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from scripts.stack import Stack
+from tests.support.people import fresh_user
 
 SAGAS = int(os.environ.get("SOAK_SAGAS", "400"))
 CLIENTS = int(os.environ.get("SOAK_CLIENTS", "16"))
@@ -30,28 +31,29 @@ def random_faults(rng: random.Random) -> dict[str, str]:
     return {step: rng.choice(FAULTS) for step in "abc" if rng.random() < 0.25}
 
 
+class StillRunning(Exception):
+    """409: the saga of this key is still running (perhaps being recovered)."""
+
+
 def run_one(stack: Stack, rng: random.Random) -> dict[str, Any]:
-    """Start one saga and keep asking (same Idempotency-Key) until it has a final answer."""
+    """Start one saga and keep asking (same Idempotency-Key, same body) until it has a final answer."""
     key = uuid.uuid4().hex
-    body = {"username": f"soak-{key[:8]}", "address": "1 Soak St", "payment": "card",
-            "fail": random_faults(rng)}
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            answer = requests.post(f"{stack.urls['orchestrator']}/start", json=body, timeout=60,
-                                   headers={"Idempotency-Key": key})
-        except requests.RequestException:  # the orchestrator was killed under us
-            time.sleep(0.2)
-            continue
-        if answer.status_code == 409:  # still running (perhaps being recovered)
-            time.sleep(0.1)
-            continue
-        assert answer.status_code in (200, 500, 504), answer.text
-        return {"key": key, "fail": body["fail"], **answer.json()}
-    with stack.engines["orchestrator"].connect() as connection:
-        row = connection.execute(text("SELECT * FROM sagas WHERE idempotency_key = :k"),
-                                 {"k": key}).mappings().first()
-    raise AssertionError(f"no final answer for {key} in 120 s; in the log: {row}")
+    body = {**fresh_user(), "fail": random_faults(rng)}
+    try:  # until the orchestrator, killed under us perhaps, answers with the saga's end
+        for attempt in Retrying(stop=stop_after_delay(120), wait=wait_fixed(0.1),
+                                retry=retry_if_exception_type((requests.RequestException, StillRunning))):
+            with attempt:
+                answer = requests.post(f"{stack.urls['orchestrator']}/start", json=body, timeout=60,
+                                       headers={"Idempotency-Key": key})
+                if answer.status_code == 409:
+                    raise StillRunning(key)
+    except RetryError:
+        with stack.engines["orchestrator"].connect() as connection:
+            row = connection.execute(text("SELECT * FROM sagas WHERE idempotency_key = :k"),
+                                     {"k": key}).mappings().first()
+        raise AssertionError(f"no final answer for {key} in 120 s; in the log: {row}") from None
+    assert answer.status_code in (200, 500, 504), answer.text
+    return {"key": key, "fail": body["fail"], **answer.json()}
 
 
 def test_soak_with_repeated_orchestrator_kills(fresh_stack: Stack) -> None:

@@ -4,7 +4,6 @@ redrive of its dead letters, or by the nudge once C is back."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +12,10 @@ import requests
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from scripts.stack import Stack
-from tests.support import TEST_DATABASE_URL, USER, assert_rows, choreographed, consistency, sign_up
+from tests.support.calls import choreographed, sign_up
+from tests.support.checks import assert_rows, consistency
+from tests.support.people import fresh_user
+from tests.support.stacks import TEST_DATABASE_URL
 
 # The deadline 4 s (the tests'); a relay gives up on a destination after 3 attempts (about a
 # second); a saga open 2 s past its deadline is stuck.
@@ -36,7 +38,7 @@ def stuck_with_c_down(stack: Stack) -> tuple[str, dict[str, str]]:
     """Sign up while C is down and wait until the saga is stuck: what B and A sent to C is
     dead-lettered, and /consistency lists the saga as needing attention."""
     stack.kill("c")
-    signup = {**USER, "username": f"stuck-{uuid.uuid4().hex[:8]}"}
+    signup = fresh_user()
     saga_id = sign_up(stack, signup)
     for attempt in Retrying(stop=stop_after_delay(30), wait=wait_fixed(0.2), reraise=True):
         with attempt:

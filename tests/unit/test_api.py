@@ -19,9 +19,8 @@ from orchestrator.app import create_app
 from orchestrator.client import Attempt
 from orchestrator.gateway import Probe
 from orchestrator.services import Services
-from tests.support import ScriptedParticipants
-
-USER = {"username": "ada", "address": "1 Main St", "payment": "visa"}
+from tests.support.people import fresh_user
+from tests.support.scripted import ScriptedParticipants
 
 
 class FakeGateway:
@@ -82,13 +81,13 @@ def client(app: Flask) -> FlaskClient:
 
 def test_start_runs_the_default_definition_and_sends_each_service_its_own_field(
         app: Flask, client: FlaskClient) -> None:
-    scripted = participants(app, {})
-    answer = client.post("/start", json=USER)
+    scripted, user = participants(app, {}), fresh_user()
+    answer = client.post("/start", json=user)
     assert answer.status_code == 200, answer.json
     body = answer.json
     assert body is not None and body["status"] == "COMPLETED"
     assert [s["step"] for s in body["steps"]] == ["a", "b", "c"]
-    assert scripted.payloads["c"] == {"saga_id": body["saga_id"], "payment": "visa"}
+    assert scripted.payloads["c"] == {"saga_id": body["saga_id"], "payment": user["payment"]}
     saga = client.get(f"/sagas/{body['saga_id']}").json
     assert saga is not None and saga["definition"] == {"name": "signup", "version": 1}
     assert [e["step"] for e in saga["events"]] == ["a", "b", "c"]
@@ -96,11 +95,11 @@ def test_start_runs_the_default_definition_and_sends_each_service_its_own_field(
 
 def test_a_failed_step_answers_500_and_a_timeout_504(app: Flask, client: FlaskClient) -> None:
     participants(app, {("b", "invoke"): ["error"]})
-    failed = client.post("/start", json=USER)
+    failed = client.post("/start", json=fresh_user())
     body = failed.json
     assert (failed.status_code, body["status"], body["failed_step"]) == (500, "COMPENSATED", "b")
     participants(app, {("c", "invoke"): ["timeout"]})
-    timed_out = client.post("/start", json=USER)
+    timed_out = client.post("/start", json=fresh_user())
     assert (timed_out.status_code, timed_out.json["reason"]) == (504, "timeout")
 
 
@@ -108,25 +107,26 @@ def test_a_failed_step_answers_500_and_a_timeout_504(app: Flask, client: FlaskCl
 def test_the_idempotency_key_is_1_to_128_characters(app: Flask, client: FlaskClient,
                                                    length: int, status: int) -> None:
     participants(app, {})
-    answer = client.post("/start", json=USER, headers={"Idempotency-Key": "k" * length})
+    answer = client.post("/start", json=fresh_user(), headers={"Idempotency-Key": "k" * length})
     assert answer.status_code == status, answer.json
     if status == 400:
         assert answer.json["error"]["code"] == "invalid_idempotency_key"
         assert client.get("/sagas").json["sagas"] == [], "nothing was started"
 
 
-def rows_applied(app: Flask, saga_id: str) -> FakeGateway:
+def rows_applied(app: Flask, saga_id: str, user: dict[str, str]) -> FakeGateway:
     """The fake gateway, holding an APPLIED row with the user's value at A, B and C."""
     gateway: FakeGateway = services_of(app).gateway  # type: ignore[assignment]
     for service, field in (("a", "username"), ("b", "address"), ("c", "payment")):
-        gateway.rows[(service, saga_id)] = {"saga_id": saga_id, "status": "APPLIED", field: USER[field]}
+        gateway.rows[(service, saga_id)] = {"saga_id": saga_id, "status": "APPLIED", field: user[field]}
     return gateway
 
 
 def test_the_rows_of_a_saga_and_their_verdict(app: Flask, client: FlaskClient) -> None:
     participants(app, {})
-    saga_id = client.post("/start", json=USER).json["saga_id"]
-    gateway = rows_applied(app, saga_id)
+    user = fresh_user()
+    saga_id = client.post("/start", json=user).json["saga_id"]
+    gateway = rows_applied(app, saga_id, user)
     assert client.get(f"/sagas/{saga_id}/records").json["verdict"] == "consistent"
     gateway.rows[("b", saga_id)]["status"] = "COMPENSATED"
     records = client.get(f"/sagas/{saga_id}/records").json
@@ -138,8 +138,9 @@ def test_the_rows_of_a_saga_and_their_verdict(app: Flask, client: FlaskClient) -
 
 def test_consistency_compares_values_through_the_gateway(app: Flask, client: FlaskClient) -> None:
     participants(app, {})
-    saga_id = client.post("/start", json=USER).json["saga_id"]
-    gateway = rows_applied(app, saga_id)
+    user = fresh_user()
+    saga_id = client.post("/start", json=user).json["saga_id"]
+    gateway = rows_applied(app, saga_id, user)
     assert client.get("/consistency").json["ok"] is True
     gateway.rows[("b", saga_id)]["address"] = "somewhere else"
     report = client.get("/consistency").json

@@ -21,6 +21,7 @@ from orchestrator.gateway import READ_ATTEMPTS, ParticipantGateway
 from orchestrator.migrate import upgrade
 from orchestrator.store import SagaStore
 from sagas.signup import SIGNUP_V1
+from tests.support.people import fresh_user
 
 
 class Participant:
@@ -68,7 +69,7 @@ def engine_against(url: str, tmp_path: Path) -> SagaEngine:
 def test_a_4xx_is_never_retried(serve: Callable[[Participant], str], tmp_path: Path, status: int) -> None:
     participant = Participant(invoke_b=status)
     engine = engine_against(serve(participant), tmp_path)
-    saga = engine.drive(engine.create({"username": "u", "address": "a", "payment": "p"}, {}).id)
+    saga = engine.drive(engine.create(fresh_user(), {}).id)
     assert (saga.status, saga.failed_step) == (SagaStatus.COMPENSATED, "b")
     assert participant.calls == ["/a/invoke", "/b/invoke", "/b/compensate", "/a/compensate"]
     assert saga.error == "step b: refused"
@@ -77,7 +78,7 @@ def test_a_4xx_is_never_retried(serve: Callable[[Participant], str], tmp_path: P
 def test_a_5xx_is_retried_up_to_the_budget(serve: Callable[[Participant], str], tmp_path: Path) -> None:
     participant = Participant(invoke_b=503)
     engine = engine_against(serve(participant), tmp_path)
-    engine.drive(engine.create({"username": "u", "address": "a", "payment": "p"}, {}).id)
+    engine.drive(engine.create(fresh_user(), {}).id)
     assert participant.calls.count("/b/invoke") == 3, "CALL_RETRIES=2"
 
 

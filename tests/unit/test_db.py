@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from common.db import make_engine, reading
-from tests.support import TEST_DATABASE_URL
+from tests.support.stacks import TEST_DATABASE_URL
 
 pytestmark = pytest.mark.skipif(not TEST_DATABASE_URL, reason="MySQL's pool: runs with TEST_DATABASE_URL")
 

@@ -22,7 +22,8 @@ from orchestrator.model import Event, Lease, LeaseLost, Run, Transition
 from orchestrator.recovery import Recovery
 from orchestrator.store import SagaStore, sagas
 from sagas.signup import SIGNUP_V1, SIGNUP_V2
-from tests.support import ScriptedParticipants
+from tests.support.people import fresh_user
+from tests.support.scripted import ScriptedParticipants
 
 FAST = Defaults(timeout=1, retries=2, compensation_retries=2, backoff=0, backoff_max=0, jitter=0)
 
@@ -34,7 +35,6 @@ TRIP = SagaDefinition("trip", 1, steps=(
          does="send the confirmation"),
 ))
 TRIP_INPUT = {"name": "ada", "card": "visa", "email": "ada@example.org"}
-USER = {"username": "u", "address": "a", "payment": "p"}
 
 
 def make(tmp_path: Path, script: dict[tuple[str, str], list[str]],
@@ -52,16 +52,17 @@ def make(tmp_path: Path, script: dict[tuple[str, str], list[str]],
 
 def test_success_invokes_in_order_sending_each_participant_only_its_fields(tmp_path: Path) -> None:
     engine, participants = make(tmp_path, {})
-    saga = engine.drive(engine.create(USER, {}).id)
+    user = fresh_user()
+    saga = engine.drive(engine.create(user, {}).id)
     assert saga.status is SagaStatus.COMPLETED and saga.lease_owner is None
     logged = engine.store.get(saga.id)
     assert logged is not None
     assert replace(logged, updated_at=None) == replace(saga, updated_at=None), \
         "what drive returns is what the log holds"
     assert participants.actions("invoke") == ["a", "b", "c"]
-    assert participants.payloads == {"a": {"saga_id": saga.id, "username": "u"},
-                                     "b": {"saga_id": saga.id, "address": "a"},
-                                     "c": {"saga_id": saga.id, "payment": "p"}}
+    assert participants.payloads == {"a": {"saga_id": saga.id, "username": user["username"]},
+                                     "b": {"saga_id": saga.id, "address": user["address"]},
+                                     "c": {"saga_id": saga.id, "payment": user["payment"]}}
 
 
 @pytest.mark.parametrize(("failing", "compensated"), [
@@ -69,7 +70,7 @@ def test_success_invokes_in_order_sending_each_participant_only_its_fields(tmp_p
 def test_failure_compensates_from_the_failed_step_backwards(tmp_path: Path, failing: str,
                                                             compensated: list[str]) -> None:
     engine, participants = make(tmp_path, {(failing, "invoke"): ["error"]})
-    saga = engine.drive(engine.create(USER, {}).id)
+    saga = engine.drive(engine.create(fresh_user(), {}).id)
     assert (saga.status, saga.failed_step, saga.reason) == (SagaStatus.COMPENSATED, failing, "error")
     assert participants.numbers(failing, "invoke") == [1, 2, 3], "CALL_RETRIES=2: three attempts"
     assert participants.actions("compensate") == compensated
@@ -77,20 +78,20 @@ def test_failure_compensates_from_the_failed_step_backwards(tmp_path: Path, fail
 
 def test_a_rejected_invoke_is_not_retried(tmp_path: Path) -> None:
     engine, participants = make(tmp_path, {("b", "invoke"): ["rejected"]})
-    saga = engine.drive(engine.create(USER, {}).id)
+    saga = engine.drive(engine.create(fresh_user(), {}).id)
     assert saga.status is SagaStatus.COMPENSATED
     assert participants.numbers("b", "invoke") == [1], "a 4xx would answer the same again"
 
 
 def test_timeout_is_the_reason(tmp_path: Path) -> None:
     engine, _ = make(tmp_path, {("b", "invoke"): ["timeout"]})
-    saga = engine.drive(engine.create(USER, {}).id)
+    saga = engine.drive(engine.create(fresh_user(), {}).id)
     assert (saga.status, saga.reason) == (SagaStatus.COMPENSATED, "timeout")
 
 
 def test_a_failing_compensation_stops_in_order(tmp_path: Path) -> None:
     engine, participants = make(tmp_path, {("c", "invoke"): ["error"], ("b", "compensate"): ["error"]})
-    saga = engine.drive(engine.create(USER, {}).id)
+    saga = engine.drive(engine.create(fresh_user(), {}).id)
     assert saga.status is SagaStatus.COMPENSATION_FAILED and saga.current_step == 1
     assert "a" not in participants.actions("compensate"), "A is not undone before B is"
     assert saga.compensation_error == "compensation of step b failed at attempt 3: error"
@@ -98,7 +99,7 @@ def test_a_failing_compensation_stops_in_order(tmp_path: Path) -> None:
 
 def test_a_driver_that_lost_its_lease_stops_at_its_next_write(tmp_path: Path) -> None:
     engine, participants = make(tmp_path, {})
-    saga = engine.create(USER, {})
+    saga = engine.create(fresh_user(), {})
     real_attempt = participants.attempt
 
     def taken_during_the_call(*args: Any, **kwargs: Any) -> Any:
@@ -115,7 +116,7 @@ def test_a_driver_that_lost_its_lease_stops_at_its_next_write(tmp_path: Path) ->
 
 def test_a_stale_epoch_cannot_write_even_under_the_same_owner(tmp_path: Path) -> None:
     engine, _ = make(tmp_path, {})
-    saga = engine.create(USER, {})
+    saga = engine.create(fresh_user(), {})
     assert saga.lease == Lease("me", 1)
     with engine.store.engine.begin() as connection:  # its lease ran out; it was claimed again
         connection.execute(update(sagas).where(sagas.c.id == saga.id).values(lease_expires_at=None))
@@ -129,7 +130,7 @@ def test_a_stale_epoch_cannot_write_even_under_the_same_owner(tmp_path: Path) ->
 
 def test_a_saga_leased_to_another_is_not_driven(tmp_path: Path) -> None:
     engine, participants = make(tmp_path, {})
-    saga = engine.create(USER, {})
+    saga = engine.create(fresh_user(), {})
     with engine.store.engine.begin() as connection:
         connection.execute(update(sagas).where(sagas.c.id == saga.id).values(lease_owner="other"))
     assert engine.drive(saga.id, Run.RESUMED).status is SagaStatus.RUNNING
@@ -140,7 +141,7 @@ def test_a_saga_leased_to_another_is_not_driven(tmp_path: Path) -> None:
 def test_a_resumed_step_counts_the_attempts_already_logged(tmp_path: Path, made: int,
                                                            numbers: list[int]) -> None:
     engine, participants = make(tmp_path, {("a", "invoke"): ["error"]})
-    saga = engine.create(USER, {})
+    saga = engine.create(fresh_user(), {})
     for number in range(1, made + 1):
         engine.store.record_attempt(saga.id, Lease("me", 1), Event("a", "invoke", number, 500, "error", 1))
     assert engine.drive(saga.id, Run.RESUMED).status is SagaStatus.COMPENSATED
@@ -151,7 +152,7 @@ def test_a_resumed_step_counts_the_attempts_already_logged(tmp_path: Path, made:
 
 def test_a_reopened_compensation_gets_a_full_set_of_retries(tmp_path: Path) -> None:
     engine, participants = make(tmp_path, {("a", "compensate"): ["error", "error", "ok"]})
-    saga = engine.create(USER, {})
+    saga = engine.create(fresh_user(), {})
     with engine.store.engine.begin() as connection:  # as if compensating A had failed 6 times
         connection.execute(update(sagas).where(sagas.c.id == saga.id)
                            .values(status="COMPENSATION_FAILED", current_step=0))
@@ -165,7 +166,7 @@ def test_a_reopened_compensation_gets_a_full_set_of_retries(tmp_path: Path) -> N
 
 def test_recovery_never_starts_a_second_driver_for_a_saga_this_process_holds(tmp_path: Path) -> None:
     engine, participants = make(tmp_path, {})
-    saga = engine.create(USER, {})
+    saga = engine.create(fresh_user(), {})
     with engine.store.engine.begin() as connection:  # its lease ran out while it waited here
         connection.execute(update(sagas).where(sagas.c.id == saga.id).values(lease_expires_at=None))
     recovery = Recovery(engine, interval=1, retry_after=30, max_rounds=1)
@@ -183,7 +184,7 @@ def test_recovery_never_starts_a_second_driver_for_a_saga_this_process_holds(tmp
 
 def test_the_recovery_loop_reopens_a_failed_compensation_at_most_max_rounds_times(tmp_path: Path) -> None:
     engine, participants = make(tmp_path, {("c", "invoke"): ["error"], ("b", "compensate"): ["error"]})
-    saga = engine.drive(engine.create(USER, {}).id)
+    saga = engine.drive(engine.create(fresh_user(), {}).id)
     assert saga.status is SagaStatus.COMPENSATION_FAILED
     recovery = Recovery(engine, interval=1, retry_after=0, max_rounds=2)
     claimed = []
@@ -203,14 +204,14 @@ def test_the_recovery_loop_reopens_a_failed_compensation_at_most_max_rounds_time
 def test_a_saga_finishes_under_the_version_it_started_with(tmp_path: Path) -> None:
     """Started under signup@1, driven after the default moved to signup@2 (C a pivot there)."""
     old, _ = make(tmp_path, {})
-    saga = old.create(USER, {})
+    saga = old.create(fresh_user(), {})
     engine, participants = make(tmp_path, {("c", "invoke"): ["error"]}, default="signup@2")
     finished = engine.drive(saga.id, Run.RESUMED)
     assert (finished.definition_name, finished.definition_version) == ("signup", 1)
     assert finished.status is SagaStatus.COMPENSATED
     assert participants.actions("compensate") == ["c", "b", "a"], "v1 compensates C"
     assert participants.actions("cancel") == [], "v2 would have cancelled it"
-    new = engine.drive(engine.create(USER, {}).id)
+    new = engine.drive(engine.create(fresh_user(), {}).id)
     assert new.definition_version == 2 and participants.actions("cancel") == ["c"]
 
 

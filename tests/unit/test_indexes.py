@@ -21,7 +21,7 @@ from common.db import make_engine, utcnow
 from common.status import SagaStatus
 from orchestrator.model import Event, Lease, Transition
 from orchestrator.store import SagaStore, metadata, saga_events, sagas
-from tests.support import TEST_DATABASE_URL
+from tests.support.stacks import TEST_DATABASE_URL
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, make_url, text
 
 from scripts.schema import PRIVILEGES, SQL, databases, expected_files
-from tests.support import TEST_DATABASE_URL
+from tests.support.stacks import TEST_DATABASE_URL
 
 
 def test_sql_files_match_the_models() -> None:

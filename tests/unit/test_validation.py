@@ -9,36 +9,37 @@ from common.errors import ApiError
 from common.status import SagaStatus
 from orchestrator.validation import parse_start
 from sagas.signup import SIGNUP_V1
-
-USER = {"username": "ada", "address": "1 Main St", "payment": "visa"}
+from tests.support.people import fresh_user
 
 
 def test_start_without_faults() -> None:
-    request = parse_start(USER, {}, SIGNUP_V1)
-    assert (request.input, request.faults) == (USER, {})
+    user = fresh_user()
+    request = parse_start(user, {}, SIGNUP_V1)
+    assert (request.input, request.faults) == (user, {})
 
 
 def test_faults_from_body_and_query_are_canonical() -> None:
-    request = parse_start({**USER, "fail": {"a": " timeout", "b": None}},
+    request = parse_start({**fresh_user(), "fail": {"a": " timeout", "b": None}},
                           {"fail_c": "transient:2"}, SIGNUP_V1)
     assert request.faults == {"a": "timeout", "c": "transient:2"}
 
 
-@pytest.mark.parametrize(("body", "args", "code"), [
-    ({**USER, "username": None}, {}, "missing_field"),
-    ({**USER, "payment": 3}, {}, "invalid_field"),
-    ({**USER, "address": "x" * 256}, {}, "invalid_field"),
-    ({**USER, "extra": 1}, {}, "unknown_field"),
-    ({**USER, "fail": ["b"]}, {}, "invalid_field"),
-    ({**USER, "fail": {"z": "timeout"}}, {}, "unknown_service"),
-    ({**USER, "fail": {"b": 5}}, {}, "invalid_fault"),
-    ({**USER, "fail": {"b": "boom"}}, {}, "invalid_fault"),
-    (USER, {"fail_x": "timeout"}, "unknown_query_flag"),
-    ({**USER, "fail": {"a": "timeout"}}, {"fail_a": "timeout"}, "conflicting_fault"),
+@pytest.mark.parametrize(("changes", "args", "code"), [
+    ({"username": None}, {}, "missing_field"),
+    ({"payment": 3}, {}, "invalid_field"),
+    ({"address": "x" * 256}, {}, "invalid_field"),
+    ({"extra": 1}, {}, "unknown_field"),
+    ({"fail": ["b"]}, {}, "invalid_field"),
+    ({"fail": {"z": "timeout"}}, {}, "unknown_service"),
+    ({"fail": {"b": 5}}, {}, "invalid_fault"),
+    ({"fail": {"b": "boom"}}, {}, "invalid_fault"),
+    ({}, {"fail_x": "timeout"}, "unknown_query_flag"),
+    ({"fail": {"a": "timeout"}}, {"fail_a": "timeout"}, "conflicting_fault"),
 ])
-def test_bad_start_requests(body: dict[str, Any], args: dict[str, str], code: str) -> None:
+def test_bad_start_requests(changes: dict[str, Any], args: dict[str, str], code: str) -> None:
+    """A fresh user's sign-up, changed as the case says."""
     with pytest.raises(ApiError) as raised:
-        parse_start(body, args, SIGNUP_V1)
+        parse_start({**fresh_user(), **changes}, args, SIGNUP_V1)
     assert (raised.value.status, raised.value.code) == (400, code)
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from scripts.stack import Stack
-from tests.support import TEST_DATABASE_URL, TRANSPORTS
+from tests.support.stacks import TEST_DATABASE_URL, TRANSPORTS
 
 
 @pytest.fixture(scope="module", params=sorted(TRANSPORTS))

@@ -12,7 +12,9 @@ from sqlalchemy import text
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from scripts.stack import Stack
-from tests.support import assert_json_error, assert_rows, choreographed, consistency, event_types, sign_up
+from tests.support.calls import choreographed, event_types, sign_up
+from tests.support.checks import assert_json_error, assert_rows, consistency
+from tests.support.people import fresh_user
 
 REQUESTED, CREATED, STORED = "SignupRequested", "AccountCreated", "AddressStored"
 REGISTERED = "PaymentRegistered"
@@ -44,17 +46,12 @@ SCENARIOS: list[tuple[str, dict[str, str], str, str | None, dict[str, str | None
 ]
 
 
-def user() -> dict[str, str]:
-    tag = uuid.uuid4().hex[:10]
-    return {"username": f"user-{tag}", "address": f"{tag} Main Street", "payment": f"card-{tag}"}
-
-
 @pytest.mark.parametrize(("name", "fail", "status", "failed_step", "rows", "events"), SCENARIOS,
                          ids=[s[0] for s in SCENARIOS])
 def test_every_scenario_ends_with_the_rows_orchestration_leaves(
         choreo: Stack, name: str, fail: dict[str, str], status: str, failed_step: str | None,
         rows: dict[str, str | None], events: list[str]) -> None:
-    signup = user()
+    signup = fresh_user()
     saga_id = sign_up(choreo, signup, **fail)
     saga = choreographed(choreo, saga_id)
     assert (saga["status"], saga["failed_step"]) == (status, failed_step), saga
@@ -77,7 +74,7 @@ def test_every_scenario_ends_with_the_rows_orchestration_leaves(
 def test_a_timeout_compensates_and_the_late_commit_is_refused(choreo: Stack) -> None:
     """B outlasts the saga's deadline (4 s in the tests): A's watcher cancels the saga by event,
     C and B leave tombstones, A undoes itself; B's late commit then finds its tombstone."""
-    signup = user()
+    signup = fresh_user()
     saga_id = sign_up(choreo, signup, b="timeout")
     saga = choreographed(choreo, saga_id, seconds=20)
     assert (saga["status"], saga["failed_step"], saga["reason"]) == ("COMPENSATED", "b", "timeout")
@@ -99,7 +96,7 @@ def test_a_timeout_compensates_and_the_late_commit_is_refused(choreo: Stack) -> 
 
 
 def test_a_timeout_at_the_entry_itself(choreo: Stack) -> None:
-    signup = user()
+    signup = fresh_user()
     saga_id = sign_up(choreo, signup, a="timeout")
     saga = choreographed(choreo, saga_id, seconds=20)
     assert (saga["status"], saga["failed_step"], saga["reason"]) == ("COMPENSATED", "a", "timeout")
@@ -114,7 +111,7 @@ def test_a_timeout_at_the_entry_itself(choreo: Stack) -> None:
 
 
 def test_query_flags_work_as_the_body_does(choreo: Stack) -> None:
-    signup = user()
+    signup = fresh_user()
     answer = requests.post(f"{choreo.urls['a']}/signups?fail_c=before_commit", json=signup, timeout=10)
     assert answer.status_code == 202
     saga = choreographed(choreo, answer.json()["saga_id"])
@@ -123,7 +120,7 @@ def test_query_flags_work_as_the_body_does(choreo: Stack) -> None:
 
 def test_the_dashboard_starts_one_through_the_orchestrators_origin(choreo: Stack) -> None:
     answer = requests.post(f"{choreo.urls['orchestrator']}/choreography/signups?fail_b=before_commit",
-                           json=user(), timeout=10)
+                           json=fresh_user(), timeout=10)
     assert answer.status_code == 202, answer.text
     assert choreographed(choreo, answer.json()["saga_id"])["status"] == "COMPENSATED"
 
@@ -149,12 +146,12 @@ def test_bad_input_is_400_and_writes_no_row_and_no_event(choreo: Stack, body: di
 
 
 def test_sign_ups_enter_at_a_only(choreo: Stack) -> None:
-    assert_json_error(requests.post(f"{choreo.urls['b']}/signups", json=user(), timeout=10), 404)
+    assert_json_error(requests.post(f"{choreo.urls['b']}/signups", json=fresh_user(), timeout=10), 404)
 
 
 def test_the_observer_lists_newest_first_filters_and_404s(choreo: Stack) -> None:
-    first = sign_up(choreo, user())
-    second = sign_up(choreo, user(), a="before_commit")
+    first = sign_up(choreo, fresh_user())
+    second = sign_up(choreo, fresh_user(), a="before_commit")
     choreographed(choreo, first)
     choreographed(choreo, second)
     base = f"{choreo.urls['orchestrator']}/choreography/sagas"
@@ -173,7 +170,7 @@ def test_the_observer_lists_newest_first_filters_and_404s(choreo: Stack) -> None
 
 
 def test_the_consistency_check_covers_choreographed_sagas(choreo: Stack) -> None:
-    signup = user()
+    signup = fresh_user()
     done = sign_up(choreo, signup)
     choreographed(choreo, done)
     assert consistency(choreo)["violations"] == []

@@ -17,7 +17,9 @@ from common.signing import sign_event
 from messaging.events import Envelope
 from messaging.rabbitmq import SIGNATURE_HEADER, Topology
 from scripts.stack import Stack
-from tests.support import BROKER_URL, assert_json_error, choreographed, event_types, sign_up
+from tests.support.calls import choreographed, event_types, sign_up
+from tests.support.checks import assert_json_error
+from tests.support.stacks import BROKER_URL
 
 SUCCESS = ("SignupRequested", "AccountCreated", "AddressStored", "PaymentRegistered")
 

@@ -22,7 +22,7 @@ from common.faults import Sleeps
 from messaging.events import Envelope
 from participant.config import participant_config
 from participant.records import RecordStore, records_table
-from tests.support import TEST_DATABASE_URL
+from tests.support.stacks import TEST_DATABASE_URL
 
 
 @pytest.fixture

@@ -19,7 +19,10 @@ from common.signing import sign_event
 from messaging.events import Envelope
 from messaging.rabbitmq import SIGNATURE_HEADER, Topology
 from scripts.stack import Stack
-from tests.support import BROKER_URL, USER, choreographed, consistency, sign_up, start
+from tests.support.calls import choreographed, sign_up, start
+from tests.support.checks import consistency
+from tests.support.people import fresh_user
+from tests.support.stacks import BROKER_URL
 
 
 def refused(stack: Stack, reason: str, processes: str = "a b c orchestrator") -> float:
@@ -59,7 +62,7 @@ def dead_letters(stack: Stack) -> list[dict[str, Any]]:
 
 
 def completed_orchestrated(stack: Stack) -> str:
-    answer = start(stack, {**USER, "username": f"u-{uuid.uuid4().hex[:8]}"})
+    answer = start(stack, fresh_user())
     assert answer.json()["status"] == "COMPLETED", answer.text
     return str(answer.json()["saga_id"])
 
@@ -159,7 +162,7 @@ def test_a_choreography_event_never_touches_an_orchestrated_saga(choreo: Stack) 
 
 @pytest.mark.parametrize("action", ["invoke", "compensate", "cancel"])
 def test_the_orchestrator_never_touches_a_choreographed_row(choreo: Stack, action: str) -> None:
-    signup = {**USER, "username": f"u-{uuid.uuid4().hex[:8]}"}
+    signup = fresh_user()
     saga_id = sign_up(choreo, signup)
     assert choreographed(choreo, saga_id)["status"] == "COMPLETED"
     body = {"saga_id": saga_id, **({"address": "elsewhere"} if action == "invoke" else {})}

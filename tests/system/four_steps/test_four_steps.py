@@ -4,7 +4,6 @@ orchestrator and the choreography (both transports) take it from the declaration
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +12,9 @@ import requests
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from scripts.stack import Stack
-from tests.support import TEST_DATABASE_URL, TRANSPORTS, choreographed, event_types, sign_up, start
+from tests.support.calls import choreographed, event_types, sign_up, start
+from tests.support.people import fresh_user
+from tests.support.stacks import TEST_DATABASE_URL, TRANSPORTS
 
 HERE = "tests.system.four_steps"
 STEPS = ("a", "b", "c", "d")
@@ -39,12 +40,6 @@ def four(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
                     apps={"d": f"{HERE}.service_d:app"}).start()
     yield running
     running.stop()
-
-
-def user() -> dict[str, str]:
-    tag = uuid.uuid4().hex[:10]
-    return {"username": f"user-{tag}", "address": f"{tag} Main St", "payment": f"card-{tag}",
-            "email": f"{tag}@example.com"}
 
 
 def rows(stack: Stack, saga_id: str, signup: dict[str, str]) -> dict[str, str | None]:
@@ -80,7 +75,7 @@ def test_the_definition_and_the_flow_have_four_steps(four: Stack) -> None:
 
 @pytest.mark.parametrize("failed_at", [None, *STEPS])
 def test_orchestrated_success_and_a_failure_at_each_step(four: Stack, failed_at: str | None) -> None:
-    signup = user()
+    signup = fresh_user(email=True)
     answer = start(four, signup, **({failed_at: "before_commit"} if failed_at else {}))
     body = answer.json()
     assert (answer.status_code, body["status"]) == ((200, "COMPLETED") if failed_at is None
@@ -96,7 +91,7 @@ def test_orchestrated_success_and_a_failure_at_each_step(four: Stack, failed_at:
 
 @pytest.mark.parametrize("failed_at", [None, *STEPS])
 def test_choreographed_success_and_a_failure_at_each_step(four: Stack, failed_at: str | None) -> None:
-    signup = user()
+    signup = fresh_user(email=True)
     saga_id = sign_up(four, signup, **({failed_at: "before_commit"} if failed_at else {}))
     saga = choreographed(four, saga_id)
     assert (saga["status"], saga["failed_step"]) == ("COMPLETED" if failed_at is None else "COMPENSATED",
@@ -113,12 +108,12 @@ def test_a_failed_compensation_stops_where_it_failed_in_both_models(four: Stack)
     """D fails; C cannot undo itself: C (and B and A before it) keep their rows, and the saga
     is COMPENSATION_FAILED, in both models alike."""
     fail = {"c": "compensate_fail", "d": "before_commit"}
-    signup = user()
+    signup = fresh_user(email=True)
     answer = start(four, signup, **fail)
     assert (answer.status_code, answer.json()["status"]) == (500, "COMPENSATION_FAILED"), answer.text
     wanted = {"a": "APPLIED", "b": "APPLIED", "c": "APPLIED", "d": "CANCELLED"}
     assert rows(four, answer.json()["saga_id"], signup) == wanted
-    signup = user()
+    signup = fresh_user(email=True)
     saga_id = sign_up(four, signup, **fail)
     assert choreographed(four, saga_id)["status"] == "COMPENSATION_FAILED"
     for attempt in Retrying(stop=stop_after_delay(10), wait=wait_fixed(0.05), reraise=True):
@@ -132,7 +127,7 @@ def test_the_deadline_cancels_the_last_step_and_everything_before_it_is_undone(f
     """D outlasts the choreographed saga's deadline: A's watcher publishes SignupTimedOut, D
     leaves a tombstone, and C, B and A undo themselves; orchestrated, D's calls time out and
     the saga is compensated from D back (504)."""
-    signup = user()
+    signup = fresh_user(email=True)
     saga_id = sign_up(four, signup, d="timeout")
     saga = choreographed(four, saga_id, seconds=25)
     assert (saga["status"], saga["failed_step"], saga["reason"]) == ("COMPENSATED", "d", "timeout"), saga
@@ -144,7 +139,7 @@ def test_the_deadline_cancels_the_last_step_and_everything_before_it_is_undone(f
             assert types[-1] == "AccountRemoved", types
     assert rows(four, saga_id, signup) == {"a": "COMPENSATED", "b": "COMPENSATED", "c": "COMPENSATED",
                                            "d": "CANCELLED"}
-    signup = user()
+    signup = fresh_user(email=True)
     answer = start(four, signup, d="timeout")
     body: dict[str, Any] = answer.json()
     assert (answer.status_code, body["status"], body["failed_step"], body["reason"]) == \

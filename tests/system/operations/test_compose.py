@@ -35,7 +35,8 @@ from messaging.broker_accounts import remove, url_for
 from messaging.rabbitmq import purge
 from scripts.schema import SQL, password_variable, users_sql
 from scripts.stack import ROOT, free_port
-from tests.support import BROKER_URL, TEST_DATABASE_URL
+from tests.support.people import fresh_user
+from tests.support.stacks import BROKER_URL, TEST_DATABASE_URL
 
 APPS = ("service_a", "service_b", "service_c", "orchestrator")
 PORTS = {"orchestrator": 5000, "service_a": 5001, "service_b": 5002, "service_c": 5003}
@@ -211,12 +212,11 @@ def test_compose_services_start_pass_their_health_checks_and_run_sagas(compose_h
                 assert app["process"].poll() is None, f"{name} exited"
                 subprocess.run(check, check=True, capture_output=True, timeout=5)
     start = f"{apps['orchestrator']['url']}/start"
-    user = {"username": "compose", "address": "1 Compose Way", "payment": "visa"}
-    done = requests.post(start, json=user, timeout=60)
+    done = requests.post(start, json=fresh_user(), timeout=60)
     assert (done.status_code, done.json()["status"]) == (200, "COMPLETED"), done.text
-    failed = requests.post(f"{start}?fail_c=before_commit", json=user, timeout=60)
+    failed = requests.post(f"{start}?fail_c=before_commit", json=fresh_user(), timeout=60)
     assert (failed.status_code, failed.json()["status"]) == (500, "COMPENSATED"), failed.text
-    signup = requests.post(f"{apps['service_a']['url']}/signups", json=user, timeout=10)
+    signup = requests.post(f"{apps['service_a']['url']}/signups", json=fresh_user(), timeout=10)
     assert signup.status_code == 202, signup.text
     observed = requests.get(f"{apps['orchestrator']['url']}/choreography/sagas/{signup.json()['saga_id']}",
                             params={"wait": 20}, timeout=30).json()
@@ -235,7 +235,7 @@ def test_compose_services_start_pass_their_health_checks_and_run_sagas(compose_h
 @pytest.mark.skipif(not TEST_DATABASE_URL, reason="database users: MySQL/MariaDB only")
 def test_each_process_user_reaches_its_own_database_only(compose_here: dict[str, Any]) -> None:
     tag, databases = compose_here["tag"], compose_here["databases"]
-    user = {"username": "own", "address": "1 Own Way", "payment": "visa"}
+    user = fresh_user()
     for attempt in Retrying(stop=stop_after_delay(30), wait=wait_fixed(0.2), reraise=True):
         with attempt:  # once it is up: the orchestrator, as its own user, logs a saga
             done = requests.post(f"{compose_here['apps']['orchestrator']['url']}/start", json=user,

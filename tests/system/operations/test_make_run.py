@@ -1,8 +1,9 @@
 """`make run` survives a crash: the README's "Watch a crash" walk-through, through make itself.
 
-kill -9 the orchestrator with a slow saga in flight: supervisord starts it again within two
-seconds while the services keep serving, and the saga finishes. The same for service B.
-Ctrl-C (SIGINT to make's process group) then stops all four.
+kill -9 the orchestrator with a slow saga in flight: supervisord starts it again while the
+services keep serving, and the saga finishes. The same for service B. Ctrl-C (SIGINT to make's
+process group) then stops all four. (How soon a killed process serves again is measured by
+`make bench`, not here.)
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +30,8 @@ from scripts.stack import (
     drop_databases,
     free_port,
 )
-from tests.support import TEST_DATABASE_URL, USER
+from tests.support.people import fresh_user
+from tests.support.stacks import TEST_DATABASE_URL
 
 PORTS = {"orchestrator": "ORCHESTRATOR_PORT", "a": "SERVICE_A_PORT", "b": "SERVICE_B_PORT",
          "c": "SERVICE_C_PORT"}
@@ -87,49 +88,56 @@ def pids(running: dict[str, Any], name: str) -> list[int]:
     return [int(pid) for pid in found]
 
 
-def kill_9_and_time_the_restart(running: dict[str, Any], name: str, program: str) -> float:
-    """kill -9 every process of a program; seconds until supervisord has started it again."""
+def kill_9(running: dict[str, Any], name: str, program: str) -> None:
+    """kill -9 every process of a program, and wait until supervisord has started it again."""
     old = pids(running, name)
     assert old, f"{name} is not running"
     spawned_before = running["log"].read_text().count(f"spawned: '{program}'")
     for pid in old:
         os.kill(pid, signal.SIGKILL)
-    killed = time.monotonic()
     for attempt in Retrying(stop=stop_after_delay(10), wait=wait_fixed(0.05), reraise=True):
         with attempt:
             assert running["log"].read_text().count(f"spawned: '{program}'") > spawned_before
-    return time.monotonic() - killed
 
 
-def saga_status(running: dict[str, Any], saga_id: str) -> str:
-    return str(requests.get(f"{running['urls']['orchestrator']}/sagas/{saga_id}", timeout=5).json()["status"])
+def saga(running: dict[str, Any], saga_id: str) -> dict[str, Any]:
+    answer = requests.get(f"{running['urls']['orchestrator']}/sagas/{saga_id}", timeout=5)
+    return answer.json()  # type: ignore[no-any-return]
+
+
+def wait_in_flight(running: dict[str, Any], saga_id: str, step: int) -> None:
+    """Until the saga is RUNNING at `step` (its call to that step's service under way)."""
+    for attempt in Retrying(stop=stop_after_delay(10), wait=wait_fixed(0.02), reraise=True):
+        with attempt:
+            found = saga(running, saga_id)
+            assert (found["status"], found["current_step"]) == ("RUNNING", step), found
 
 
 def test_make_run_restarts_a_killed_process_and_the_saga_finishes(make_run: dict[str, Any]) -> None:
     urls = make_run["urls"]
     # The orchestrator killed while C takes its time: restarted, it takes the saga back.
-    answer = requests.post(f"{urls['orchestrator']}/start", json={**USER, "fail": {"c": "delay:800"}},
+    answer = requests.post(f"{urls['orchestrator']}/start", json={**fresh_user(), "fail": {"c": "delay:800"}},
                            headers={"Prefer": "respond-async"}, timeout=10)
     saga_id = answer.json()["saga_id"]
-    time.sleep(0.3)
-    assert kill_9_and_time_the_restart(make_run, "orchestrator", "orchestrator") < 2
+    wait_in_flight(make_run, saga_id, 2)
+    kill_9(make_run, "orchestrator", "orchestrator")
     assert requests.get(f"{urls['b']}/health", timeout=2).status_code == 200, "the others kept serving"
     wait_healthy(urls["orchestrator"], make_run["log"])
     for attempt in Retrying(stop=stop_after_delay(30), wait=wait_fixed(0.2), reraise=True):
         with attempt:
-            assert saga_status(make_run, saga_id) == "COMPLETED"
+            assert saga(make_run, saga_id)["status"] == "COMPLETED"
     assert "taking back 1 unfinished saga" in make_run["log"].read_text()
 
     # Service B killed in the middle of its call: retried, or compensated, but all or nothing.
-    answer = requests.post(f"{urls['orchestrator']}/start", json={**USER, "fail": {"b": "delay:600"}},
+    answer = requests.post(f"{urls['orchestrator']}/start", json={**fresh_user(), "fail": {"b": "delay:600"}},
                            headers={"Prefer": "respond-async"}, timeout=10)
     saga_id = answer.json()["saga_id"]
-    time.sleep(0.2)
-    assert kill_9_and_time_the_restart(make_run, "b", "service_b") < 2
+    wait_in_flight(make_run, saga_id, 1)
+    kill_9(make_run, "b", "service_b")
     wait_healthy(urls["b"], make_run["log"])
     for attempt in Retrying(stop=stop_after_delay(30), wait=wait_fixed(0.2), reraise=True):
         with attempt:
-            assert saga_status(make_run, saga_id) in ("COMPLETED", "COMPENSATED")
+            assert saga(make_run, saga_id)["status"] in ("COMPLETED", "COMPENSATED")
     report = requests.get(f"{urls['orchestrator']}/consistency", timeout=30).json()
     assert (report["complete"], report["violations"]) == (True, [])
 
@@ -148,7 +156,7 @@ def test_make_run_gives_each_process_a_broker_account_of_its_own() -> None:
     from messaging.broker_accounts import remove
     from messaging.rabbitmq import purge
     from scripts.run import broker_accounts, config
-    from tests.support import BROKER_URL
+    from tests.support.stacks import BROKER_URL
 
     namespace = f"saga-run-{uuid.uuid4().hex[:8]}"
     env = {"BROKER_URL": BROKER_URL, "BROKER_NAMESPACE": namespace, "RUN_DIR": "/tmp",

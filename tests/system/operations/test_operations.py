@@ -15,15 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from scripts.stack import PROCESSES, Stack
-from tests.support import (
-    TEST_DATABASE_URL,
-    USER,
-    OtlpReceiver,
-    choreographed,
-    invoke,
-    sign_up,
-    start,
-)
+from tests.support.calls import choreographed, invoke, sign_up, start
+from tests.support.people import fresh_user
+from tests.support.stacks import TEST_DATABASE_URL
+from tests.support.stand_ins import OtlpReceiver
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +108,7 @@ CHOREOGRAPHED_FAILURE_AT_C = {
 def test_a_failure_at_c_moves_exactly_the_counters_it_should(traced: tuple[Stack, OtlpReceiver]) -> None:
     stack, _ = traced
     before = scrape(stack)
-    answer = start(stack, USER, c="before_commit")
+    answer = start(stack, fresh_user(), c="before_commit")
     assert answer.json()["status"] == "COMPENSATED"
     after = scrape(stack)
     assert moved(before, after) == ORCHESTRATED_FAILURE_AT_C
@@ -146,7 +141,7 @@ def spans_of(receiver: OtlpReceiver, trace_id: str, count: int) -> list[dict[str
 
 def test_one_trace_per_saga_across_the_four_processes(traced: tuple[Stack, OtlpReceiver]) -> None:
     stack, receiver = traced
-    saga_id = start(stack, USER, c="before_commit").json()["saga_id"]
+    saga_id = start(stack, fresh_user(), c="before_commit").json()["saga_id"]
     trace_id = requests.get(f"{stack.urls['orchestrator']}/sagas/{saga_id}", timeout=5).json()["trace_id"]
     assert len(trace_id) == 32 and int(trace_id, 16)
     spans = spans_of(receiver, trace_id, 1 + 1 + 8 + 8)  # root, drive, 8 attempts, 8 handled calls
@@ -193,7 +188,7 @@ def test_a_choreographed_saga_is_one_trace_too(traced: tuple[Stack, OtlpReceiver
 
 def test_json_logs_are_one_object_a_line_everywhere(traced: tuple[Stack, OtlpReceiver]) -> None:
     stack, _ = traced
-    saga_id = start(stack, USER, c="transient:1").json()["saga_id"]
+    saga_id = start(stack, fresh_user(), c="transient:1").json()["saga_id"]
     for process in PROCESSES:
         lines = [line for line in stack.log(process).splitlines() if line.strip()]
         parsed = [json.loads(line) for line in lines]  # every line, gunicorn's included

@@ -11,7 +11,9 @@ import requests
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from scripts.stack import Stack
-from tests.support import assert_json_error, compensate, invoke
+from tests.support.calls import compensate, invoke
+from tests.support.checks import all_counts, assert_json_error
+from tests.support.people import fresh_user, fresh_value
 
 
 def saga_id() -> str:
@@ -20,14 +22,14 @@ def saga_id() -> str:
 
 @pytest.mark.parametrize("service", ["a", "b", "c"])
 def test_repeated_invoke_returns_the_same_answer_and_writes_once(stack: Stack, service: str) -> None:
-    sid = saga_id()
+    sid, value = saga_id(), fresh_value(service)
     before = stack.count(service, f"table_{service}")
-    answers = [invoke(stack, service, sid, "first") for _ in range(3)]
+    answers = [invoke(stack, service, sid, value) for _ in range(3)]
     assert {a.status_code for a in answers} == {200}
     assert {tuple(sorted(a.json().items())) for a in answers} == {
         (("saga_id", sid), ("service", service), ("status", "APPLIED"))}
     assert stack.count(service, f"table_{service}") == before + 1
-    assert stack.row(service, sid) == {"saga_id": sid, "value": "first", "status": "APPLIED"}
+    assert stack.row(service, sid) == {"saga_id": sid, "value": value, "status": "APPLIED"}
 
 
 def test_repeated_compensate_is_idempotent(stack: Stack) -> None:
@@ -42,7 +44,7 @@ def test_compensate_before_invoke_leaves_a_tombstone_that_refuses_the_late_invok
     sid = saga_id()
     first = compensate(stack, "c", sid)
     assert (first.status_code, first.json()["status"]) == (200, "CANCELLED")
-    late = invoke(stack, "c", sid, "late")
+    late = invoke(stack, "c", sid)
     assert late.status_code == 409, late.text
     assert late.json()["status"] == "CANCELLED"
     assert stack.row("c", sid) == {"saga_id": sid, "value": None, "status": "CANCELLED"}
@@ -51,20 +53,20 @@ def test_compensate_before_invoke_leaves_a_tombstone_that_refuses_the_late_invok
 
 
 def test_invoke_after_compensation_is_refused(stack: Stack) -> None:
-    sid = saga_id()
-    invoke(stack, "a", sid, "x")
+    sid, username = saga_id(), fresh_value("a")
+    invoke(stack, "a", sid, username)
     compensate(stack, "a", sid)
-    retry = invoke(stack, "a", sid, "x")
+    retry = invoke(stack, "a", sid, username)  # the same saga's invoke again
     assert (retry.status_code, retry.json()["status"]) == (409, "COMPENSATED")
     assert stack.row_status("a", sid) == "COMPENSATED"
 
 
 def test_concurrent_duplicate_invokes_make_one_row(stack: Stack) -> None:
-    sid = saga_id()
+    sid, username = saga_id(), fresh_value("a")
     with ThreadPoolExecutor(16) as pool:
-        answers = list(pool.map(lambda _: invoke(stack, "a", sid, "same"), range(16)))
+        answers = list(pool.map(lambda _: invoke(stack, "a", sid, username), range(16)))
     assert {a.status_code for a in answers} == {200}
-    assert stack.rows_of("a", sid) == [{"saga_id": sid, "value": "same", "status": "APPLIED"}], \
+    assert stack.rows_of("a", sid) == [{"saga_id": sid, "value": username, "status": "APPLIED"}], \
         "one row, however many invokes raced"
 
 
@@ -72,7 +74,7 @@ def test_an_invoke_in_flight_when_compensate_lands_is_refused_when_it_wakes(stac
     """The late-commit interleaving, forced: invoke sleeps before its commit, compensate runs."""
     sid = saga_id()
     with ThreadPoolExecutor(1) as pool:
-        in_flight = pool.submit(invoke, stack, "b", sid, "late", **{"X-Saga-Fault": "delay:2000"})
+        in_flight = pool.submit(invoke, stack, "b", sid, **{"X-Saga-Fault": "delay:2000"})
         # Only once B says the invoke is asleep before its commit is the compensate sent.
         for attempt in Retrying(stop=stop_after_delay(5), wait=wait_fixed(0.01), reraise=True):
             with attempt:
@@ -137,15 +139,9 @@ def test_bad_fault_headers_are_rejected(stack: Stack, headers: dict[str, str]) -
 
 
 def user_body(**changes: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"username": "ada", "address": "1 Main St", "payment": "visa"}
-    body.update(changes)
+    """A fresh user's sign-up, changed (a None removes the field)."""
+    body: dict[str, Any] = {**fresh_user(), **changes}
     return {k: v for k, v in body.items() if v is not None}
-
-
-def all_counts(stack: Stack) -> dict[str, int]:
-    tables = [("orchestrator", "sagas"), ("orchestrator", "saga_events"), ("a", "table_a"),
-              ("b", "table_b"), ("c", "table_c")]
-    return {table: stack.count(process, table) for process, table in tables}
 
 
 BAD_STARTS = [
@@ -202,13 +198,13 @@ def test_wrong_method_is_a_json_405(stack: Stack) -> None:
 
 
 def test_records_lists_newest_first(stack: Stack) -> None:
-    first, second = saga_id(), saga_id()
-    invoke(stack, "c", first)
+    first, second, payment = saga_id(), saga_id(), fresh_value("c")
+    invoke(stack, "c", first, payment)
     invoke(stack, "c", second)
     records = requests.get(f"{stack.urls['c']}/records?limit=2", timeout=5).json()["records"]
     assert [r["saga_id"] for r in records] == [second, first]
     one = requests.get(f"{stack.urls['c']}/records/{first}", timeout=5).json()
-    assert (one["service"], one["payment"], one["status"]) == ("c", "v", "APPLIED")
+    assert (one["service"], one["payment"], one["status"]) == ("c", payment, "APPLIED")
 
 
 @pytest.mark.parametrize(("request_body", "service", "status_code"), [

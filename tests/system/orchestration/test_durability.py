@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -16,9 +15,9 @@ from sqlalchemy import text
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from scripts.stack import RECOVERS_FAILED_COMPENSATIONS, ROOT, Stack
-from tests.support import consistency, wait_for_saga
-
-USER = {"username": "ada", "address": "1 Main St", "payment": "visa"}
+from tests.support.calls import wait_for_saga
+from tests.support.checks import consistency
+from tests.support.people import fresh_user
 
 
 def start(stack: Stack, body: dict[str, Any], key: str | None = None, **headers: str) -> requests.Response:
@@ -28,10 +27,10 @@ def start(stack: Stack, body: dict[str, Any], key: str | None = None, **headers:
 
 
 def test_a_repeated_key_answers_as_the_first_and_starts_nothing(stack: Stack) -> None:
-    key = uuid.uuid4().hex
-    first = start(stack, {**USER, "fail": {"b": "before_commit"}}, key)
+    key, body = uuid.uuid4().hex, {**fresh_user(), "fail": {"b": "before_commit"}}
+    first = start(stack, body, key)
     sagas = stack.count("orchestrator", "sagas")
-    again = start(stack, {**USER, "fail": {"b": "before_commit"}}, key)
+    again = start(stack, body, key)  # the same request again, on purpose
     assert (again.status_code, again.json()) == (first.status_code, first.json())
     assert first.status_code == 500 and first.json()["status"] == "COMPENSATED"
     assert stack.count("orchestrator", "sagas") == sagas, "the repeat started nothing"
@@ -39,10 +38,10 @@ def test_a_repeated_key_answers_as_the_first_and_starts_nothing(stack: Stack) ->
 
 def test_the_same_key_with_another_body_is_422(stack: Stack) -> None:
     key = uuid.uuid4().hex
-    first = start(stack, USER, key)
+    first = start(stack, fresh_user(), key)
     assert first.status_code == 200
     sagas = stack.count("orchestrator", "sagas")
-    other = start(stack, {**USER, "username": "bob"}, key)
+    other = start(stack, fresh_user(), key)
     assert other.status_code == 422, other.text
     assert other.json()["error"]["code"] == "idempotency_key_reused"
     assert stack.count("orchestrator", "sagas") == sagas
@@ -50,7 +49,7 @@ def test_the_same_key_with_another_body_is_422(stack: Stack) -> None:
 
 def test_a_repeat_while_the_first_runs_is_409(stack: Stack) -> None:
     key = uuid.uuid4().hex
-    body = {**USER, "fail": {"b": "delay:600"}}
+    body = {**fresh_user(), "fail": {"b": "delay:600"}}  # sent three times with one key, on purpose
     first: dict[str, requests.Response] = {}
     runner = threading.Thread(target=lambda: first.update(answer=start(stack, body, key)))
     runner.start()
@@ -67,7 +66,7 @@ def test_a_repeat_while_the_first_runs_is_409(stack: Stack) -> None:
 
 
 def test_retry_resumes_a_failed_compensation(stack: Stack) -> None:
-    failed = start(stack, {**USER, "fail": {"b": "compensate_fail", "c": "before_commit"}})
+    failed = start(stack, {**fresh_user(), "fail": {"b": "compensate_fail", "c": "before_commit"}})
     saga_id = failed.json()["saga_id"]
     assert failed.json()["status"] == "COMPENSATION_FAILED"
     assert [stack.row_status(s, saga_id) for s in "abc"] == ["APPLIED", "APPLIED", "CANCELLED"]
@@ -86,7 +85,7 @@ def test_the_recovery_loop_retries_a_failed_compensation_once_the_service_is_bac
         make_stack: Callable[..., Stack]) -> None:
     stack = make_stack(**RECOVERS_FAILED_COMPENSATIONS)
     stack.kill("b")
-    failed = start(stack, USER)  # B unreachable: invoke fails, and so does compensating B
+    failed = start(stack, fresh_user())  # B unreachable: invoke fails, and so does compensating B
     saga_id = failed.json()["saga_id"]
     assert failed.json()["status"] == "COMPENSATION_FAILED", failed.text
     assert stack.row_status("a", saga_id) == "APPLIED"
@@ -104,10 +103,10 @@ def run_check(stack: Stack) -> subprocess.CompletedProcess[str]:
 
 def test_consistency_finds_every_kind_of_violation(fresh_stack: Stack) -> None:
     stack = fresh_stack
-    done = start(stack, USER).json()["saga_id"]
-    other = start(stack, USER).json()["saga_id"]
-    undone = start(stack, {**USER, "fail": {"c": "before_commit"}}).json()["saga_id"]
-    mixed = start(stack, USER).json()["saga_id"]
+    done = start(stack, fresh_user()).json()["saga_id"]
+    other = start(stack, fresh_user()).json()["saga_id"]
+    undone = start(stack, {**fresh_user(), "fail": {"c": "before_commit"}}).json()["saga_id"]
+    mixed = start(stack, fresh_user()).json()["saga_id"]
     report = requests.get(f"{stack.urls['orchestrator']}/consistency", timeout=30).json()
     assert (report["ok"], report["checked"], report["violations"]) == (True, 4, [])
     assert run_check(stack).returncode == 0
@@ -148,18 +147,18 @@ def test_the_check_reports_nothing_false_under_load(fresh_stack: Stack) -> None:
             fail = {"c": "before_commit"} if number % 4 == 0 else {}
             # 504: a step outlasted the tests' 1 s call timeout on a busy machine, and the saga
             # was compensated; an ending like the others, for the check to get right.
-            assert start(stack, {**USER, "fail": fail}).status_code in (200, 500, 504)
+            assert start(stack, {**fresh_user(), "fail": fail}).status_code in (200, 500, 504)
             started.append(1)
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
     for thread in threads:
         thread.start()
     reports = []
-    try:
-        until = time.monotonic() + 60  # a busy machine runs fewer sagas a second; wait for them
-        while time.monotonic() < until and (len(reports) < 8 or len(started) <= 100):
-            reports.append(requests.get(f"{stack.urls['orchestrator']}/consistency", timeout=60).json())
-            time.sleep(0.2)
+    try:  # check again and again until 8 checks have run and over 100 sagas have started
+        for attempt in Retrying(stop=stop_after_delay(60), wait=wait_fixed(0.2), reraise=True):
+            with attempt:  # (a busy machine runs fewer sagas a second: wait for them)
+                reports.append(requests.get(f"{stack.urls['orchestrator']}/consistency", timeout=60).json())
+                assert len(reports) >= 8 and len(started) > 100, (len(reports), len(started))
     finally:
         stop.set()
         for thread in threads:

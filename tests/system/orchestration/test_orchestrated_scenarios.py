@@ -7,7 +7,9 @@ import requests
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from scripts.stack import Stack
-from tests.support import COMPENSATE_ATTEMPTS, INVOKE_ATTEMPTS, assert_rows, start
+from tests.support.calls import COMPENSATE_ATTEMPTS, INVOKE_ATTEMPTS, start
+from tests.support.checks import assert_rows
+from tests.support.people import fresh_user
 
 
 def compensations(stack: Stack, saga_id: str) -> list[str]:
@@ -16,7 +18,8 @@ def compensations(stack: Stack, saga_id: str) -> list[str]:
             if action == "compensate" and outcome == "ok"]
 
 
-def test_success_applies_every_step(stack: Stack, user: dict[str, str]) -> None:
+def test_success_applies_every_step(stack: Stack) -> None:
+    user = fresh_user()
     answer = start(stack, user)
     assert answer.status_code == 200, answer.text
     body = answer.json()
@@ -33,8 +36,9 @@ def test_success_applies_every_step(stack: Stack, user: dict[str, str]) -> None:
     ("b", {"a": "COMPENSATED", "b": "CANCELLED", "c": None}, ["b", "a"]),
     ("c", {"a": "COMPENSATED", "b": "COMPENSATED", "c": "CANCELLED"}, ["c", "b", "a"]),
 ])
-def test_failure_compensates_in_reverse(stack: Stack, user: dict[str, str], failing: str,
+def test_failure_compensates_in_reverse(stack: Stack, failing: str,
                                         rows: dict[str, str | None], order: list[str]) -> None:
+    user = fresh_user()
     answer = start(stack, user, **{failing: "before_commit"})
     assert answer.status_code == 500, answer.text
     body = answer.json()
@@ -46,7 +50,8 @@ def test_failure_compensates_in_reverse(stack: Stack, user: dict[str, str], fail
     assert stack.saga_row(body["saga_id"])["status"] == "COMPENSATED"
 
 
-def test_step_that_committed_then_failed_is_compensated_itself(stack: Stack, user: dict[str, str]) -> None:
+def test_step_that_committed_then_failed_is_compensated_itself(stack: Stack) -> None:
+    user = fresh_user()
     answer = start(stack, user, b="after_commit")
     assert answer.status_code == 500, answer.text
     body = answer.json()
@@ -55,7 +60,8 @@ def test_step_that_committed_then_failed_is_compensated_itself(stack: Stack, use
     assert compensations(stack, body["saga_id"]) == ["b", "a"]
 
 
-def test_timeout_compensates_and_refuses_the_late_commit(stack: Stack, user: dict[str, str]) -> None:
+def test_timeout_compensates_and_refuses_the_late_commit(stack: Stack) -> None:
+    user = fresh_user()
     answer = start(stack, user, b="timeout")
     assert answer.status_code == 504, answer.text
     body = answer.json()
@@ -70,7 +76,8 @@ def test_timeout_compensates_and_refuses_the_late_commit(stack: Stack, user: dic
     assert_rows(stack, saga_id, user, {"a": "COMPENSATED", "b": "COMPENSATED", "c": None})
 
 
-def test_transient_failures_are_absorbed_by_retries(stack: Stack, user: dict[str, str]) -> None:
+def test_transient_failures_are_absorbed_by_retries(stack: Stack) -> None:
+    user = fresh_user()
     answer = start(stack, user, b="transient:2")
     assert answer.status_code == 200, answer.text
     saga_id = answer.json()["saga_id"]
@@ -79,14 +86,16 @@ def test_transient_failures_are_absorbed_by_retries(stack: Stack, user: dict[str
     assert_rows(stack, saga_id, user, {"a": "APPLIED", "b": "APPLIED", "c": "APPLIED"})
 
 
-def test_too_many_transient_failures_compensate(stack: Stack, user: dict[str, str]) -> None:
+def test_too_many_transient_failures_compensate(stack: Stack) -> None:
+    user = fresh_user()
     answer = start(stack, user, c=f"transient:{INVOKE_ATTEMPTS}")
     assert answer.status_code == 500, answer.text
     assert_rows(stack, answer.json()["saga_id"], user,
                 {"a": "COMPENSATED", "b": "COMPENSATED", "c": "CANCELLED"})
 
 
-def test_failed_compensation_leaves_the_saga_visible(stack: Stack, user: dict[str, str]) -> None:
+def test_failed_compensation_leaves_the_saga_visible(stack: Stack) -> None:
+    user = fresh_user()
     answer = start(stack, user, b="compensate_fail", c="before_commit")
     assert answer.status_code == 500, answer.text
     body = answer.json()
@@ -103,7 +112,8 @@ def test_failed_compensation_leaves_the_saga_visible(stack: Stack, user: dict[st
     assert saga_id in [saga["saga_id"] for saga in listed]
 
 
-def test_transient_compensation_failures_are_retried(stack: Stack, user: dict[str, str]) -> None:
+def test_transient_compensation_failures_are_retried(stack: Stack) -> None:
+    user = fresh_user()
     answer = start(stack, user, a="compensate_transient:2", b="before_commit")
     assert answer.status_code == 500, answer.text
     saga_id = answer.json()["saga_id"]
@@ -114,7 +124,8 @@ def test_transient_compensation_failures_are_retried(stack: Stack, user: dict[st
     assert_rows(stack, saga_id, user, {"a": "COMPENSATED", "b": "CANCELLED", "c": None})
 
 
-def test_delay_lets_a_person_watch_and_still_completes(stack: Stack, user: dict[str, str]) -> None:
+def test_delay_lets_a_person_watch_and_still_completes(stack: Stack) -> None:
+    user = fresh_user()
     answer = requests.post(f"{stack.urls['orchestrator']}/start", json={**user, "fail": {"b": "delay:300"}},
                            headers={"Prefer": "respond-async"}, timeout=10)
     assert answer.status_code == 202, answer.text
@@ -131,7 +142,8 @@ def test_delay_lets_a_person_watch_and_still_completes(stack: Stack, user: dict[
     assert_rows(stack, saga_id, user, {"a": "APPLIED", "b": "APPLIED", "c": "APPLIED"})
 
 
-def test_query_flags_inject_faults_like_the_body(stack: Stack, user: dict[str, str]) -> None:
+def test_query_flags_inject_faults_like_the_body(stack: Stack) -> None:
+    user = fresh_user()
     answer = requests.post(f"{stack.urls['orchestrator']}/start?fail_b=after_commit", json=user,
                            timeout=30)
     assert answer.status_code == 500, answer.text
@@ -141,7 +153,8 @@ def test_query_flags_inject_faults_like_the_body(stack: Stack, user: dict[str, s
     assert_rows(stack, saga["saga_id"], user, {"a": "COMPENSATED", "b": "COMPENSATED", "c": None})
 
 
-def test_saga_detail_lists_events_in_order(stack: Stack, user: dict[str, str]) -> None:
+def test_saga_detail_lists_events_in_order(stack: Stack) -> None:
+    user = fresh_user()
     saga_id = start(stack, user, c="before_commit").json()["saga_id"]
     saga = requests.get(f"{stack.urls['orchestrator']}/sagas/{saga_id}", timeout=5).json()
     assert saga["input"] == user
@@ -158,9 +171,10 @@ def test_saga_detail_lists_events_in_order(stack: Stack, user: dict[str, str]) -
     assert records["rows"]["c"]["status"] == "CANCELLED"
 
 
-def test_saga_list_is_newest_first_and_filters(stack: Stack, user: dict[str, str]) -> None:
+def test_saga_list_is_newest_first_and_filters(stack: Stack) -> None:
+    user = fresh_user()
     first = start(stack, user).json()["saga_id"]
-    second = start(stack, user, a="before_commit").json()["saga_id"]
+    second = start(stack, fresh_user(), a="before_commit").json()["saga_id"]
     listed = requests.get(f"{stack.urls['orchestrator']}/sagas?limit=2", timeout=5).json()["sagas"]
     assert [s["saga_id"] for s in listed] == [second, first]
     completed = requests.get(f"{stack.urls['orchestrator']}/sagas?status=COMPLETED&limit=500",

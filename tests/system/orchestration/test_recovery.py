@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from scripts.stack import Stack, free_port
-from tests.support import start_async, wait_for_saga
+from tests.support.calls import start_async, wait_for_saga
 
 
 def test_killed_while_waiting_on_a_participant_resumes_forward(crash_stack: Stack) -> None:
