@@ -74,9 +74,9 @@ def limit_arg(args: Mapping[str, str], default: int = 50, maximum: int = 500) ->
 
 def isolation_field(body: Mapping[str, Any]) -> Isolation | None:
     """The optional `isolation` of a saga: "none" or "semantic_lock"; 400 otherwise."""
-    value = body.get("isolation")
-    if value is None:
+    if "isolation" not in body:
         return None
+    value = body["isolation"]
     if value not in Isolation.__members__.values():
         raise ApiError(400, "invalid_field", f"'isolation' must be one of "
                        f"{', '.join(i.value for i in Isolation)}")

@@ -232,6 +232,7 @@ def confirm() -> tuple[Any, int]:
     body = json_object()
     reject_unknown(body, ("saga_id",))
     saga_id = saga_id_field(body)
+    _attempt()  # checked like every call's, though a confirm acts out no fault
     status = _orchestrated(lambda: store.confirm(saga_id, Model.ORCHESTRATION)).status
     if status is not RecordStatus.APPLIED:
         return _answer(saga_id, status, 409, refused="confirmed")

@@ -15,6 +15,12 @@ def index() -> str:
     return render_template("index.html")
 
 
+@dashboard.get("/labs/isolation")
+def isolation_lab() -> str:
+    """The isolation lab's page (its race runs at POST /labs/isolation)."""
+    return render_template("isolation.html")
+
+
 @dashboard.get("/favicon.ico")
 def favicon() -> Response:
     """The icon browsers ask for at this path (the page also links it)."""

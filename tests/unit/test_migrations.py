@@ -14,7 +14,7 @@ from sqlalchemy import Engine, create_engine, inspect, make_url, text
 from common.db import make_engine
 from orchestrator.migrate import HEAD, migrate, upgrade
 from orchestrator.store import metadata
-from tests.support import TEST_DATABASE_URL
+from tests.support.stacks import TEST_DATABASE_URL
 
 
 @pytest.fixture

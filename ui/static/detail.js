@@ -3,7 +3,7 @@
 
 import { serviceStates, flowDiagram, renderEvents, summary as choreographySummary } from "./choreography.js";
 import { $, FINISHED, MODELS, api, badge, el, page, rowValue, state, stepsOf, upper } from "./core.js";
-import { loadIntoForm, startSaga } from "./form.js";
+import { loadIntoForm, startSaga, freshInput } from "./form.js";
 import { diagram, renderTimeline, stepStates, summary as orchestrationSummary } from "./orchestration.js";
 
 let shown = null; // { model, saga } as last drawn, for the actions
@@ -143,7 +143,7 @@ function say(text, error = false) {
 // `follow` is false (then it is only selected for when that model is shown).
 export async function runAgain(model, saga, report = say, follow = true) {
   report("Starting it again…");
-  const started = await startSaga(model, saga.input, saga.fail || {});
+  const started = await startSaga(model, freshInput(saga.input), saga.fail || {});
   if (started.error) {
     report(`Not started again: ${started.error}`, true);
     return null;

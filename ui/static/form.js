@@ -4,7 +4,16 @@
 import { $, MODELS, capitalised, el, errorText, page, postJson, state, stepsOf, upper } from "./core.js";
 
 // Example values for the fields the sign-up is known to take; any other field gets one too.
-const SAMPLES = { username: "ada", address: "1 Main Street", payment: "visa-4242" };
+// A username held by a live account cannot be taken again (service A's rule): every saga started
+// here gets a fresh one, the sample's name with a new random suffix.
+const UNIQUE = ["username"];
+export const fresh = (value) => `${String(value ?? "user").replace(/-[0-9a-f]{4}$/, "")}-` +
+  Math.floor(Math.random() * 0x10000).toString(16).padStart(4, "0");
+const SAMPLES = { username: fresh("ada"), address: "1 Main Street", payment: "visa-4242" };
+
+// The input with a fresh value in each field that must be unique.
+export const freshInput = (input) => Object.fromEntries(Object.entries(input).map(
+  ([field, value]) => [field, UNIQUE.includes(field) ? fresh(value) : value]));
 
 // The model's steps: the orchestrator's definition, or the choreography's flow table.
 const stepsFor = (model) => stepsOf(model, null);
@@ -144,6 +153,10 @@ async function startFromForm(fail) {
     return;
   }
   result.textContent = `Started saga ${started.sagaId} (${MODELS[model].adjective}).`;
+  const form = $("#start-form");
+  for (const field of UNIQUE) {  // the next one gets a username of its own
+    if (form.elements[field]) form.elements[field].value = fresh(form.elements[field].value);
+  }
   await page.select(model, started.sagaId);
 }
 
@@ -151,8 +164,9 @@ async function startFromForm(fail) {
 export async function loadIntoForm(model, saga) {
   await page.setModel(model);
   const form = $("#start-form");
+  const input = freshInput(saga.input || {});
   for (const field of state.definition.input_fields) {
-    if (saga.input && field in saga.input) form.elements[field].value = saga.input[field];
+    if (field in input) form.elements[field].value = input[field];
   }
   showFaultsInForm(state.definition.faults_enabled ? saga.fail || {} : {});
   const result = $("#start-result");
