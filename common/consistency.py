@@ -76,13 +76,17 @@ class SagaSource(Protocol):
     def recent(self, limit: int, status: SagaStatus | None) -> list[dict[str, Any]]: ...
 
 
-def verdict(status: SagaStatus, rows: Mapping[str, str | None]) -> tuple[str, list[str]]:
-    """("consistent" | "inconsistent" | "in_progress", problems) for a saga and its rows' statuses.
+def verdict(status: SagaStatus, rows: Mapping[str, str | None], model: Model) -> tuple[str, list[str]]:
+    """("consistent" | "inconsistent" | "in_progress", problems) for a saga of `model` and its
+    rows' statuses.
 
     `rows` maps each step to the status of its row there, or None where there is no row.
     """
     if not status.finished:
         return "in_progress", []
+    if _releasing(status, model) and all(row in LIVE for row in rows.values()) and \
+            RecordStatus.PENDING in rows.values():
+        return "in_progress", []  # the lock's release is on its way (_held_too_long if it stays)
     applied = RecordStatus.APPLIED.value
     if status is SagaStatus.COMPLETED:  # a PENDING row too: a semantic lock that outlived its saga
         problems = [f"{step}: COMPLETED saga, but the row is {row or 'missing'}"
@@ -102,7 +106,7 @@ def _violations(saga: SagaSnapshot, model: Model,
     if not saga.status.finished or saga.status is SagaStatus.COMPENSATION_FAILED:
         return found  # running; or known and listed as needing attention, not a broken guarantee
     statuses = {step: (row or {}).get("status") for step, row in rows.items()}
-    _, problems = verdict(saga.status, statuses)
+    _, problems = verdict(saga.status, statuses, model)
     kind = ("completed_without_row" if saga.status is SagaStatus.COMPLETED
             else "compensated_with_applied_row")
     found += [{"saga_id": saga.id, "kind": kind, "detail": p} for p in problems]
@@ -117,11 +121,18 @@ def _violations(saga: SagaSnapshot, model: Model,
     return found
 
 
+def _releasing(status: SagaStatus, model: Model) -> bool:
+    """A choreographed saga is COMPLETED when its last step's event is seen; the service that
+    holds its semantic lock releases it when it handles that same event, a moment later. (The
+    orchestrator logs COMPLETED only after the release.)"""
+    return model is Model.CHOREOGRAPHY and status is SagaStatus.COMPLETED
+
+
 def _held_too_long(saga: SagaSnapshot, model: Model, rows: Mapping[str, Mapping[str, Any] | None],
                    bound: float | None) -> list[dict[str, str]]:
-    """A running saga's semantic locks (PENDING rows) held longer than `bound` seconds: while it
-    holds one, every other saga that wants the value waits."""
-    if bound is None or saga.status.finished:
+    """A running (or releasing) saga's semantic locks (PENDING rows) held longer than `bound`
+    seconds: while it holds one, every other saga that wants the value waits."""
+    if bound is None or (saga.status.finished and not _releasing(saga.status, model)):
         return []
     now = datetime.now(UTC)
     found = []

@@ -51,7 +51,7 @@ def saga_reads(name: str, url_prefix: str, source: Callable[[], SagaSource],
             return jsonify({"saga_id": saga_id, "rows": held, "verdict": "unknown",
                             "problems": [f"a service did not answer ({error})"]})
         statuses = {step: (row or {}).get("status") for step, row in held.items()}
-        outcome, problems = verdict(saga.status, statuses)
+        outcome, problems = verdict(saga.status, statuses, found.model)
         return jsonify({"saga_id": saga_id, "rows": held, "verdict": outcome, "problems": problems})
 
     return api

@@ -25,7 +25,7 @@ from common.consistency import Unreachable
 from common.declaration import SagaDefinition
 from common.faults import FaultKind
 from common.http import CallFailed, Http
-from common.status import LIVE, Isolation, SagaStatus
+from common.status import LIVE, Isolation, RecordStatus, SagaStatus
 from observer.observer import Observer
 from orchestrator.engine import SagaEngine
 from orchestrator.gateway import ParticipantGateway
@@ -126,6 +126,10 @@ class IsolationLab:
                 raise LabFailed(f"the saga {saga_id} has not ended within {ENDS_WITHIN:g} s")
         one, two = ended[first], ended[second]
         assert one is not None and two is not None
+        # The saga is over when C's last event is seen; the locking service releases its lock
+        # when it handles that same event, a moment later: answer once it has, so the rows the
+        # answer points at are the final ones.
+        self._until_released(race, holder, (first, second))
         return ({"saga_id": first, "status": one["status"]},
                 {"saga_id": second, "status": two["status"], "error": two["error"]})
 
@@ -142,3 +146,18 @@ class IsolationLab:
                 return
             time.sleep(0.02)
         raise LabFailed(f"the first saga {saga_id} did not reach service {service} within 10 s")
+
+    @staticmethod
+    def _until_released(race: Race, service: str, saga_ids: tuple[str, ...]) -> None:
+        """Wait until no saga of the race holds a semantic lock (a PENDING row) at `service`."""
+        deadline = time.monotonic() + ENDS_WITHIN
+        while time.monotonic() < deadline:
+            try:
+                rows = [race.gateway.record(service, saga_id) for saga_id in saga_ids]
+            except Unreachable as error:
+                raise LabFailed(f"service {service} does not answer: {error}") from None
+            if not any(row and row.get("status") == RecordStatus.PENDING for row in rows):
+                return
+            time.sleep(0.02)
+        raise LabFailed(f"service {service} still holds a lock for {', '.join(saga_ids)} "
+                        f"{ENDS_WITHIN:g} s after the sagas ended")

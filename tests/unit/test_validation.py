@@ -6,7 +6,7 @@ import pytest
 
 from common.consistency import verdict
 from common.errors import ApiError
-from common.status import SagaStatus
+from common.status import Model, SagaStatus
 from orchestrator.validation import parse_start
 from sagas.signup import SIGNUP_V1
 from tests.support.people import fresh_user
@@ -43,16 +43,26 @@ def test_bad_start_requests(changes: dict[str, Any], args: dict[str, str], code:
     assert (raised.value.status, raised.value.code) == (400, code)
 
 
-@pytest.mark.parametrize(("status", "rows", "expected"), [
-    (SagaStatus.COMPLETED, {"a": "APPLIED", "b": "APPLIED", "c": "APPLIED"}, "consistent"),
-    (SagaStatus.COMPLETED, {"a": "APPLIED", "b": None, "c": "APPLIED"}, "inconsistent"),
-    (SagaStatus.COMPENSATED, {"a": "COMPENSATED", "b": "CANCELLED", "c": None}, "consistent"),
-    (SagaStatus.COMPENSATED, {"a": "APPLIED", "b": "CANCELLED", "c": None}, "inconsistent"),
-    (SagaStatus.COMPENSATION_FAILED, {"a": "APPLIED", "b": "APPLIED", "c": "CANCELLED"}, "inconsistent"),
-    (SagaStatus.RUNNING, {"a": "APPLIED", "b": None, "c": None}, "in_progress"),
+ORCHESTRATED, CHOREOGRAPHED = Model.ORCHESTRATION, Model.CHOREOGRAPHY
+
+
+@pytest.mark.parametrize(("status", "rows", "model", "expected"), [
+    (SagaStatus.COMPLETED, {"a": "APPLIED", "b": "APPLIED", "c": "APPLIED"}, ORCHESTRATED, "consistent"),
+    (SagaStatus.COMPLETED, {"a": "APPLIED", "b": None, "c": "APPLIED"}, ORCHESTRATED, "inconsistent"),
+    (SagaStatus.COMPENSATED, {"a": "COMPENSATED", "b": "CANCELLED", "c": None}, ORCHESTRATED, "consistent"),
+    (SagaStatus.COMPENSATED, {"a": "APPLIED", "b": "CANCELLED", "c": None}, ORCHESTRATED, "inconsistent"),
+    (SagaStatus.COMPENSATION_FAILED, {"a": "APPLIED", "b": "APPLIED", "c": "CANCELLED"}, ORCHESTRATED,
+     "inconsistent"),
+    (SagaStatus.RUNNING, {"a": "APPLIED", "b": None, "c": None}, ORCHESTRATED, "in_progress"),
+    # The orchestrator logs COMPLETED after releasing a semantic lock: one still held is wrong.
+    (SagaStatus.COMPLETED, {"a": "PENDING", "b": "APPLIED", "c": "APPLIED"}, ORCHESTRATED, "inconsistent"),
+    # Choreographed, A releases it when it handles the last event, just after the observer.
+    (SagaStatus.COMPLETED, {"a": "PENDING", "b": "APPLIED", "c": "APPLIED"}, CHOREOGRAPHED, "in_progress"),
+    (SagaStatus.COMPLETED, {"a": "PENDING", "b": "APPLIED", "c": None}, CHOREOGRAPHED, "inconsistent"),
+    (SagaStatus.COMPENSATED, {"a": "PENDING", "b": None, "c": None}, CHOREOGRAPHED, "inconsistent"),
 ])
-def test_verdict(status: SagaStatus, rows: dict[str, str | None], expected: str) -> None:
-    outcome, problems = verdict(status, rows)
+def test_verdict(status: SagaStatus, rows: dict[str, str | None], model: Model, expected: str) -> None:
+    outcome, problems = verdict(status, rows, model)
     assert outcome == expected
     assert bool(problems) == (expected == "inconsistent")
 
