@@ -154,16 +154,17 @@ class Flow:
         # cancel's failure events say "timeout"); a deadline passing later changes nothing.
         first = next(((t, p) for t, p in events if t == self.timed_out or t in failed), None)
         timed_out = first is not None and (first[0] == self.timed_out or first[1].get("reason") == "timeout")
+        undoing = types & {t for t, s in ends.items() if s is not SagaStatus.COMPLETED}
+        if self.applied[self.last] in types and not types & set(self.undo_failed):
+            return SagaStatus.COMPLETED, None, None, None
+        if first is None:  # events arrive in any order: an undo seen before the failure behind it
+            return (SagaStatus.COMPENSATING if undoing else SagaStatus.RUNNING), None, None, None
         if types & {t for t, s in ends.items() if s is SagaStatus.COMPENSATION_FAILED}:
             status = SagaStatus.COMPENSATION_FAILED
-        elif self.applied[self.last] in types:
-            return SagaStatus.COMPLETED, None, None, None
-        elif types & {t for t, s in ends.items() if s is SagaStatus.COMPENSATED}:
+        elif undoing:
             status = SagaStatus.COMPENSATED
-        elif first is not None:
-            status = SagaStatus.COMPENSATING
         else:
-            return SagaStatus.RUNNING, None, None, None
+            status = SagaStatus.COMPENSATING
         if timed_out:  # the step that was still to apply when time ran out
             late = next((step for step in self.steps if self.applied[step] not in types), self.last)
             return status, late, "timeout", f"step {late}: not applied before the deadline"

@@ -87,6 +87,8 @@ def test_every_definition_runs_under_its_own_flow_and_an_unknown_one_is_refused(
     ([("AccountCreated", {}), ("AddressFailed", ERROR), ("AccountRemoved", {})],
      (SagaStatus.COMPENSATED, "b", "error")),
     ([("SignupRequested", {}), ("AccountFailed", ERROR)], (SagaStatus.COMPENSATED, "a", "error")),
+    # A's undo seen before B's failure that asked for it: not over until the failure is seen.
+    ([("AccountCreated", {}), ("AccountRemoved", {})], (SagaStatus.COMPENSATING, None, None)),
     ([("AccountCreated", {}), ("SignupTimedOut", {}), ("PaymentFailed", TIMEOUT), ("AddressRemoved", {}),
       ("AccountRemoved", {})], (SagaStatus.COMPENSATED, "b", "timeout")),
     # C failed, B could not undo itself, and the deadline passed later: the failure was C's error.
