@@ -277,7 +277,7 @@ def raw_writing(engine: Engine) -> Iterator[Raw]:
     OperationalError), and a lost connection is thrown away, as SQLAlchemy does."""
     gate = _write_gates.get(engine)
     with gate.held() if gate else nullcontext():
-        connection = engine.raw_connection()
+        connection = _checkout(engine)
         cursor = None
         try:
             cursor = connection.cursor()
@@ -303,7 +303,7 @@ def raw_writing(engine: Engine) -> Iterator[Raw]:
 @contextmanager
 def raw_reading(engine: Engine) -> Iterator[Raw]:
     """A read on the DB-API connection, for `Prepared` queries (each its own snapshot)."""
-    connection = engine.raw_connection()
+    connection = _checkout(engine)
     cursor = connection.cursor()
     try:
         yield Raw(cursor)
@@ -315,6 +315,15 @@ def raw_reading(engine: Engine) -> Iterator[Raw]:
         with contextlib.suppress(Exception):
             cursor.close()
         connection.close()  # back to the pool, which ends the read's transaction (MySQL)
+
+
+def _checkout(engine: Engine) -> Any:
+    """A DB-API connection from the engine's pool; a driver's error connecting (refused, timed
+    out) raised as SQLAlchemy's, as a `Connection` raises it."""
+    try:
+        return engine.raw_connection()
+    except engine.dialect.loaded_dbapi.Error as error:
+        raise DBAPIError.instance(None, None, error, engine.dialect.loaded_dbapi.Error) from error
 
 
 def _rollback(connection: Any) -> None:

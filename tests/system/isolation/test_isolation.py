@@ -192,8 +192,9 @@ def test_a_lock_is_released_after_the_orchestrator_and_then_a_are_killed_mid_sag
                                                                          "fail": {"c": "delay:800"}},
                            headers={"Prefer": "respond-async"}, timeout=10).json()["saga_id"]
     for attempt in Retrying(stop=stop_after_delay(10), wait=wait_fixed(0.02), reraise=True):
-        with attempt:
-            assert holders(stack, other["username"]) == [(second, "PENDING")]
+        with attempt:  # A has answered (B too): the saga is at C, A's row PENDING
+            assert ("b", "invoke", "ok") in [(e[0], e[1], e[3]) for e in stack.events(second)]
+    assert holders(stack, other["username"]) == [(second, "PENDING")]
     stack.kill("a")  # the confirm finds A gone, and is tried again until A is back
     for attempt in Retrying(stop=stop_after_delay(20), wait=wait_fixed(0.05), reraise=True):
         with attempt:
