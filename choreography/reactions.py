@@ -172,7 +172,13 @@ class Reactions:
             pause = max(0.0, (deadline - utcnow()).total_seconds()) + self.config["FAULT_LATE_MARGIN"]
         fault.before_commit(saga_id, attempt, pause, self.sleeps)
         if fault.fails_after_commit():  # the row commits on its own; the handler then fails
-            self.records.apply(saga_id, str(envelope.payload["input"][self.field]), Model.CHOREOGRAPHY)
+            try:
+                self.records.apply(saga_id, str(envelope.payload["input"][self.field]), Model.CHOREOGRAPHY,
+                                   self._pending(envelope))
+            except Held as held:
+                if held.locked:  # another saga's semantic lock: as the apply itself would, wait
+                    raise Postponed(str(held), LOCK_POLL) from None
+                return  # taken for good: the apply itself refuses it
             fault.after_commit(attempt)
 
     def _apply(self, commit: Commit, envelope: Envelope, when: When) -> None:
@@ -185,11 +191,9 @@ class Reactions:
             log.warning("saga %s: apply refused, the saga's deadline passed", saga_id)
             return
         value = str(payload["input"][self.field])
-        locking = self.me in self.flow_of(envelope).locks
-        pending = locking and payload.get("isolation") == Isolation.SEMANTIC_LOCK
         try:
             status = self.records.apply_in(commit.connection, saga_id, value, Model.CHOREOGRAPHY,
-                                           pending).status
+                                           self._pending(envelope)).status
         except Held as held:
             if held.locked:  # another saga's semantic lock: ask again until it is released (or the deadline)
                 raise Postponed(str(held), LOCK_POLL) from None
@@ -206,12 +210,17 @@ class Reactions:
             self._emit(commit, when.then, envelope, {**payload, "input": onward})
         log.info("saga %s: applied", saga_id)
 
+    def _pending(self, envelope: Envelope) -> bool:
+        """Does this service's row of the saga hold a semantic lock (PENDING until it completes)?"""
+        return (self.me in self.flow_of(envelope).locks
+                and envelope.payload.get("isolation") == Isolation.SEMANTIC_LOCK)
+
     def _complete(self, commit: Commit, envelope: Envelope) -> None:
         """The saga completed: a semantic lock held here is released (PENDING -> APPLIED), and
         the entry stops the saga's clock."""
         if self.me in self.flow_of(envelope).locks:
             outcome = self.records.confirm_in(commit.connection, envelope.saga_id, Model.CHOREOGRAPHY)
-            if outcome.changed:
+            if outcome is not None and outcome.changed:
                 log.info("saga %s: confirmed (its semantic lock released)", envelope.saga_id)
         self._close_clock(commit, envelope.saga_id)
 

@@ -130,9 +130,12 @@ def _releasing(status: SagaStatus, model: Model) -> bool:
 
 def _held_too_long(saga: SagaSnapshot, model: Model, rows: Mapping[str, Mapping[str, Any] | None],
                    bound: float | None) -> list[dict[str, str]]:
-    """A running (or releasing) saga's semantic locks (PENDING rows) held longer than `bound`
-    seconds: while it holds one, every other saga that wants the value waits."""
-    if bound is None or (saga.status.finished and not _releasing(saga.status, model)):
+    """The semantic locks (PENDING rows) held longer than `bound` seconds by a saga still running,
+    releasing, or whose compensation failed (its rows stay as they are until a person acts):
+    while it holds one, every other saga that wants the value waits."""
+    holding = (not saga.status.finished or saga.status is SagaStatus.COMPENSATION_FAILED
+               or _releasing(saga.status, model))
+    if bound is None or not holding:
         return []
     now = datetime.now(UTC)
     found = []

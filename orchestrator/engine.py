@@ -279,14 +279,28 @@ class SagaEngine:
     def _confirm(self, saga: Saga, lease: Lease, definition: SagaDefinition, run: Run) -> Saga:
         """Every step applied: release the semantic locks (each locking step's row PENDING ->
         APPLIED, `/confirm`), then COMPLETED. The saga is decided: a confirm is retried until it
-        succeeds, like a retriable step, and logged like any call."""
+        succeeds, like a retriable step, and logged like any call. A refusal (the row undone or
+        gone: nothing in the system does that, a person might) cannot be retried away: the saga
+        is COMPENSATION_FAILED, for a person, and a retried compensation undoes every step."""
         steps = definition.locking_steps
         for i, step in enumerate(steps):
             last = i + 1 == len(steps)
             then = Transition(SagaStatus.COMPLETED if last else SagaStatus.RUNNING, saga.current_step)
+
+            def refused(attempt: Attempt, step: Step = step) -> Transition:
+                return Transition(SagaStatus.COMPENSATION_FAILED, len(definition.steps) - 1,
+                                  failed_step=step.name, reason="error",
+                                  error=f"step {step.name}: its semantic lock could not be released",
+                                  compensation_error=f"confirm of step {step.name} refused at attempt "
+                                                     f"{attempt.number}: {attempt.error}")
+
             saga = self._call(saga, lease, step, "confirm", {"saga_id": saga.id}, None, run,
-                              _always(then), _always(then))
+                              _always(then), refused, refusal_decides=True)
             run = Run.NEW
+            if saga.status is SagaStatus.COMPENSATION_FAILED:
+                COMPENSATIONS_FAILED.labels(MODEL, step.name).inc()
+                log.error("saga %s: COMPENSATION_FAILED: %s", saga.id, saga.compensation_error)
+                return saga
         log.info("saga %s: COMPLETED (its semantic locks released)", saga.id)
         return saga
 
@@ -296,19 +310,20 @@ class SagaEngine:
         """Attempt numbers go on from the log; a resumed step's retries count what the log holds
         (but it still gets one attempt, so a crash before an answer was logged is never taken
         for a failure); a reopened compensation gets a full set again."""
-        made = 0 if run is Run.NEW else self.store.attempts_so_far(saga.id, step.name, action)
+        made, held_back = (0, 0) if run is Run.NEW else self.store.attempts_so_far(saga.id, step.name, action)
         first = made + 1
         if retries is None:
             return Budget(first, None)
-        left = retries if run is Run.REOPENED else max(0, retries - made)
+        left = retries if run is Run.REOPENED else max(0, retries - (made - held_back))
         return Budget(first, first + left)
 
     def _call(self, saga: Saga, lease: Lease, step: Step, action: str, payload: dict[str, Any],
               retries: int | None, run: Run, succeeded: Callable[[Attempt], Transition],
-              failed: Callable[[Attempt], Transition]) -> Saga:
+              failed: Callable[[Attempt], Transition], refusal_decides: bool = False) -> Saga:
         """Call one step's action until an attempt decides the step; log each attempt, and with
         the deciding one, in the same transaction, the saga's next state. Returns the saga in
-        that state. `retries` None: until it succeeds (a retriable step)."""
+        that state. `retries` None: until it succeeds (a retriable step), or, with
+        `refusal_decides`, until it succeeds or is refused (a 4xx)."""
         budget = self._budget(saga, step, action, retries, run)
         until_success = retries is None
         timeout = step.timeout if step.timeout is not None else self.defaults.timeout
@@ -331,6 +346,8 @@ class SagaEngine:
             STEP_ATTEMPTS.labels(step.name, action, attempt.outcome).inc()
             CALL_DURATION.labels(step.name, action).observe(attempt.latency_ms / 1000)
             decided: Transition | None = None
+            if attempt.outcome != "locked":  # the wait for a lock, if there was one, is over
+                waiting_since = None
             if attempt.outcome == "ok":  # the participant committed; the log does not know yet
                 self.failpoints.hit(f"after_{action}", step.name)
                 decided = succeeded(attempt)
@@ -340,8 +357,8 @@ class SagaEngine:
                     decided = failed(replace(attempt, error=f"{attempt.error} (waited "
                                                            f"{self.defaults.lock_wait:g} s)"))
                 spare += 1
-            elif not until_success and (not attempt.retryable or
-                                        budget.exhausted_at(attempt.number - spare)):
+            elif (not attempt.retryable and (refusal_decides or not until_success)) or \
+                    (not until_success and budget.exhausted_at(attempt.number - spare)):
                 decided = failed(attempt)
             self.store.record_attempt(saga.id, lease, Event(
                 step.name, action, attempt.number, attempt.http_status, attempt.outcome,

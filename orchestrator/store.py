@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
+    case,
     func,
     insert,
     or_,
@@ -344,10 +345,13 @@ class SagaStore:
                           row.latency_ms, row.error, row.orchestrator, row.at)
                     for row in connection.execute(query)]
 
-    def attempts_so_far(self, saga_id: str, step: str, action: str) -> int:
-        """How many attempts the log holds for one step's action (to resume the count)."""
-        query = select(func.count()).select_from(saga_events).where(
+    def attempts_so_far(self, saga_id: str, step: str, action: str) -> tuple[int, int]:
+        """How many attempts the log holds for one step's action (to resume the count), and how
+        many of them a semantic lock held back (which do not count against its retries)."""
+        held_back = func.coalesce(func.sum(case((saga_events.c.outcome == "locked", 1), else_=0)), 0)
+        query = select(func.count(), held_back).select_from(saga_events).where(
             saga_events.c.saga_id == saga_id, saga_events.c.step == step,
             saga_events.c.action == action)
         with reading(self.engine) as connection:
-            return int(connection.execute(query).scalar_one())
+            made, held = connection.execute(query).one()
+        return int(made), int(held)

@@ -14,7 +14,7 @@ from common.db import init_database, make_engine
 from common.faults import Sleeps
 from common.web import base_app, keep, serve_openapi
 from participant.config import participant_config
-from participant.records import RecordStore, mark_choreographed_rows, records_table
+from participant.records import RecordStore, claim_live_values, mark_choreographed_rows, records_table
 from participant.routes import Participant, routes
 
 
@@ -27,12 +27,16 @@ def create_participant_app(name: str, overrides: dict[str, Any] | None = None) -
     metadata = MetaData()
     table = records_table(metadata, spec.table, spec.column, unique=spec.unique)
     choreography_tables(metadata)
-    init_database(engine, metadata, {f"{spec.table}.model": lambda c: mark_choreographed_rows(c, table)})
+    init_database(engine, metadata, {  # what an older version's rows lack, filled in once
+        f"{spec.table}.model": lambda c: mark_choreographed_rows(c, table),
+        f"{spec.table}.claim": lambda c: claim_live_values(c, table, spec.column)})
     records = RecordStore(engine, table, spec.column, spec.field)
     sleeps = Sleeps(config["FAULT_SLEEP_SLOTS"])
     flows = Flows.of(config["DECLARATION"], config["DEFINITIONS"])
     choreography = ChoreographedService(spec, flows, config, records, metadata, sleeps)
-    keep(app, Participant(spec, records, sleeps))
+    locks = any(step.locks and step.participant == spec.name
+                for definition in config["DEFINITIONS"] for step in definition.steps)
+    keep(app, Participant(spec, records, sleeps, locks))
     keep(app, choreography)
     app.register_blueprint(routes)
     app.register_blueprint(choreography_routes)

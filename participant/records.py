@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,6 +27,8 @@ from sqlalchemy import (
 from common.db import MYSQL_TABLE, Key, Prepared, Raw, Timestamp, insert_ignore, raw_writing, reading, utcnow
 from common.status import LIVE, Model, RecordStatus
 
+log = logging.getLogger(__name__)
+
 
 def records_table(metadata: MetaData, name: str, value_column: str, unique: bool = False) -> Table:
     """The table a service owns, e.g. `table_a` with its `username` column. With `unique`, a live
@@ -42,7 +45,8 @@ def records_table(metadata: MetaData, name: str, value_column: str, unique: bool
         Column("model", String(16), nullable=False, server_default=Model.ORCHESTRATION.value),
         Column("created_at", Timestamp, nullable=False, default=utcnow),
         Column("updated_at", Timestamp, nullable=False, default=utcnow, onupdate=utcnow),
-        *((Column("claim", String(255), nullable=True),
+        # Compared byte for byte, as on SQLite: on MySQL's default collation "Ada" would hold "ada".
+        *((Column("claim", Key(255), nullable=True),
            Index(f"ux_{name}_claim", "claim", unique=True)) if unique else ()),
         **MYSQL_TABLE,
     )
@@ -55,6 +59,22 @@ def mark_choreographed_rows(connection: Connection, table: Table) -> None:
         connection.execute(text(f"UPDATE {table.name} SET model = :model "  # noqa: S608 - our own name
                                 "WHERE saga_id IN (SELECT saga_id FROM inbox)"),
                            {"model": Model.CHOREOGRAPHY.value})
+
+
+def claim_live_values(connection: Connection, table: Table, value_column: str) -> None:
+    """Once, when the claim column is added to a table an older version made: each value a live
+    row holds is claimed by the first such row (by id); a later live row with the same value,
+    which the older version allowed, is left unclaimed and logged for a person to settle."""
+    live = ", ".join(f"'{status.value}'" for status in LIVE)
+    firsts = (f"SELECT MIN(id) AS id FROM {table.name} WHERE status IN ({live}) "  # noqa: S608 - our own names
+              f"GROUP BY {value_column}")
+    connection.execute(text(f"UPDATE {table.name} SET claim = {value_column} "  # noqa: S608
+                            f"WHERE id IN (SELECT id FROM ({firsts}) AS firsts)"))
+    unclaimed = connection.execute(text(f"SELECT COUNT(*) FROM {table.name} "  # noqa: S608
+                                        f"WHERE status IN ({live}) AND claim IS NULL")).scalar_one()
+    if unclaimed:
+        log.warning("%s: %d live row(s) hold a %s an older live row holds too; they claim nothing",
+                    table.name, unclaimed, value_column)
 
 
 @dataclass(frozen=True)
@@ -177,13 +197,14 @@ class RecordStore:
         status = RecordStatus.PENDING if pending else RecordStatus.APPLIED
         return self._insert_unless_present(connection, saga_id, value, status, model)
 
-    def confirm(self, saga_id: str, model: Model) -> Outcome:
+    def confirm(self, saga_id: str, model: Model) -> Outcome | None:
         """The saga completed: its PENDING row becomes APPLIED (the semantic lock is released,
-        the value stays held for good). Idempotent: an APPLIED row stays as it is."""
+        the value stays held for good). Idempotent: an APPLIED row stays as it is. None if the
+        saga has no row here (nothing is written)."""
         with raw_writing(self.engine) as connection:
             return self.confirm_in(connection, saga_id, model)
 
-    def confirm_in(self, connection: Raw, saga_id: str, model: Model) -> Outcome:
+    def confirm_in(self, connection: Raw, saga_id: str, model: Model) -> Outcome | None:
         confirmed = connection.execute(self._confirm, {"key": saga_id, "owner": model.value,
                                                        "status": RecordStatus.APPLIED.value,
                                                        "updated_at": utcnow()})
@@ -192,7 +213,7 @@ class RecordStore:
         row = connection.first(self._current, {"key": saga_id})
         if row is not None and row[1] != model:
             raise WrongModel(saga_id, Model(row[1]))
-        return Outcome(RecordStatus(row[0]) if row is not None else RecordStatus.CANCELLED, False)
+        return Outcome(RecordStatus(row[0]), False) if row is not None else None
 
     def compensate(self, saga_id: str, model: Model) -> Outcome:
         """Undo the saga's row, or leave a CANCELLED tombstone if nothing was applied."""

@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
@@ -40,6 +40,7 @@ from common.web import database_health, kept, require_signature
 from participant.records import Held, Outcome, Record, RecordStore, WrongModel
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_ATTEMPT = 1_000_000
 MAX_CALLER_TIMEOUT = 60.0
@@ -55,6 +56,7 @@ class Participant:
     spec: Service
     records: RecordStore
     sleeps: Sleeps
+    locks: bool = False  # a step it runs holds a semantic lock (Step(..., locks=True)) in some definition
 
 
 def participant() -> Participant:
@@ -201,6 +203,9 @@ def invoke() -> tuple[Any, int]:
     value = text_field(body, spec.field)
     assert value is not None
     pending = isolation_field(body) is Isolation.SEMANTIC_LOCK
+    if pending and not participant().locks:
+        raise ApiError(400, "invalid_field", f"service {spec.name} runs no step that holds a semantic "
+                                             "lock: 'isolation' is for the locking step's service")
     fault, attempt = _fault(), _attempt()
     if fault is not None:
         pause = fault.sleep_before_commit(_number_header(TIMEOUT_HEADER, 5.0, MAX_CALLER_TIMEOUT),
@@ -227,13 +232,16 @@ def invoke() -> tuple[Any, int]:
 @routes.post("/confirm")
 def confirm() -> tuple[Any, int]:
     """The saga completed: release its semantic lock here (its PENDING row becomes APPLIED).
-    Idempotent; 409 if the saga holds no live row here."""
+    Idempotent; 404 if the saga has no row here, 409 if its row is not live (undone)."""
     _, store = _participant()
     body = json_object()
     reject_unknown(body, ("saga_id",))
     saga_id = saga_id_field(body)
     _attempt()  # checked like every call's, though a confirm acts out no fault
-    status = _orchestrated(lambda: store.confirm(saga_id, Model.ORCHESTRATION)).status
+    outcome = _orchestrated(lambda: store.confirm(saga_id, Model.ORCHESTRATION))
+    if outcome is None:
+        raise ApiError(404, "not_found", f"saga {saga_id} has no row here: nothing to confirm")
+    status = outcome.status
     if status is not RecordStatus.APPLIED:
         return _answer(saga_id, status, 409, refused="confirmed")
     log.info("saga %s: confirmed", saga_id)
@@ -253,7 +261,7 @@ def cancel() -> tuple[Any, int]:
     return _undo("cancel", lambda store, saga_id: store.cancel(saga_id, Model.ORCHESTRATION))
 
 
-def _orchestrated(operation: Callable[[], Outcome]) -> Outcome:
+def _orchestrated(operation: Callable[[], T]) -> T:
     """Run an operation for the orchestrator: 409 if the saga's row here is a choreographed one."""
     try:
         return operation()

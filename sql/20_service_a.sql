@@ -59,7 +59,7 @@ CREATE TABLE table_a (
 	model VARCHAR(16) NOT NULL DEFAULT 'orchestration',
 	created_at DATETIME(6) NOT NULL,
 	updated_at DATETIME(6) NOT NULL,
-	claim VARCHAR(255),
+	claim VARCHAR(255) COLLATE utf8mb4_bin,
 	PRIMARY KEY (id),
 	UNIQUE (saga_id)
 )ENGINE=InnoDB CHARSET=utf8mb4;

@@ -6,7 +6,8 @@ from typing import Any
 
 from orchestrator.client import Attempt
 
-CODES = {"ok": 200, "applied": 200, "error": 500, "rejected": 409, "timeout": None, "unreachable": None}
+CODES = {"ok": 200, "applied": 200, "error": 500, "rejected": 409, "locked": 409, "timeout": None,
+         "unreachable": None}
 
 
 class ScriptedParticipants:

@@ -15,7 +15,7 @@ from sqlalchemy import update
 
 from common.db import make_engine
 from common.declaration import Definitions, SagaDefinition, Step, StepKind
-from common.status import SagaStatus
+from common.status import Isolation, SagaStatus
 from orchestrator.engine import Defaults, SagaEngine
 from orchestrator.migrate import upgrade
 from orchestrator.model import Event, Lease, LeaseLost, Run, Transition
@@ -148,6 +148,39 @@ def test_a_resumed_step_counts_the_attempts_already_logged(tmp_path: Path, made:
     assert participants.numbers("a", "invoke") == numbers, \
         "retries left = retries - attempts made, but always one attempt"
     assert participants.numbers("a", "compensate") == [1], "the next call starts afresh"
+
+
+def test_waiting_for_a_semantic_lock_spends_no_retries_and_the_saga_confirms_it(tmp_path: Path) -> None:
+    engine, participants = make(tmp_path, {("a", "invoke"): ["locked", "locked", "locked", "ok"],
+                                           ("a", "confirm"): ["error", "ok"]})
+    saga = engine.drive(engine.create(fresh_user(), {}, isolation=Isolation.SEMANTIC_LOCK).id)
+    assert saga.status is SagaStatus.COMPLETED
+    assert participants.numbers("a", "invoke") == [1, 2, 3, 4], "CALL_RETRIES=2, yet four attempts"
+    assert participants.payloads["a"] == {"saga_id": saga.id}, "the confirm sends the saga id alone"
+    assert participants.numbers("a", "confirm") == [1, 2], "retried until it succeeds"
+    assert [c for c in participants.calls if c[1] == "confirm"] == [("a", "confirm", 1), ("a", "confirm", 2)]
+    assert participants.calls[-1][1] == "confirm", "after the last step"
+
+
+def test_a_resumed_step_does_not_count_the_attempts_a_lock_held_back(tmp_path: Path) -> None:
+    engine, participants = make(tmp_path, {("a", "invoke"): ["error"]})
+    saga = engine.create(fresh_user(), {}, isolation=Isolation.SEMANTIC_LOCK)
+    for number in range(1, 6):
+        engine.store.record_attempt(saga.id, Lease("me", 1), Event("a", "invoke", number, 409, "locked", 1))
+    engine.store.record_attempt(saga.id, Lease("me", 1), Event("a", "invoke", 6, 500, "error", 1))
+    assert engine.drive(saga.id, Run.RESUMED).status is SagaStatus.COMPENSATED
+    assert participants.numbers("a", "invoke") == [7, 8], "one of its three attempts was spent, not six"
+
+
+def test_a_refused_confirm_is_a_failed_compensation_for_a_person(tmp_path: Path) -> None:
+    engine, participants = make(tmp_path, {("a", "confirm"): ["rejected"]})
+    saga = engine.drive(engine.create(fresh_user(), {}, isolation=Isolation.SEMANTIC_LOCK).id)
+    assert (saga.status, saga.failed_step, saga.current_step) == (SagaStatus.COMPENSATION_FAILED, "a", 2)
+    assert saga.compensation_error is not None and "confirm of step a refused" in saga.compensation_error
+    assert participants.numbers("a", "confirm") == [1], "a refusal is not retried"
+    assert engine.reopen(saga.id)  # a person retries it: every step is undone
+    assert engine.drive(saga.id, Run.REOPENED).status is SagaStatus.COMPENSATED
+    assert participants.actions("compensate") == ["c", "b", "a"]
 
 
 def test_a_reopened_compensation_gets_a_full_set_of_retries(tmp_path: Path) -> None:

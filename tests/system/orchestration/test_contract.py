@@ -52,6 +52,31 @@ def test_compensate_before_invoke_leaves_a_tombstone_that_refuses_the_late_invok
     assert (again.status_code, again.json()["status"]) == (200, "CANCELLED")
 
 
+def test_confirm_releases_a_semantic_lock_once_and_refuses_what_it_cannot_confirm(stack: Stack) -> None:
+    sid, username = saga_id(), fresh_value("a")
+    held = stack.signed_post("a", "/invoke", {"saga_id": sid, "username": username, "isolation": "semantic_lock"})
+    assert (held.status_code, held.json()["status"]) == (200, "PENDING"), held.text
+    answers = [stack.signed_post("a", "/confirm", {"saga_id": sid}) for _ in range(3)]
+    assert [(a.status_code, a.json()["status"]) for a in answers] == [(200, "APPLIED")] * 3
+    assert stack.row("a", sid) == {"saga_id": sid, "value": username, "status": "APPLIED"}
+    missing = saga_id()
+    nothing = stack.signed_post("a", "/confirm", {"saga_id": missing})
+    assert (nothing.status_code, nothing.json()["error"]["code"]) == (404, "not_found"), nothing.text
+    assert stack.row("a", missing) is None, "a confirm writes nothing for a saga it does not know"
+    compensate(stack, "a", sid)
+    undone = stack.signed_post("a", "/confirm", {"saga_id": sid})
+    assert (undone.status_code, undone.json()["status"]) == (409, "COMPENSATED")
+    assert_json_error(stack.signed_post("a", "/confirm", {"saga_id": sid}, **{"X-Saga-Attempt": "0"}), 400)
+
+
+def test_only_the_locking_steps_service_takes_a_semantic_lock(stack: Stack) -> None:
+    sid = saga_id()
+    refused = stack.signed_post("b", "/invoke", {"saga_id": sid, "address": fresh_value("b"),
+                                                 "isolation": "semantic_lock"})
+    assert_json_error(refused, 400)
+    assert stack.row("b", sid) is None
+
+
 def test_invoke_after_compensation_is_refused(stack: Stack) -> None:
     sid, username = saga_id(), fresh_value("a")
     invoke(stack, "a", sid, username)
