@@ -54,7 +54,8 @@ def test_compensate_before_invoke_leaves_a_tombstone_that_refuses_the_late_invok
 
 def test_confirm_releases_a_semantic_lock_once_and_refuses_what_it_cannot_confirm(stack: Stack) -> None:
     sid, username = saga_id(), fresh_value("a")
-    held = stack.signed_post("a", "/invoke", {"saga_id": sid, "username": username, "isolation": "semantic_lock"})
+    held = stack.signed_post("a", "/invoke", {"saga_id": sid, "username": username,
+                                              "isolation": "semantic_lock"})
     assert (held.status_code, held.json()["status"]) == (200, "PENDING"), held.text
     answers = [stack.signed_post("a", "/confirm", {"saga_id": sid}) for _ in range(3)]
     assert [(a.status_code, a.json()["status"]) for a in answers] == [(200, "APPLIED")] * 3
