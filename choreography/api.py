@@ -66,7 +66,7 @@ def receive_event() -> tuple[Any, int]:
 
     flows = choreography.flows
     answer, status = take_in(json_body(), lambda item: Envelope.from_json(item, flows.event_types,
-                                                                          dict(flows.sources)),
+                                                                          flows.sources),
                              choreography.receive, choreography.spec.name)
     return jsonify(answer), status
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 
 from common.declaration import Declaration, Definitions, SagaDefinition, StepKind, load
 from common.status import SagaStatus
@@ -117,25 +118,35 @@ class Flow:
     def last(self) -> str:
         return self.steps[-1]
 
-    @property
+    # What follows is derived from the fields once, when first asked (each event asks).
+
+    @cached_property
     def event_types(self) -> frozenset[str]:
         return frozenset({self.requested, self.timed_out, *(w.then for w in self.reactions if w.then),
                           *(w.otherwise for w in self.reactions if w.otherwise)})
 
-    @property
+    @cached_property
     def sources(self) -> dict[str, str]:
         """Event type -> the only service that may publish it."""
         return {self.requested: self.entry, self.timed_out: self.entry,
                 **{t: w.service for w in self.reactions for t in (w.then, w.otherwise) if t}}
 
+    @cached_property
+    def _reactions_by_service(self) -> dict[str, dict[str, When]]:
+        by_service: dict[str, dict[str, When]] = {}
+        for when in self.reactions:
+            by_service.setdefault(when.service, {})[when.event] = when
+        return by_service
+
     def reactions_of(self, service: str) -> dict[str, When]:
         """What `service` reacts to: event type -> what it does."""
-        return {when.event: when for when in self.reactions if when.service == service}
+        return self._reactions_by_service.get(service, {})
 
     def subscribers(self, event_type: str) -> tuple[str, ...]:
         """The services that react to an event of this type."""
         return tuple(when.service for when in self.reactions if when.event == event_type)
 
+    @cached_property
     def ends(self) -> dict[str, SagaStatus]:
         """How the observer reads the saga's end from an event it has seen."""
         return {self.applied[self.last]: SagaStatus.COMPLETED,
@@ -148,7 +159,7 @@ class Flow:
         """(status, failed_step, reason, error) of a saga from the events seen so far, in any order."""
         types = {event_type for event_type, _ in events}
         failed = set(self.failed.values())
-        ends = self.ends()
+        ends = self.ends
         failures = [(t, p) for t, p in events if t in failed]
         # What went wrong first decides the reason: a step's own failure, or the deadline (the
         # cancel's failure events say "timeout"); a deadline passing later changes nothing.
@@ -203,11 +214,11 @@ class Flows:
             raise KeyError(f"unknown saga definition {key!r}")
         return self.known[key]
 
-    @property
+    @cached_property
     def event_types(self) -> frozenset[str]:
         return frozenset(t for flow in self.known.values() for t in flow.event_types)
 
-    @property
+    @cached_property
     def sources(self) -> dict[str, str]:
         return {t: s for flow in self.known.values() for t, s in flow.sources.items()}
 
@@ -221,7 +232,7 @@ class Flows:
         return tuple(dict.fromkeys(t for flow in self.known.values() for t in flow.reactions_of(service)
                                    if sources.get(t) != service))
 
-    @property
+    @cached_property
     def routes(self) -> Routes:
         """What a transport needs: each event's publisher, and what each service takes from others."""
         return Routes(self.sources, {service: self.subscriptions(service) for service in self.services})

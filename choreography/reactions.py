@@ -165,11 +165,10 @@ class Reactions:
         if when.reaction is not Reaction.APPLY:
             return
         saga_id = envelope.saga_id
+        # The saga's deadline is its caller's timeout: a timeout outlasts it, then tries to commit late.
         deadline_in = (parse_moment(str(envelope.payload["deadline"])) - utcnow()).total_seconds()
-        pause = fault.sleep_before_commit(max(0.0, deadline_in), 0, self.config["LAB_DELAY"], attempt)
-        if fault.kind is FaultKind.TIMEOUT:  # outlast the saga's deadline, then try to commit late
-            deadline = parse_moment(str(envelope.payload["deadline"]))
-            pause = max(0.0, (deadline - utcnow()).total_seconds()) + self.config["FAULT_LATE_MARGIN"]
+        pause = fault.sleep_before_commit(max(0.0, deadline_in), self.config["FAULT_LATE_MARGIN"],
+                                          self.config["LAB_DELAY"], attempt)
         fault.before_commit(saga_id, attempt, pause, self.sleeps)
         if fault.fails_after_commit():  # the row commits on its own; the handler then fails
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -68,7 +69,7 @@ class Envelope:
 
     @classmethod
     def from_json(cls, body: Any, known_types: frozenset[str],
-                  owners: dict[str, str] | None = None) -> Envelope:
+                  owners: Mapping[str, str] | None = None) -> Envelope:
         """Check an envelope that came from outside, fields and payload; BadEnvelope says what is
         wrong. With `owners` (event type -> the service whose fact it is), the source must match."""
         if not isinstance(body, dict):
@@ -96,7 +97,7 @@ class Envelope:
 
     @classmethod
     def loads(cls, text: str | bytes, known_types: frozenset[str],
-              owners: dict[str, str] | None = None) -> Envelope:
+              owners: Mapping[str, str] | None = None) -> Envelope:
         try:
             body = json.loads(text)
         except (ValueError, RecursionError):

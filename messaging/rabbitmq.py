@@ -36,7 +36,7 @@ from common.metrics import DEAD_LETTERS, EVENTS_REFUSED
 from common.signing import BadSignature, sign_event, verify_event
 from messaging.events import Envelope, Refused
 from messaging.routes import Routes
-from messaging.transport import Delivery
+from messaging.transport import Delivery, Received
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ def check_message(identity: Identity, secret: str, routing_key: str, properties:
                   body: bytes) -> Envelope:
     """The event a message holds, once it has proved who published it; Refused says why not."""
     routes = identity.routes
-    envelope = Envelope.loads(body, routes.types, dict(routes.sources))  # malformed, or not its source's
+    envelope = Envelope.loads(body, routes.types, routes.sources)  # malformed, or not its source's
     if routing_key != envelope.type or properties.type not in (None, envelope.type):
         raise Refused(f"routed as {routing_key!r}, typed {properties.type!r}, but it is a {envelope.type}",
                       "malformed")
@@ -233,9 +233,6 @@ def check_message(identity: Identity, secret: str, routing_key: str, properties:
     except BadSignature as error:
         raise Refused(str(error), "unsigned") from None
     return envelope
-
-
-Received = Callable[[list[Envelope]], "list[bool] | list[bool | Refused]"]
 
 
 class BrokerConsumer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -12,7 +13,7 @@ class Routes:
     sources: Mapping[str, str]  # event type -> the only party that may publish it
     takes: Mapping[str, tuple[str, ...]]  # service -> the event types it reacts to from others
 
-    @property
+    @cached_property
     def types(self) -> frozenset[str]:
         return frozenset(self.sources)
 

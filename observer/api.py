@@ -75,7 +75,7 @@ def receive() -> tuple[Any, int]:
     require_signature(observing().secret)
     flows = observing().flows
     answer, status = take_in(json_body(), lambda item: Envelope.from_json(item, flows.event_types,
-                                                                          dict(flows.sources)),
+                                                                          flows.sources),
                              observing().observer.receive_all, "observer")
     return jsonify(answer), status
 

@@ -150,13 +150,6 @@ class Observer:
         self._waiting: dict[str, threading.Event] = {}
         self._waiting_guard = threading.Lock()
 
-    def receive(self, envelope: Envelope) -> bool:
-        """Record one event (False if it was seen before); Refused for a saga the log runs."""
-        outcome = self.receive_all([envelope])[0]
-        if isinstance(outcome, Refused):
-            raise outcome
-        return outcome
-
     def receive_all(self, envelopes: list[Envelope]) -> list[bool | Refused]:
         """Record events (a relay's batch) in one transaction, each once, and bring each saga's
         status up to date, once per saga; for each event: True if new, False if seen before, or

@@ -39,7 +39,7 @@ def test_the_sign_up_is_derived_as_it_was_written_by_hand() -> None:
     assert set(FLOW.reactions_of(B)) == {"AccountCreated", "PaymentFailed"}
     assert FLOW.subscribers("SignupTimedOut") == (C,), "the last step decides a timed-out saga"
     assert FLOW.sources["PaymentRegistered"] == C and FLOW.sources["SignupTimedOut"] == A
-    assert FLOW.ends()["AccountRemoved"] is SagaStatus.COMPENSATED
+    assert FLOW.ends["AccountRemoved"] is SagaStatus.COMPENSATED
 
 
 def test_a_fourth_step_is_applied_after_c_and_undone_before_it() -> None:
