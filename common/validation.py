@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from common.errors import ApiError
 from common.faults import FaultKind, parse_fault
 from common.status import Isolation
+
+Choice = TypeVar("Choice", bound=StrEnum)
 
 SAGA_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 # Control characters (C0, DEL, C1, the line and paragraph separators) and lone surrogates,
@@ -72,15 +75,20 @@ def limit_arg(args: Mapping[str, str], default: int = 50, maximum: int = 500) ->
     return whole_number_arg(args, "limit", default, minimum=1, maximum=maximum)
 
 
+def choice_field(body: Mapping[str, Any], name: str, choices: type[Choice]) -> Choice | None:
+    """The optional field `name`, one of the values of the enum `choices`; 400 otherwise."""
+    if name not in body:
+        return None
+    value = body[name]
+    if value not in choices.__members__.values():
+        raise ApiError(400, "invalid_field", f"'{name}' must be one of "
+                       f"{', '.join(choice.value for choice in choices)}")
+    return choices(value)
+
+
 def isolation_field(body: Mapping[str, Any]) -> Isolation | None:
     """The optional `isolation` of a saga: "none" or "semantic_lock"; 400 otherwise."""
-    if "isolation" not in body:
-        return None
-    value = body["isolation"]
-    if value not in Isolation.__members__.values():
-        raise ApiError(400, "invalid_field", f"'isolation' must be one of "
-                       f"{', '.join(i.value for i in Isolation)}")
-    return Isolation(value)
+    return choice_field(body, "isolation", Isolation)
 
 
 @dataclass(frozen=True)

@@ -225,7 +225,7 @@ class SagaEngine:
         retries = step.retries if step.retries is not None else self.defaults.retries
         until_success = step.kind is StepKind.RETRIABLE
         new = self._call(saga, lease, step, "invoke", payload, None if until_success else retries, run,
-                         lambda attempt: applied, failed)
+                         _always(applied), failed)
         if new.status is SagaStatus.COMPLETED:
             log.info("saga %s: COMPLETED", saga.id)
         elif new.status is SagaStatus.RUNNING:

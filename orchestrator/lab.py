@@ -25,7 +25,7 @@ from common.consistency import Unreachable
 from common.declaration import SagaDefinition
 from common.faults import FaultKind
 from common.http import CallFailed, Http
-from common.status import LIVE, Isolation, RecordStatus, SagaStatus
+from common.status import LIVE, Isolation, Model, RecordStatus, SagaStatus
 from observer.observer import Observer
 from orchestrator.engine import SagaEngine
 from orchestrator.gateway import ParticipantGateway
@@ -60,7 +60,7 @@ class IsolationLab:
         self.race = race
         self._running = threading.Lock()
 
-    def run(self, model: str, countermeasure: Isolation) -> dict[str, Any]:
+    def run(self, model: Model, countermeasure: Isolation) -> dict[str, Any]:
         """Run the race once; LabBusy if a run is in progress, LabFailed if it cannot be run."""
         if not self._running.acquire(blocking=False):
             raise LabBusy("the lab is running another race; try again when it has finished")
@@ -75,10 +75,10 @@ class IsolationLab:
             for saga_input in inputs:
                 saga_input[field] = value
             slow = {race.definition.steps[-1].name: FaultKind.LAB.value}  # slow, then failing
-            run = self._orchestrated if model == "orchestration" else self._choreographed
+            run = self._orchestrated if model is Model.ORCHESTRATION else self._choreographed
             first, second = run(race, inputs, slow, countermeasure, locking.participant)
             taken = second["status"] == SagaStatus.COMPENSATED and "is taken" in (second["error"] or "")
-            return {"username" if field == "username" else field: value, "model": model,
+            return {field: value, "model": model.value,
                     "countermeasure": countermeasure.value, "first": first, "second": second,
                     "anomaly": taken and first["status"] != SagaStatus.COMPLETED}
         finally:
@@ -94,11 +94,12 @@ class IsolationLab:
         self._until_held(race, holder, first.id)
         second = engine.create(inputs[1], {}, isolation=isolation)
         done = engine.drive(second.id, logged=second)
-        deadline = time.monotonic() + ENDS_WITHIN
-        while not ((ended := race.store.get(first.id)) and ended.status.finished):
-            if time.monotonic() > deadline:
-                raise LabFailed(f"the first saga {first.id} has not ended within {ENDS_WITHIN:g} s")
-            time.sleep(0.05)
+        def first_ended() -> bool:
+            ended = race.store.get(first.id)
+            return ended is not None and ended.status.finished
+        _until(first_ended, ENDS_WITHIN, f"the first saga {first.id} has not ended within {ENDS_WITHIN:g} s")
+        ended = race.store.get(first.id)
+        assert ended is not None
         return ({"saga_id": first.id, "status": ended.status.value},
                 {"saga_id": done.id, "status": done.status.value, "error": done.error})
 
@@ -136,28 +137,30 @@ class IsolationLab:
     @staticmethod
     def _until_held(race: Race, service: str, saga_id: str) -> None:
         """Wait until the first saga holds its row at the locking step's service."""
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                row = race.gateway.record(service, saga_id)
-            except Unreachable as error:
-                raise LabFailed(f"service {service} does not answer: {error}") from None
-            if row is not None and row.get("status") in LIVE:
-                return
-            time.sleep(0.02)
-        raise LabFailed(f"the first saga {saga_id} did not reach service {service} within 10 s")
+        def held() -> bool:
+            row = race.gateway.record(service, saga_id)
+            return row is not None and row.get("status") in LIVE
+        _until(held, 10, f"the first saga {saga_id} did not reach service {service} within 10 s")
 
     @staticmethod
     def _until_released(race: Race, service: str, saga_ids: tuple[str, ...]) -> None:
         """Wait until no saga of the race holds a semantic lock (a PENDING row) at `service`."""
-        deadline = time.monotonic() + ENDS_WITHIN
-        while time.monotonic() < deadline:
-            try:
-                rows = [race.gateway.record(service, saga_id) for saga_id in saga_ids]
-            except Unreachable as error:
-                raise LabFailed(f"service {service} does not answer: {error}") from None
-            if not any(row and row.get("status") == RecordStatus.PENDING for row in rows):
+        def released() -> bool:
+            rows = [race.gateway.record(service, saga_id) for saga_id in saga_ids]
+            return not any(row and row.get("status") == RecordStatus.PENDING for row in rows)
+        _until(released, ENDS_WITHIN, f"service {service} still holds a lock for {', '.join(saga_ids)} "
+                                      f"{ENDS_WITHIN:g} s after the sagas ended")
+
+
+def _until(done: Callable[[], bool], seconds: float, failure: str) -> None:
+    """Ask `done` every 20 ms until it says yes; LabFailed (`failure`) after `seconds`, or at
+    once when a service it asks does not answer."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if done():
                 return
-            time.sleep(0.02)
-        raise LabFailed(f"service {service} still holds a lock for {', '.join(saga_ids)} "
-                        f"{ENDS_WITHIN:g} s after the sagas ended")
+        except Unreachable as error:
+            raise LabFailed(f"a service does not answer: {error}") from None
+        time.sleep(0.02)
+    raise LabFailed(failure)

@@ -34,8 +34,7 @@ def create_participant_app(name: str, overrides: dict[str, Any] | None = None) -
     sleeps = Sleeps(config["FAULT_SLEEP_SLOTS"])
     flows = Flows.of(config["DECLARATION"], config["DEFINITIONS"])
     choreography = ChoreographedService(spec, flows, config, records, metadata, sleeps)
-    locks = any(step.locks and step.participant == spec.name
-                for definition in config["DEFINITIONS"] for step in definition.steps)
+    locks = any(spec.name in flow.locks for flow in flows.known.values())  # a step of its holds one
     keep(app, Participant(spec, records, sleeps, locks))
     keep(app, choreography)
     app.register_blueprint(routes)

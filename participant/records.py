@@ -170,12 +170,9 @@ class RecordStore:
                 values["claim"] = value if status in LIVE else None
             if connection.execute(self._insert, values):
                 return Outcome(status, True)
-            row = connection.first(self._current, {"key": saga_id})
-            if row is not None:
-                found, owner = row
-                if owner != model:
-                    raise WrongModel(saga_id, Model(owner))
-                return Outcome(RecordStatus(found), False)
+            found = self._existing(connection, saga_id, model)
+            if found is not None:
+                return found
             holder = connection.first(self._holder, {"value": value}) if self.unique else None
             if holder is not None:
                 raise Held(self.field, str(value), holder[0], RecordStatus(holder[1]))
@@ -210,10 +207,18 @@ class RecordStore:
                                                        "updated_at": utcnow()})
         if confirmed:
             return Outcome(RecordStatus.APPLIED, True)
+        return self._existing(connection, saga_id, model)
+
+    def _existing(self, connection: Raw, saga_id: str, model: Model) -> Outcome | None:
+        """The saga's row as it is (this operation wrote nothing), None if it has none here;
+        WrongModel if another model made it."""
         row = connection.first(self._current, {"key": saga_id})
-        if row is not None and row[1] != model:
-            raise WrongModel(saga_id, Model(row[1]))
-        return Outcome(RecordStatus(row[0]), False) if row is not None else None
+        if row is None:
+            return None
+        status, owner = row
+        if owner != model:
+            raise WrongModel(saga_id, Model(owner))
+        return Outcome(RecordStatus(status), False)
 
     def compensate(self, saga_id: str, model: Model) -> Outcome:
         """Undo the saga's row, or leave a CANCELLED tombstone if nothing was applied."""

@@ -7,13 +7,12 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 from common.errors import ApiError, json_object
-from common.status import Isolation
-from common.validation import reject_unknown
+from common.status import Isolation, Model
+from common.validation import choice_field, reject_unknown
 from orchestrator.lab import LabBusy, LabFailed
 from orchestrator.services import services
 
 labs_api = Blueprint("labs", __name__)
-MODELS = ("orchestration", "choreography")
 
 
 @labs_api.post("/labs/isolation")
@@ -24,15 +23,12 @@ def isolation_lab() -> tuple[Any, int]:
     (409 `lab_busy`). Open like /start (it starts two sagas; its fault is bounded and its own)."""
     body = json_object()
     reject_unknown(body, ("model", "countermeasure"))
-    model = body.get("model")
-    if model not in MODELS:
-        raise ApiError(400, "invalid_field", f"'model' must be one of {', '.join(MODELS)}")
-    countermeasure = body.get("countermeasure", Isolation.NONE.value)
-    if countermeasure not in Isolation.__members__.values():
-        raise ApiError(400, "invalid_field",
-                       f"'countermeasure' must be one of {', '.join(i.value for i in Isolation)}")
+    model = choice_field(body, "model", Model)
+    if model is None:
+        raise ApiError(400, "invalid_field", f"'model' must be one of {', '.join(Model)}")
+    countermeasure = choice_field(body, "countermeasure", Isolation) or Isolation.NONE
     try:
-        return jsonify(services().lab.run(str(model), Isolation(countermeasure))), 200
+        return jsonify(services().lab.run(model, countermeasure)), 200
     except LabBusy as busy:
         raise ApiError(409, "lab_busy", str(busy), headers={"Retry-After": "5"}) from None
     except LabFailed as failed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from common.db import iso
@@ -39,10 +40,7 @@ def definition_json(definition: SagaDefinition, timeout: float, retries: int,
             "description": definition.description, "input_fields": list(definition.input_fields),
             "steps": [{"name": s.name, "participant": s.participant, "kind": s.kind.value,
                        "receives": list(s.receives), "action": s.does, "compensation": s.undo,
-                       "events": None if s.events is None else dict(zip(
-                           ("applied", "failed", "undone", "undo_failed"),
-                           (s.events.applied, s.events.failed, s.events.undone, s.events.undo_failed),
-                           strict=True)),
+                       "events": None if s.events is None else asdict(s.events),
                        "timeout": s.timeout if s.timeout is not None else timeout,
                        "retries": None if s.kind is StepKind.RETRIABLE else
                        (s.retries if s.retries is not None else retries),
