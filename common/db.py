@@ -31,7 +31,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import mysql
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError, StatementError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import PoolResetState
 from sqlalchemy.sql.dml import Insert
@@ -167,14 +167,25 @@ def _configure_sqlite(engine: Engine, timeout: float) -> None:
     # pysqlite's own transaction handling defers BEGIN and so breaks SQLAlchemy's;
     # we take it over and begin IMMEDIATE, so a writer waits on the busy timeout
     # instead of failing with "database is locked" when it upgrades a read lock.
+    path = engine.url.database or ""
+
     @event.listens_for(engine, "connect")
-    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+    def on_connect(dbapi_connection: Any, record: Any) -> None:
+        # SQLite opens a file it may not write read-only, for good: remember it (see below).
+        record.info["opened_read_only"] = os.path.exists(path) and not os.access(path, os.W_OK)
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={round(timeout * 1000)}")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.close()
+
+    @event.listens_for(engine, "checkout")
+    def on_checkout(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        # A connection opened while the file was read-only would fail its first write once the
+        # file is writable again: the pool opens a fresh one instead of handing it out.
+        if record.info.get("opened_read_only") and os.access(path, os.W_OK):
+            raise DisconnectionError("opened while the database file was read-only; it is writable now")
 
     @event.listens_for(engine, "handle_error")
     def on_error(context: Any) -> None:
@@ -289,7 +300,7 @@ def raw_writing(engine: Engine) -> Iterator[Raw]:
             _rollback(connection)
             if engine.dialect.is_disconnect(error, connection, cursor) or "readonly database" in str(error):
                 connection.invalidate(error)
-            raise DBAPIError.instance(None, None, error, engine.dialect.loaded_dbapi.Error) from error
+            raise _as_sqlalchemys(engine, error) from error
         except BaseException:
             _rollback(connection)
             raise
@@ -310,7 +321,7 @@ def raw_reading(engine: Engine) -> Iterator[Raw]:
     except engine.dialect.loaded_dbapi.Error as error:
         if engine.dialect.is_disconnect(error, connection, cursor):
             connection.invalidate(error)
-        raise DBAPIError.instance(None, None, error, engine.dialect.loaded_dbapi.Error) from error
+        raise _as_sqlalchemys(engine, error) from error
     finally:
         with contextlib.suppress(Exception):
             cursor.close()
@@ -323,7 +334,12 @@ def _checkout(engine: Engine) -> Any:
     try:
         return engine.raw_connection()
     except engine.dialect.loaded_dbapi.Error as error:
-        raise DBAPIError.instance(None, None, error, engine.dialect.loaded_dbapi.Error) from error
+        raise _as_sqlalchemys(engine, error) from error
+
+
+def _as_sqlalchemys(engine: Engine, error: Exception) -> StatementError:
+    """A driver's error as SQLAlchemy raises it (IntegrityError, OperationalError, ...)."""
+    return DBAPIError.instance(None, None, error, engine.dialect.loaded_dbapi.Error)
 
 
 def _rollback(connection: Any) -> None:
