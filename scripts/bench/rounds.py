@@ -28,7 +28,7 @@ from common.signing import SIGNATURE_HEADER, sign
 from orchestrator.store import saga_events, sagas
 from scripts.bench.loops import One, Result, closed_loop, fresh_user, measured, process_ids, rss_mib
 from scripts.bench.peer import Peer, Running
-from scripts.stack import ROOT, Stack, database_urls, drop_databases, free_port
+from scripts.stack import ROOT, SIGNUP, Stack, database_urls, drop_databases, free_port
 
 # The shipped defaults, not the tests' fast ones: this measures what users run (with fault
 # injection on, as make run has it, for the failure path).
@@ -39,7 +39,7 @@ PRODUCTION = {"CALL_TIMEOUT": "5", "CALL_RETRIES": "2", "COMPENSATION_RETRIES": 
               "CHOREOGRAPHY_POLL": "0.5", "FAULT_SLEEP_SLOTS": "8", "GUNICORN_THREADS": "32"}
 MYSQL = "mysql+pymysql://root@127.0.0.1:3306/test"
 BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
-FIELDS = {"a": "username", "b": "address", "c": "payment"}
+FIELDS = {service.name: service.field for service in SIGNUP.services}
 
 
 def memory_soak(stack: Stack, minutes: float, runs: dict[str, One]

@@ -29,8 +29,8 @@ def assert_rows(stack: Stack, saga_id: str, user: dict[str, str], expected: dict
 def all_counts(stack: Stack) -> dict[str, int]:
     """The rows of the saga log's tables and of each participant's, by table: what a refused
     request must leave as it was."""
-    tables = [("orchestrator", "sagas"), ("orchestrator", "saga_events"), ("a", "table_a"),
-              ("b", "table_b"), ("c", "table_c")]
+    tables = [("orchestrator", "sagas"), ("orchestrator", "saga_events"),
+              *((service.name, service.table) for service in stack.declaration.services)]
     return {table: stack.count(process, table) for process, table in tables}
 
 
@@ -44,9 +44,7 @@ def consistency(stack: Stack, process: str = "orchestrator", limit: int = 1000) 
         report = requests.get(f"{stack.urls[process]}/consistency", params=params, timeout=60).json()
         assert "unreachable" not in report, report
         total["pages"] += 1
-        for key in ("checked", "in_progress"):
-            total[key] += report[key]
-        for key in ("needs_attention", "violations"):
+        for key in ("checked", "in_progress", "needs_attention", "violations"):
             total[key] += report[key]
         if report["next"] is None:
             assert report["complete"], report
@@ -74,7 +72,7 @@ def assert_all_or_nothing(stack: Stack, saga_ids: list[str], seconds: float = 60
         types = event_types(saga)
         assert len(types) == len(set(types)), f"an event happened twice: {types}"
         statuses.append(saga["status"])
-    for service, table in (("a", "table_a"), ("b", "table_b"), ("c", "table_c")):
+    for service, table in ((s.name, s.table) for s in stack.declaration.services):
         with stack.engines[service].connect() as connection:
             twice = connection.execute(text(f"SELECT saga_id FROM {table} GROUP BY saga_id "
                                             "HAVING COUNT(*) > 1")).all()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-FIELDS = {"a": "username", "b": "address", "c": "payment"}
+from scripts.stack import SIGNUP
+
+FIELDS = {service.name: service.field for service in SIGNUP.services}  # service -> the field it keeps
 
 
 def fresh_user(*, email: bool = False) -> dict[str, str]:
