@@ -41,9 +41,9 @@ def from_a_browser() -> bool:
     return any(name in request.headers for name in ("Origin", "Sec-Fetch-Site", "Sec-Fetch-Mode"))
 
 
-def json_body() -> Any:
-    """The request body as JSON (any JSON value), or a 4xx that says what is wrong with it (as
-    `json_object` says it)."""
+def json_body(not_json: str = "the request body is not JSON") -> Any:
+    """The request body as JSON (any JSON value; None if empty), or a 4xx that says what is
+    wrong with it (`not_json` when it is not JSON at all)."""
     raw = request.get_data(cache=True)
     if not request.is_json and from_a_browser():
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
@@ -52,7 +52,7 @@ def json_body() -> Any:
     except RecursionError:
         raise ApiError(400, "invalid_json", "the request body is nested too deeply") from None
     except ValueError:
-        raise ApiError(400, "invalid_json", "the request body is not JSON") from None
+        raise ApiError(400, "invalid_json", not_json) from None
 
 
 def json_object() -> dict[str, Any]:
@@ -62,17 +62,10 @@ def json_object() -> dict[str, Any]:
     page can send without asking, is refused); a program such as curl may leave the type
     out (`curl -d` sends form data by default), and its body is read as JSON all the same.
     """
-    raw = request.get_data(cache=True)
-    if not request.is_json and from_a_browser():
-        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
-    try:
-        body = json.loads(raw) if raw else None
-    except RecursionError:
-        raise ApiError(400, "invalid_json", "the request body is nested too deeply") from None
-    except ValueError:
-        body = None
+    must = "the request body must be a JSON object"
+    body = json_body(not_json=must)
     if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "the request body must be a JSON object")
+        raise ApiError(400, "invalid_json", must)
     return body
 
 

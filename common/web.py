@@ -133,26 +133,27 @@ def add_security_headers(response: Response) -> Response:
 
 def require_signature(secret: str) -> None:
     """401 unless the request carries a valid X-Saga-Signature made with `secret`."""
-    try:
-        verify(secret, request.headers.get(SIGNATURE_HEADER), request.method, request.path,
-               request.get_data(cache=True), headers=request.headers)
-    except BadSignature as error:
+    error = _bad_signature(secret)
+    if error is not None:
         log.warning("refused an unsigned call: %s %s from %s: %s", request.method, request.path,
                     request.remote_addr, error)
-        raise ApiError(401, "unauthorized", f"this call must be signed by a service: {error}") from None
+        raise ApiError(401, "unauthorized", f"this call must be signed by a service: {error}")
 
 
 def is_signed(secret: str) -> bool:
     """Does the request carry a valid X-Saga-Signature made with `secret`? (For what a signed
     caller may ask beyond what anyone may: the isolation lab's own fault.)"""
-    if SIGNATURE_HEADER not in request.headers:
-        return False
+    return SIGNATURE_HEADER in request.headers and _bad_signature(secret) is None
+
+
+def _bad_signature(secret: str) -> BadSignature | None:
+    """Why the request's X-Saga-Signature is not a valid one made with `secret`; None if it is."""
     try:
         verify(secret, request.headers.get(SIGNATURE_HEADER), request.method, request.path,
                request.get_data(cache=True), headers=request.headers)
-    except BadSignature:
-        return False
-    return True
+    except BadSignature as error:
+        return error
+    return None
 
 
 def require_signature_or_dashboard(secret: str) -> None:
