@@ -203,10 +203,12 @@ class Stack:
         own = {"BROKER_URL": self.broker_urls[name]} if name in self.broker_urls else {}
         return {**env, **self.settings, **own, **(extra or {})}
 
-    def start_process(self, name: str, port: int | None = None,
-                      extra_env: dict[str, str] | None = None, label: str | None = None) -> None:
+    def start_process(self, name: str, port: int | None = None, extra_env: dict[str, str] | None = None,
+                      label: str | None = None, app: str | None = None) -> None:
+        """Start process `name` (its `module:app` unless `app` says another) as `label`, under
+        gunicorn, its output in `label`.log."""
         module = "orchestrator" if name == "orchestrator" else f"service_{name}"
-        app = self.apps.get(name) or f"{module}.wsgi:app"
+        app = app or self.apps.get(name) or f"{module}.wsgi:app"
         label = label or name
         with open(self.workdir / f"{label}.log", "ab") as log:  # the child keeps its own copy
             self.processes[label] = subprocess.Popen(

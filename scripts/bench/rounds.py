@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +27,7 @@ from common.signing import SIGNATURE_HEADER, sign
 from orchestrator.store import saga_events, sagas
 from scripts.bench.loops import One, Result, closed_loop, fresh_user, measured, process_ids, rss_mib
 from scripts.bench.peer import Peer, Running
-from scripts.stack import ROOT, SIGNUP, Stack, database_urls, drop_databases, free_port
+from scripts.stack import SIGNUP, Stack, database_urls, drop_databases, free_port
 
 # The shipped defaults, not the tests' fast ones: this measures what users run (with fault
 # injection on, as make run has it, for the failure path).
@@ -389,18 +388,12 @@ def unguarded_chain(stack: Stack, seconds: float) -> tuple[Result, dict[str, flo
     workdir = stack.workdir / "unguarded"
     workdir.mkdir(exist_ok=True)
     urls = database_urls(stack.base_db_url, workdir, f"{stack.tag}u")
-    processes = {}
     try:
         for name in "abc":
-            env = {**stack.env(name), "UNGUARDED_SERVICE": name,
-                   f"SERVICE_{name.upper()}_DATABASE_URL": urls[name]}
-            with open(workdir / f"{name}.log", "ab") as log:
-                processes[name] = subprocess.Popen(
-                    [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "--bind",
-                     f"127.0.0.1:{ports[name]}", "scripts.unguarded:app"],
-                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            stack.start_process(name, ports[name], {"UNGUARDED_SERVICE": name,
+                                                    f"SERVICE_{name.upper()}_DATABASE_URL": urls[name]},
+                                label=f"unguarded {name}", app="scripts.unguarded:app")
         for name in "abc":
-            stack.processes[f"unguarded {name}"] = processes[name]
             stack.wait_healthy(f"unguarded {name}", f"http://127.0.0.1:{ports[name]}")
         one = chain({name: f"http://127.0.0.1:{ports[name]}" for name in "abc"}, None)
         closed_loop("warm-up", 4, 1, one)
@@ -409,10 +402,10 @@ def unguarded_chain(stack: Stack, seconds: float) -> tuple[Result, dict[str, flo
         return measured(ids, "bare chain, unguarded", 16, seconds, one)
     finally:
         for name in "abc":
-            stack.processes.pop(f"unguarded {name}", None)
-            if name in processes:
-                processes[name].terminate()
-                processes[name].wait(timeout=30)
+            process = stack.processes.pop(f"unguarded {name}", None)
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=30)
         drop_databases(stack.base_db_url, {k: v for k, v in urls.items() if k in "abc"})
 
 
