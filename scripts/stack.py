@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -58,7 +59,8 @@ def party(process: str) -> str:
 
 
 PORTS = range(20000, 32000)  # below Linux's ephemeral range (32768-60999), which connections take
-_next_port: list[int] = []  # where this process's walk through its slice of PORTS has reached
+SLICE = len(PORTS) // 8  # each test worker's share
+_walk = itertools.count(random.randrange(SLICE))  # this process's walk through its slice
 
 
 def free_port() -> int:
@@ -67,20 +69,16 @@ def free_port() -> int:
     a slice of its own for each test worker (PYTEST_XDIST_WORKER), so two never pick one; and
     walked through in turn, so a port comes round again only after the whole slice."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
-    width = len(PORTS) // 8
-    first = PORTS.start + (int(worker) % 8 if worker.isdigit() else 0) * width
-    if not _next_port:
-        _next_port.append(random.randrange(width))
-    for _ in range(width):
-        port = first + _next_port[0] % width
-        _next_port[0] += 1
+    first = PORTS.start + (int(worker) % 8 if worker.isdigit() else 0) * SLICE
+    for _ in range(SLICE):
+        port = first + next(_walk) % SLICE
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
         return port
-    raise RuntimeError(f"no free port left in {first}-{first + width - 1}")
+    raise RuntimeError(f"no free port left in {first}-{first + SLICE - 1}")
 
 
 def database_urls(base_url: str | None, workdir: Path, tag: str,

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import requests
 from sqlalchemy import text
-from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from scripts.stack import RECOVERS_FAILED_COMPENSATIONS, Stack
 from tests.support.calls import start_async, wait_for_saga
@@ -114,10 +113,7 @@ def test_a_killed_participant_loses_nothing_and_applies_nothing_twice(
     stack.restart("b")
     # B came back in time (COMPLETED) or not (compensated; a failed compensation of B is
     # retried by the recovery loop once B is back): either way, all or nothing.
-    for attempt in Retrying(stop=stop_after_delay(30), wait=wait_fixed(0.1), reraise=True):
-        with attempt:
-            row = stack.saga_row(saga_id)
-            assert row is not None and row["status"] in ("COMPLETED", "COMPENSATED"), row
+    row = wait_for_saga(stack, saga_id, ("COMPLETED", "COMPENSATED"))
     statuses = [stack.row_status(s, saga_id) for s in "abc"]
     if row["status"] == "COMPLETED":
         assert statuses == ["APPLIED"] * 3

@@ -35,13 +35,15 @@ def start_async(stack: Stack, **fail: str) -> str:
     return str(answer.json()["saga_id"])
 
 
-def wait_for_saga(stack: Stack, saga_id: str, status: str, current_step: int | None = None,
+def wait_for_saga(stack: Stack, saga_id: str, status: str | tuple[str, ...], current_step: int | None = None,
                   seconds: float = 30) -> dict[str, Any]:
-    """Poll the saga log itself (not the API: the orchestrator may be dead) until it matches."""
+    """Poll the saga log itself (not the API: the orchestrator may be dead) until it matches
+    (its status `status`, or one of them)."""
+    statuses = (status,) if isinstance(status, str) else status
     for attempt in Retrying(stop=stop_after_delay(seconds), wait=wait_fixed(0.01), reraise=True):
         with attempt:
             row = stack.saga_row(saga_id)
-            assert row is not None and row["status"] == status, row
+            assert row is not None and row["status"] in statuses, row
             assert current_step is None or row["current_step"] == current_step, row
     return row
 
