@@ -3,6 +3,8 @@ and without the semantic lock, what it shows checked against the API and A's rea
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import requests
 from playwright.sync_api import Page, expect
@@ -10,8 +12,17 @@ from sqlalchemy import text
 
 from scripts.stack import Stack
 from tests.browser.conftest import Console
+from tests.support.stacks import LAB_RACE, TEST_DATABASE_URL
 
 RACE = 45_000  # ms: both sagas end within seconds; a loaded machine gets room
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A system of its own, with the lab race's deadline (the shared one's is the tests' 4 s)."""
+    running = Stack(tmp_path_factory.mktemp("lab"), TEST_DATABASE_URL, settings=LAB_RACE).start()
+    yield running
+    running.stop()
 
 
 def holders(stack: Stack, username: str) -> dict[str, str]:

@@ -18,16 +18,17 @@ from scripts.stack import Stack
 from tests.support.calls import choreographed, sign_up, start, wait_for_saga
 from tests.support.checks import consistency
 from tests.support.people import fresh_user
-from tests.support.stacks import TEST_DATABASE_URL, TRANSPORTS
+from tests.support.stacks import LAB_RACE, TEST_DATABASE_URL, TRANSPORTS
 
 LOCK = "semantic_lock"
 
 
 @pytest.fixture(scope="module", params=sorted(TRANSPORTS))
 def system(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Both models on one transport, with a short bound on held locks for /consistency."""
+    """Both models on one transport, with a short bound on held locks for /consistency and the
+    lab race's deadline."""
     running = Stack(tmp_path_factory.mktemp(f"isolation-{request.param}"), TEST_DATABASE_URL,
-                    settings={**TRANSPORTS[request.param], "LOCK_ATTENTION_AFTER": "0.3"}).start()
+                    settings={**TRANSPORTS[request.param], **LAB_RACE, "LOCK_ATTENTION_AFTER": "0.3"}).start()
     yield running
     running.stop()
 
