@@ -1,0 +1,109 @@
+"""The relay against a real outbox (SQLite) and a transport that answers at once: every row
+handed to it is delivered once and marked, many marks in one transaction; a failed delivery is
+rescheduled and sent again when it falls due."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import MetaData, select
+
+from common.db import make_engine, raw_writing
+from common.pacing import Pacing
+from messaging.events import Envelope
+from messaging.outbox import Outbox, OutboxRow, outbox_table
+from messaging.relay import Relay
+from messaging.transport import Delivery
+
+DESTINATIONS = ["b", "observer"]
+
+
+class Recording:
+    """A transport that takes every event, except the first attempt at each one `refuse` names."""
+
+    def __init__(self, refuse: Callable[[str, str], bool] = lambda _destination, _text: False) -> None:
+        self.refuse = refuse
+        self.delivered: list[tuple[str, str]] = []
+        self.refused: set[tuple[str, str]] = set()
+        self._guard = threading.Lock()
+
+    def destinations(self, subscribers: tuple[str, ...]) -> list[str]:
+        return list(subscribers)
+
+    def deliver(self, destination: str, envelopes: list[str]) -> list[Delivery]:
+        answers = []
+        with self._guard:
+            for text in envelopes:
+                if self.refuse(destination, text) and (destination, text) not in self.refused:
+                    self.refused.add((destination, text))
+                    answers.append(Delivery(False, error="503 from the destination"))
+                else:
+                    self.delivered.append((destination, text))
+                    answers.append(Delivery(True))
+        return answers
+
+
+@pytest.fixture
+def outbox(tmp_path: Path) -> Iterator[Outbox]:
+    engine = make_engine(f"sqlite:///{tmp_path}/outbox.db")
+    metadata = MetaData()
+    table = outbox_table(metadata)
+    metadata.create_all(engine)
+    yield Outbox(engine, table, handover=60)  # no scan finds a handed row: the relay must send it
+    engine.dispose()
+
+
+def queue(outbox: Outbox, events: int) -> list[OutboxRow]:
+    rows: list[OutboxRow] = []
+    with raw_writing(outbox.engine) as connection:
+        for n in range(events):
+            envelope = Envelope("AccountCreated", f"saga-{n}", "a", {"n": n})
+            rows += outbox.add(connection, envelope, DESTINATIONS)
+    return rows
+
+
+def statuses(outbox: Outbox) -> dict[str, int]:
+    with outbox.engine.connect() as connection:
+        found = connection.execute(select(outbox.table.c.status)).scalars().all()
+    return {status: found.count(status) for status in set(found)}
+
+
+def until(condition: Callable[[], bool], seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the relay never got there"
+        time.sleep(0.02)
+
+
+def test_each_handed_row_is_delivered_once_and_marked_many_to_a_transaction(outbox: Outbox) -> None:
+    transport = Recording()
+    relay = Relay("a", outbox, transport, DESTINATIONS, Pacing(0.05, 0.1, 0.0), max_attempts=5, poll=0.2)
+    marks: list[int] = []
+    mark_sent = outbox.mark_sent
+    outbox.mark_sent = lambda rows: marks.append(len(rows)) or mark_sent(rows)  # type: ignore[method-assign]
+    relay.start()
+    rows = queue(outbox, 30)
+    relay.push(rows)
+    until(lambda: statuses(outbox) == {"SENT": 60})
+    assert sorted(transport.delivered) == sorted((row.destination, row.envelope) for row in rows)
+    assert sum(marks) == 60
+    assert len(marks) <= len(DESTINATIONS), f"one transaction per delivery at most, not per row: {marks}"
+
+
+def test_a_failed_delivery_is_rescheduled_then_sent_again(outbox: Outbox) -> None:
+    transport = Recording(refuse=lambda destination, _text: destination == "b")
+    relay = Relay("a", outbox, transport, DESTINATIONS, Pacing(0.05, 0.1, 0.0), max_attempts=5, poll=0.2)
+    relay.start()
+    rows = queue(outbox, 3)
+    relay.push(rows)
+    until(lambda: len(transport.refused) == 3)
+    until(lambda: statuses(outbox) == {"SENT": 6})
+    t = outbox.table
+    with outbox.engine.connect() as connection:
+        retried = connection.execute(select(t.c.attempts, t.c.last_error).where(t.c.destination == "b")).all()
+    assert retried == [(1, None)] * 3, "the failed attempt counted; its error cleared once sent"
+    assert sorted(transport.delivered) == sorted((row.destination, row.envelope) for row in rows)
