@@ -134,7 +134,9 @@ def make_engine(url: str, pool_size: int = 40, timeout: float = DEFAULT_TIMEOUT)
         pool_size=pool_size,
         max_overflow=pool_size // 2,
         pool_timeout=timeout,
-        pool_pre_ping=True,
+        # PyMySQL: `_ping_if_idle` pings a connection idle a while before it is used; other
+        # drivers: SQLAlchemy's ping before every use.
+        pool_pre_ping=not pymysql,
         pool_recycle=3600,
         isolation_level="READ COMMITTED",
         # PyMySQL: `_reset_pymysql` resets a returned connection, only when there is work.
@@ -145,7 +147,33 @@ def make_engine(url: str, pool_size: int = 40, timeout: float = DEFAULT_TIMEOUT)
     )
     if pymysql:
         event.listen(engine, "reset", _reset_pymysql)
+        event.listen(engine, "checkin", _note_return)
+        event.listen(engine, "checkout", _ping_if_idle)
     return engine
+
+
+PING_AFTER = 1.0
+"""Seconds a pooled connection may sit unused before it is pinged on its way out of the pool."""
+
+
+def _note_return(dbapi_connection: Any, record: Any) -> None:
+    if dbapi_connection is not None:  # None: it was invalidated on its way back
+        record.info["returned_at"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """The pool's check that a connection still works (a server restarted, a proxy that closed
+    it), made only when it has sat unused for `PING_AFTER` seconds: a ping before every use is
+    one more round trip per transaction, for a connection that answered a moment ago. One that
+    fails is thrown away and the pool hands out a fresh one, as `pool_pre_ping` does. (The
+    record's `info` is emptied with each new DB-API connection: a fresh one is not pinged.)"""
+    returned = record.info.get("returned_at")
+    if returned is None or time.monotonic() - returned < PING_AFTER:
+        return
+    try:
+        dbapi_connection.ping(reconnect=False)
+    except Exception as error:  # noqa: BLE001 - whatever the cause, the connection is not usable
+        raise DisconnectionError(f"pooled connection lost while idle: {error}") from error
 
 
 def _reset_pymysql(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
@@ -283,7 +311,7 @@ class Raw:
 @contextmanager
 def raw_writing(engine: Engine) -> Iterator[Raw]:
     """A write transaction as `writing` makes one (the write gate, BEGIN IMMEDIATE on SQLite,
-    pooled and pre-pinged connections on MySQL), on the DB-API connection, for `Prepared`
+    pooled connections, pinged when idle, on MySQL), on the DB-API connection, for `Prepared`
     statements; a driver's error is raised as SQLAlchemy's (an IntegrityError, an
     OperationalError), and a lost connection is thrown away, as SQLAlchemy does."""
     gate = _write_gates.get(engine)

@@ -1,4 +1,5 @@
-"""The MySQL engine's pool: a returned connection is rolled back exactly when it holds a transaction.
+"""The MySQL engine's pool: a returned connection is rolled back exactly when it holds a
+transaction, and pinged before use only once it has sat idle (a lost one is replaced).
 
 Runs against the MySQL/MariaDB at TEST_DATABASE_URL (the MariaDB leg of `make test`).
 """
@@ -7,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import pymysql
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, text
 
+import common.db
 from common.db import make_engine, reading
 from tests.support.stacks import TEST_DATABASE_URL
 
@@ -58,3 +61,34 @@ def test_a_connection_returned_inside_a_transaction_is_rolled_back(engine: Engin
     raw.close()  # back to the pool with the insert uncommitted
     with reading(engine) as connection:
         assert connection.execute(text("SELECT COUNT(*) FROM pool_probe WHERE n = 42")).scalar_one() == 0
+
+
+def test_a_connection_used_a_moment_ago_is_not_pinged(engine: Engine,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    pings: list[object] = []
+    ping = pymysql.connections.Connection.ping
+    monkeypatch.setattr(pymysql.connections.Connection, "ping",
+                        lambda self, *a, **k: pings.append(self) or ping(self, *a, **k))
+    for n in range(5):
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO pool_probe VALUES (:n)"), {"n": n})
+    assert pings == [], "a connection back in the pool a moment ago goes out again unpinged"
+    monkeypatch.setattr(common.db, "PING_AFTER", 0.0)  # now every connection has been idle long enough
+    with engine.begin() as connection:
+        connection.execute(text("SELECT 1"))
+    assert len(pings) == 1
+
+
+def test_a_connection_lost_while_idle_is_replaced(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server drops the pool's idle connection (a restart, a proxy's idle timeout): the next
+    use gets a fresh connection instead of failing."""
+    assert TEST_DATABASE_URL
+    with reading(engine) as connection:
+        lost = connection.execute(text("SELECT CONNECTION_ID()")).scalar_one()
+    killer = create_engine(TEST_DATABASE_URL)
+    with killer.begin() as connection:
+        connection.execute(text(f"KILL {int(lost)}"))
+    killer.dispose()
+    monkeypatch.setattr(common.db, "PING_AFTER", 0.0)
+    with engine.begin() as connection:
+        assert connection.execute(text("SELECT CONNECTION_ID()")).scalar_one() != lost
