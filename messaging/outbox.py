@@ -3,7 +3,6 @@ and a relay publishes it afterwards, marking what its destination confirmed."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,7 +29,6 @@ from common.db import MYSQL_TABLE, Key, Prepared, Raw, Timestamp, iso, raw_writi
 from messaging.events import Envelope
 
 PENDING, SENT, DEAD = "PENDING", "SENT", "DEAD"
-MARK_CHUNK = 500  # event ids in one statement's IN list, at most
 
 
 def outbox_table(metadata: MetaData) -> Table:
@@ -66,13 +64,14 @@ class OutboxRow:
 
 
 @dataclass(frozen=True)
-class Undelivered:
-    """A row its destination did not take, for `reschedule`."""
+class Outcome:
+    """What became of one row's delivery, for `settle`."""
 
     row: OutboxRow
-    dead: bool
-    error: str
-    retry_in: float = 0.0  # seconds until the next attempt, for a row not dead
+    sent: bool
+    dead: bool = False
+    error: str | None = None
+    retry_in: float = 0.0  # seconds until the next attempt, for a row neither sent nor dead
 
 
 class Outbox:
@@ -90,6 +89,10 @@ class Outbox:
         self._insert = Prepared(engine, insert(t), ("event_id", "destination", "event_type", "saga_id",
                                                     "envelope", "status", "attempts", "next_attempt_at",
                                                     "created_at"))
+        self._sent = Prepared(engine, update(t).where(t.c.destination == bindparam("sent_to"),
+                                                      t.c.event_id == bindparam("row_event_id"),
+                                                      t.c.status == PENDING),
+                              ("status", "sent_at", "last_error"))
         self._mark = Prepared(engine, update(t).where(t.c.destination == bindparam("row_destination"),
                                                       t.c.event_id == bindparam("row_event_id")),
                               ("status", "attempts", "last_error", "next_attempt_at"))
@@ -122,31 +125,22 @@ class Outbox:
         with reading(self.engine) as connection:
             return [OutboxRow(*row) for row in connection.execute(query)]
 
-    def mark_sent(self, rows: list[OutboxRow]) -> None:
-        """Mark rows their destinations took, in one transaction: one statement per destination
-        (not one per row). A row found already marked, or dead, is left as it is."""
-        t, by_destination = self.table, defaultdict(list)
-        for row in rows:
-            by_destination[row.destination].append(row.event_id)
+    def settle(self, outcomes: list[Outcome]) -> None:
+        """Record what came of a batch of deliveries, in one transaction: the rows sent, the rows
+        to try again later, and the rows dead-lettered."""
         now = utcnow()
-        with writing(self.engine) as connection:
-            for destination, event_ids in by_destination.items():
-                for start in range(0, len(event_ids), MARK_CHUNK):
-                    connection.execute(update(t).where(
-                        t.c.destination == destination, t.c.event_id.in_(event_ids[start:start + MARK_CHUNK]),
-                        t.c.status == PENDING).values(status=SENT, sent_at=now, last_error=None))
-
-    def reschedule(self, failures: list[Undelivered]) -> None:
-        """Record deliveries that failed, in one transaction: each row tried again later, or
-        dead-lettered."""
-        now = utcnow()
+        sent = [{"sent_to": o.row.destination, "row_event_id": o.row.event_id, "status": SENT, "sent_at": now,
+                 "last_error": None} for o in outcomes if o.sent]
         marks = [{"row_destination": o.row.destination, "row_event_id": o.row.event_id,
                   "status": DEAD if o.dead else PENDING, "attempts": o.row.attempts + 1,
                   "last_error": (o.error or "")[:2000],
                   "next_attempt_at": now + timedelta(seconds=o.retry_in)}
-                 for o in failures]
+                 for o in outcomes if not o.sent]
         with raw_writing(self.engine) as connection:
-            connection.execute_many(self._mark, marks)
+            if sent:
+                connection.execute_many(self._sent, sent)
+            if marks:
+                connection.execute_many(self._mark, marks)
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, object]]:
         """Events that could not be delivered, newest first."""

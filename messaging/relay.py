@@ -2,12 +2,11 @@
 
 It never publishes inside a transaction: the outbox rows were committed with the change they
 report, and are handed to the relay in memory only once that commit is done (`push`); the relay
-sends them at once, a batch at a time, and one thread marks what every destination took, many
-rows in one transaction a moment later. Rows it was never handed, or could not deliver, are
-found by a scan of the outbox every `poll` seconds once they fall due. An event is published at
-least once: a relay killed after the destination took it and before the row was marked sends it
-again, and the receiver's inbox drops the repeat. Each destination has a thread of its own, so
-one that is down or slow holds up only its own events.
+sends them at once, a batch at a time, and marks the batch in one transaction. Rows it was never
+handed, or could not deliver, are found by a scan of the outbox every `poll` seconds once they
+fall due. An event is published at least once: a relay killed after the destination took it and
+before the row was marked sends it again, and the receiver's inbox drops the repeat. Each
+destination has a thread of its own, so one that is down or slow holds up only its own events.
 """
 
 from __future__ import annotations
@@ -19,14 +18,12 @@ from collections import deque
 
 from common.metrics import DEAD_LETTERS, EVENTS_PUBLISHED
 from common.pacing import Pacing
-from messaging.outbox import Outbox, OutboxRow, Undelivered
+from messaging.outbox import Outbox, OutboxRow, Outcome
 from messaging.transport import Transport
 
 log = logging.getLogger(__name__)
 
 BATCH = 100  # events handed to a destination in one delivery, at most
-MARK_AFTER = 0.05
-"""Seconds the marker waits after a delivery for more, so that one transaction marks them all."""
 
 
 class Relay:
@@ -46,11 +43,8 @@ class Relay:
         self.lanes = lanes
         self._handed: dict[str, deque[OutboxRow]] = {d: deque() for d in destinations}
         self._wakes = {d: threading.Event() for d in destinations}
-        self._sent: deque[OutboxRow] = deque()  # delivered, not yet marked
-        self._marker_wake = threading.Event()
 
     def start(self) -> None:
-        threading.Thread(target=self._mark, daemon=True, name="relay-marker").start()
         for destination in self.destinations:
             for lane in range(self.lanes):
                 threading.Thread(target=self._run, args=(destination, lane), daemon=True,
@@ -93,15 +87,16 @@ class Relay:
 
     def _deliver(self, destination: str, rows: list[OutboxRow]) -> None:
         deliveries = self.transport.deliver(destination, [row.envelope for row in rows])
-        sent, failures = [], []
+        outcomes = []
         for row, delivery in zip(rows, deliveries, strict=True):
             if delivery.ok:
-                sent.append(row)
+                outcomes.append(Outcome(row, sent=True))
                 continue
             attempts = row.attempts + 1
             error = delivery.error or "not delivered"
             dead = delivery.permanent or attempts >= self.max_attempts
-            failures.append(Undelivered(row, dead, error, 0.0 if dead else self.pacing.after(attempts)))
+            outcomes.append(Outcome(row, sent=False, dead=dead, error=error,
+                                    retry_in=0.0 if dead else self.pacing.after(attempts)))
             if dead:
                 DEAD_LETTERS.labels(self.service, "outbox").inc()
                 log.error("event %s to %s dead-lettered after %d attempt(s): %s", row.event_id,
@@ -109,28 +104,10 @@ class Relay:
             else:
                 log.info("event %s to %s not delivered (attempt %d): %s", row.event_id, destination,
                          attempts, error)
-        if failures:
-            self.outbox.reschedule(failures)
+        self.outbox.settle(outcomes)
+        sent = sum(1 for outcome in outcomes if outcome.sent)
         if sent:
-            EVENTS_PUBLISHED.labels(self.service, destination).inc(len(sent))
-            self._sent.extend(sent)
-            self._marker_wake.set()
-
-    def _mark(self) -> None:
-        """Mark what the destinations took, every destination's rows in one transaction. The
-        mark only spares the scan a row: a row not yet marked when the process dies is sent
-        again once it falls due, and its receivers drop the repeat."""
-        while True:
-            self._marker_wake.wait()
-            self._marker_wake.clear()
-            time.sleep(MARK_AFTER)
-            rows = _take(self._sent, 10 * BATCH)
-            if len(rows) == 10 * BATCH:
-                self._marker_wake.set()
-            try:
-                self.outbox.mark_sent(rows)
-            except Exception:  # noqa: BLE001 - unmarked rows are sent again, and dropped as repeats
-                log.exception("marking %d delivered event(s) failed; they will be sent again", len(rows))
+            EVENTS_PUBLISHED.labels(self.service, destination).inc(sent)
 
 
 def _take(handed: deque[OutboxRow], most: int) -> list[OutboxRow]:
