@@ -41,7 +41,10 @@ from orchestrator.store import SagaStore
 
 log = logging.getLogger("orchestrator.saga")
 MODEL = "orchestration"
-LOCK_POLL = 0.1  # seconds between asks while another saga's semantic lock holds a step back
+# While another saga's semantic lock holds a step back: asked again after 0.1 s, then after twice
+# as long each time, up to the 1 s a participant's Retry-After asks for (30 s of waiting: about
+# 35 attempts in the saga's timeline, not 300).
+LOCK_PACING = Pacing(0.1, 1.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -328,10 +331,11 @@ class SagaEngine:
         until_success = retries is None
         timeout = step.timeout if step.timeout is not None else self.defaults.timeout
         waiting_since: float | None = None  # when another saga's semantic lock first held us back
+        held = 0  # attempts a lock has refused in this wait
         spare = 0  # attempts refused by a lock, which do not count against the retries
 
         def attempt_once(number: int) -> Transition | None:
-            nonlocal waiting_since, spare
+            nonlocal waiting_since, held, spare
             with span_in(f"{action} {step.name}", kind=SpanKind.CLIENT,
                          attributes={"saga.id": saga.id, "saga.step": step.name, "saga.action": action,
                                      "saga.attempt": number}) as span:
@@ -347,12 +351,13 @@ class SagaEngine:
             CALL_DURATION.labels(step.name, action).observe(attempt.latency_ms / 1000)
             decided: Transition | None = None
             if attempt.outcome != "locked":  # the wait for a lock, if there was one, is over
-                waiting_since = None
+                waiting_since, held = None, 0
             if attempt.outcome == "ok":  # the participant committed; the log does not know yet
                 self.failpoints.hit(f"after_{action}", step.name)
                 decided = succeeded(attempt)
             elif attempt.outcome == "locked":  # another saga holds what this one wants, for now
                 waiting_since = waiting_since or time.monotonic()
+                held += 1
                 if time.monotonic() - waiting_since >= self.defaults.lock_wait:
                     decided = failed(replace(attempt, error=f"{attempt.error} (waited "
                                                            f"{self.defaults.lock_wait:g} s)"))
@@ -363,8 +368,9 @@ class SagaEngine:
             self.store.record_attempt(saga.id, lease, Event(
                 step.name, action, attempt.number, attempt.http_status, attempt.outcome,
                 attempt.latency_ms, attempt.error), decided)
-            # An attempt that went as planned is in the saga's timeline; the log says what went wrong.
-            log.log(logging.DEBUG if attempt.outcome == "ok" else logging.INFO,
+            # An attempt that went as planned is in the saga's timeline; the log says what went
+            # wrong (of a wait for a lock, its first refusal).
+            log.log(logging.DEBUG if attempt.outcome == "ok" or held > 1 else logging.INFO,
                     "saga %s: %s %s attempt %d -> %s%s (%d ms)", saga.id, action, step.name,
                     attempt.number, attempt.outcome,
                     f" {attempt.http_status}" if attempt.http_status else "", attempt.latency_ms,
@@ -375,8 +381,8 @@ class SagaEngine:
         # The budget decides which attempt is the last; the pacing, how long to wait before the next.
         number = budget.first
         while (decided := attempt_once(number)) is None:
-            # A lock is asked about again at a steady pace; a failure is backed off from.
-            pause = LOCK_POLL if waiting_since is not None else self.pacing.after(number - budget.first + 1)
+            # A lock, and a failure, are each backed off from at a pace of their own.
+            pause = LOCK_PACING.after(held) if held else self.pacing.after(number - budget.first + 1)
             time.sleep(pause)
             number += 1
         return decided.applied_to(saga)

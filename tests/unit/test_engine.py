@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
+import orchestrator.engine
 from common.db import make_engine
 from common.declaration import Definitions, SagaDefinition, Step, StepKind
 from common.status import Isolation, SagaStatus
@@ -160,6 +161,18 @@ def test_waiting_for_a_semantic_lock_spends_no_retries_and_the_saga_confirms_it(
     assert participants.numbers("a", "confirm") == [1, 2], "retried until it succeeds"
     assert [c for c in participants.calls if c[1] == "confirm"] == [("a", "confirm", 1), ("a", "confirm", 2)]
     assert participants.calls[-1][1] == "confirm", "after the last step"
+
+
+def test_a_lock_is_asked_about_less_and_less_often(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """0.1 s, then twice as long each time, up to the 1 s of A's Retry-After: a saga waiting out
+    another's lock fills its timeline with tens of attempts, not hundreds."""
+    engine, participants = make(tmp_path, {("a", "invoke"): ["locked"] * 6 + ["ok"]})
+    pauses: list[float] = []
+    monkeypatch.setattr(orchestrator.engine.time, "sleep", pauses.append)
+    saga = engine.drive(engine.create(fresh_user(), {}, isolation=Isolation.SEMANTIC_LOCK).id)
+    assert saga.status is SagaStatus.COMPLETED
+    assert participants.numbers("a", "invoke") == [1, 2, 3, 4, 5, 6, 7]
+    assert pauses == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
 
 
 def test_a_resumed_step_does_not_count_the_attempts_a_lock_held_back(tmp_path: Path) -> None:
