@@ -91,6 +91,27 @@ def same_but_renamed(again: dict[str, str], first: dict[str, str]) -> bool:
 
 # Orchestration ---------------------------------------------------------------------------------
 
+# Notes what the page looks like the moment it says it is ready.
+NOTE_AT_READY = """new MutationObserver(() => {
+  if (document.body?.dataset.ready === "true" && window.atReady === undefined) {
+    window.atReady = {services: document.querySelectorAll("#services li").length,
+                      top: document.querySelector("#scenarios").getBoundingClientRect().top};
+  }
+}).observe(document, {attributes: true, subtree: true, attributeFilter: ["data-ready"]});"""
+
+
+def test_nothing_moves_the_buttons_once_the_page_says_it_is_ready(page: Page, stack: Stack) -> None:
+    """The page is ready (data-ready) only once what sits above the scenario buttons has loaded:
+    a service list filling in a moment later pushed them down, under a test's click."""
+    page.add_init_script(NOTE_AT_READY)
+    open_dashboard(page, stack)
+    expect(page.locator("#services li")).to_have_count(len(stack.declaration.services))
+    at_ready = page.evaluate("window.atReady")
+    assert at_ready["services"] == len(stack.declaration.services), "the services were listed by then"
+    box = page.locator("#scenarios").bounding_box()
+    assert box is not None and abs(box["y"] - at_ready["top"]) < 0.5, "the buttons are where they were"
+
+
 def test_success_scenario(page: Page, stack: Stack) -> None:
     open_dashboard(page, stack)
     truth = run_scenario(page, stack, "Success", "COMPLETED")

@@ -233,9 +233,10 @@ async function main() {
   $("#log-filter").addEventListener("change", (event) => setLogFilter(event.target.value));
   $("#log-follow-selected").addEventListener("click", () => setLogFilter(state.selected[state.model] || ""));
   $("#log-clear-filter").addEventListener("click", () => setLogFilter(""));
-  refreshServices();
+  // Ready once what sits above the buttons has loaded too: a list that fills in later would
+  // move them under a click.
+  [state.definition, state.flow] = await Promise.all([loadDefinition(), loadFlow(), refreshServices()]);
   setInterval(refreshServices, 3 * POLL_MS);
-  [state.definition, state.flow] = await Promise.all([loadDefinition(), loadFlow()]);
   describeSaga(state.definition);
   buildInputs();
   await setModel("orchestration");
