@@ -34,6 +34,7 @@ def flag(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 MIN_SECRET_LENGTH = 16
+DEFAULT_THREADS = 32  # gunicorn's threads per process (GUNICORN_THREADS)
 # Loopback, and the names the processes have on compose's network (host names take no "_").
 DEFAULT_HOSTS = "127.0.0.1,localhost,orchestrator,service-a,service-b,service-c"
 DEFAULT_ORIGINS = "http://127.0.0.1:5000,http://localhost:5000"  # the dashboard, as make run serves it

@@ -10,6 +10,7 @@ not a part of it.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,9 @@ class Observing:
     secret: str
     service_urls: dict[str, str]  # where sign-ups enter, and the services' dead letters
     knows_signup: Callable[[str], bool]  # did the entry service take in this sign-up?
+    # Readers that may wait (?wait=) at once: each holds a thread, and the events that end the
+    # saga it waits for come in on the same threads (WAIT_SLOTS).
+    waits: threading.BoundedSemaphore
 
     @property
     def entry_url(self) -> str:
@@ -104,22 +108,31 @@ def sign_up() -> tuple[Any, int]:
 @api.get("/sagas/<saga_id>")
 def get_saga(saga_id: str) -> Any:
     """One saga as the observer saw it, every event in the order it happened; with `?wait=S`,
-    answered as soon as the saga has finished (or after S seconds, at most 30)."""
+    answered as soon as the saga has finished (or after S seconds, at most 30). A wait asked
+    while every slot for waiting readers is taken is answered at once, as `wait=0` is, with
+    `Retry-After: 1`: readers holding every thread would leave none for the events they wait for."""
     reject_unknown(request.args, ("wait",), what="query_argument")
     wait = whole_number_arg(request.args, "wait", default=0, maximum=MAX_WAIT)
     if wait:
         refuse_cross_site_reads()  # a page elsewhere must not hold this process's threads
-    if not wait:
-        saga = observing().observer.get(saga_id)
-    else:
-        # Wait only for a saga someone knows: a sign-up taken in a moment ago, whose first
-        # event comes within a fraction of a second, or one the entry service says it took.
-        saga = observing().observer.wait(saga_id, wait, unknown_after=UNKNOWN_AFTER)
-        if saga is None and _entry_knows(saga_id):
-            saga = observing().observer.wait(saga_id, wait)
+    waits = observing().waits
+    waiting = bool(wait) and waits.acquire(blocking=False)
+    try:
+        if not waiting:
+            saga = observing().observer.get(saga_id)
+        else:
+            # Wait only for a saga someone knows: a sign-up taken in a moment ago, whose first
+            # event comes within a fraction of a second, or one the entry service says it took.
+            saga = observing().observer.wait(saga_id, wait, unknown_after=UNKNOWN_AFTER)
+            if saga is None and _entry_knows(saga_id):
+                saga = observing().observer.wait(saga_id, wait)
+    finally:
+        if waiting:
+            waits.release()
+    busy = {"Retry-After": "1"} if wait and not waiting else {}
     if saga is None:
-        raise ApiError(404, "not_found", f"no choreographed saga {saga_id}")
-    return jsonify(saga)
+        raise ApiError(404, "not_found", f"no choreographed saga {saga_id}", headers=busy)
+    return jsonify(saga), 200, busy
 
 
 def _entry_knows(saga_id: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -94,7 +95,8 @@ def start_observer(app: Flask, store: SagaStore, gateway: ParticipantGateway) ->
     observing = observer_api.Observing(
         observer=observer, flows=flows, rows=gateway, http=gateway.client.http,
         sagas=ChoreographedSagas(observer, knows_signup, config["CHOREOGRAPHY_STUCK_AFTER"]),
-        secret=config["SERVICE_SECRET"], service_urls=config["SERVICE_URLS"], knows_signup=knows_signup)
+        secret=config["SERVICE_SECRET"], service_urls=config["SERVICE_URLS"], knows_signup=knows_signup,
+        waits=threading.BoundedSemaphore(config["WAIT_SLOTS"]))
     keep(app, observing)
     for blueprint in observer_api.BLUEPRINTS:
         app.register_blueprint(blueprint)

@@ -9,6 +9,7 @@ from typing import Any
 
 from common.declaration import Definitions, load
 from common.settings import (
+    DEFAULT_THREADS,
     check_shared,
     choreography_settings,
     environment,
@@ -44,6 +45,10 @@ def orchestrator_config(overrides: dict[str, Any] | None = None,
         "WORKER_THREADS": int(env.get("ORCHESTRATOR_WORKER_THREADS", "16")),
         # Sagas waiting for a worker thread (Prefer: respond-async, recovery): beyond it, 503.
         "ASYNC_QUEUE_LIMIT": int(env.get("ASYNC_QUEUE_LIMIT", "256")),
+        # Readers waiting at once on GET /choreography/sagas/<id>?wait= (each holds one of the
+        # process's threads, which the events they wait for need too): half the threads.
+        "WAIT_SLOTS": int(env.get("WAIT_SLOTS", str(max(1, int(env.get("GUNICORN_THREADS",
+                                                                      str(DEFAULT_THREADS))) // 2)))),
     }
     config.update(overrides or {})
     check(config)
@@ -60,6 +65,8 @@ def check(config: dict[str, Any]) -> None:
         raise ValueError("CALL_TIMEOUT (and every step's timeout) must be more than 0 and at most 60 seconds")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", config["ORCHESTRATOR_ID"]):
         raise ValueError("ORCHESTRATOR_ID must be 1 to 40 letters, digits or _.-")
+    if config["WAIT_SLOTS"] < 1:
+        raise ValueError("WAIT_SLOTS must be at least 1")
     if config["CALL_RETRIES"] < 0 or config["COMPENSATION_RETRIES"] < 0:
         raise ValueError("the retry counts must be >= 0")
     if min(config["RETRY_BACKOFF"], config["RETRY_BACKOFF_MAX"], config["RETRY_JITTER"]) < 0:

@@ -49,6 +49,14 @@ def test_timeout_must_be_positive_and_at_most_a_minute(timeout: float) -> None:
         orchestrator_config({"CALL_TIMEOUT": timeout}, env=SECRET)
 
 
+def test_half_the_threads_may_wait_on_a_saga() -> None:
+    assert orchestrator_config(env=SECRET)["WAIT_SLOTS"] == 16
+    assert orchestrator_config(env={**SECRET, "GUNICORN_THREADS": "4"})["WAIT_SLOTS"] == 2
+    assert orchestrator_config(env={**SECRET, "GUNICORN_THREADS": "1"})["WAIT_SLOTS"] == 1
+    with pytest.raises(ValueError, match="WAIT_SLOTS"):
+        orchestrator_config(env={**SECRET, "WAIT_SLOTS": "0"})
+
+
 def test_an_unknown_definition_is_refused() -> None:
     with pytest.raises(ValueError, match="signup@7"):
         orchestrator_config(env={**SECRET, "SAGA_DEFINITION": "signup@7"})
