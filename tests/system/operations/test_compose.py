@@ -31,6 +31,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from choreography.flow import Flows
+from common.settings import shared_settings
 from messaging.broker_accounts import remove, url_for
 from messaging.rabbitmq import purge
 from scripts.schema import SQL, password_variable, users_sql
@@ -107,6 +108,11 @@ def test_compose_shape_and_least_privilege(env_file: Path) -> None:
                                ("service_b", "SERVICE_B_DATABASE_URL"),
                                ("service_c", "SERVICE_C_DATABASE_URL"))}
     assert users == {name: name for name in APPS}, "one database user per process"
+    # Every process's pool at its fullest (DB_POOL_SIZE, and half as many more under load) fits
+    # in the server's connections, with room for a person at the mysql prompt.
+    pool = shared_settings({**services["orchestrator"]["environment"]})["DB_POOL_SIZE"]
+    most = dict(arg.lstrip("-").split("=") for arg in services["mysql"]["command"])["max-connections"]
+    assert len(APPS) * (pool + pool // 2) + 10 <= int(most)
 
 
 @pytest.fixture
