@@ -33,8 +33,10 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
         database = f"saga_idx_{uuid.uuid4().hex[:8]}"
         with create_engine(TEST_DATABASE_URL, isolation_level="AUTOCOMMIT").connect() as admin:
             admin.execute(text(f"CREATE DATABASE `{database}`"))
+        # The fill below is one statement of thousands of rows: more than the apps' 2 s read
+        # timeout allows on a server the rest of the suite keeps busy.
         engine = make_engine(make_url(TEST_DATABASE_URL).set(database=database)
-                             .render_as_string(hide_password=False))
+                             .render_as_string(hide_password=False), timeout=30)
     metadata.create_all(engine)
     now = utcnow()
     rows = [{"id": uuid.uuid4().hex, "status": status, "input": "{}", "faults": "{}",
