@@ -5,12 +5,12 @@ when it falls due."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import MetaData, select
+from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from common.db import make_engine, raw_writing
 from common.pacing import Pacing
@@ -73,10 +73,9 @@ def statuses(outbox: Outbox) -> dict[str, int]:
 
 
 def until(condition: Callable[[], bool], seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "the relay never got there"
-        time.sleep(0.02)
+    for attempt in Retrying(stop=stop_after_delay(seconds), wait=wait_fixed(0.02), reraise=True):
+        with attempt:
+            assert condition(), "the relay never got there"
 
 
 def test_each_handed_row_is_delivered_once_and_marked(outbox: Outbox) -> None:
