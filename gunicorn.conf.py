@@ -6,13 +6,13 @@ import tempfile
 
 import gunicorn.util
 
-from common.settings import DEFAULT_THREADS
+from common.settings import gunicorn_threads
 
 # One process per app: the orchestrator's recovery loop and lease id belong to one process,
 # and threads serve the many calls that mostly wait on the network or the database.
 workers = int(os.environ.get("GUNICORN_WORKERS", "1"))
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", str(DEFAULT_THREADS)))
+threads = gunicorn_threads(os.environ)
 # A saga answered synchronously may take CALL_TIMEOUT x attempts x steps; never cut it off.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "300"))
 graceful_timeout = 10

@@ -34,7 +34,6 @@ def flag(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 MIN_SECRET_LENGTH = 16
-DEFAULT_THREADS = 32  # gunicorn's threads per process (GUNICORN_THREADS)
 # Loopback, and the names the processes have on compose's network (host names take no "_").
 DEFAULT_HOSTS = "127.0.0.1,localhost,orchestrator,service-a,service-b,service-c"
 DEFAULT_ORIGINS = "http://127.0.0.1:5000,http://localhost:5000"  # the dashboard, as make run serves it
@@ -44,6 +43,11 @@ EXAMPLE_PASSWORD = "change-me"  # .env.example's stand-in for every secret
 def _names(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
     """A comma-separated list setting."""
     return tuple(part.strip() for part in env.get(name, default).split(",") if part.strip())
+
+
+def gunicorn_threads(env: Mapping[str, str]) -> int:
+    """The threads gunicorn serves each process's requests on (GUNICORN_THREADS, 32)."""
+    return int(env.get("GUNICORN_THREADS", "32"))
 
 
 def shared_settings(env: Mapping[str, str]) -> dict[str, Any]:

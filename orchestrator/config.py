@@ -9,11 +9,11 @@ from typing import Any
 
 from common.declaration import Definitions, load
 from common.settings import (
-    DEFAULT_THREADS,
     check_shared,
     choreography_settings,
     environment,
     flag,
+    gunicorn_threads,
     isolation_settings,
     retry_settings,
     shared_settings,
@@ -47,8 +47,7 @@ def orchestrator_config(overrides: dict[str, Any] | None = None,
         "ASYNC_QUEUE_LIMIT": int(env.get("ASYNC_QUEUE_LIMIT", "256")),
         # Readers waiting at once on GET /choreography/sagas/<id>?wait= (each holds one of the
         # process's threads, which the events they wait for need too): half the threads.
-        "WAIT_SLOTS": int(env.get("WAIT_SLOTS", str(max(1, int(env.get("GUNICORN_THREADS",
-                                                                      str(DEFAULT_THREADS))) // 2)))),
+        "WAIT_SLOTS": int(env.get("WAIT_SLOTS", str(max(1, gunicorn_threads(env) // 2)))),
     }
     config.update(overrides or {})
     check(config)
