@@ -43,12 +43,24 @@ class Relay:
         self.lanes = lanes
         self._handed: dict[str, deque[OutboxRow]] = {d: deque() for d in destinations}
         self._wakes = {d: threading.Event() for d in destinations}
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
         for destination in self.destinations:
             for lane in range(self.lanes):
-                threading.Thread(target=self._run, args=(destination, lane), daemon=True,
-                                 name=f"relay-{destination}-{lane}").start()
+                thread = threading.Thread(target=self._run, args=(destination, lane), daemon=True,
+                                          name=f"relay-{destination}-{lane}")
+                thread.start()
+                self._threads.append(thread)
+
+    def stop(self, seconds: float = 5.0) -> None:
+        """End the relay's threads, each after the delivery it is making (what was handed and not
+        sent stays in the outbox, for the next relay's scan)."""
+        self._stopping.set()
+        self.wake()
+        for thread in self._threads:
+            thread.join(seconds)
 
     def push(self, rows: list[OutboxRow]) -> None:
         """Rows whose transaction has just committed: send them now."""
@@ -65,9 +77,11 @@ class Relay:
     def _run(self, destination: str, lane: int) -> None:
         wake, handed = self._wakes[destination], self._handed[destination]
         scanned = 0.0
-        while True:
+        while not self._stopping.is_set():
             woken = wake.wait(self.poll)
             wake.clear()
+            if self._stopping.is_set():
+                return
             try:
                 while batch := _take(handed, BATCH):
                     self._deliver(destination, batch)

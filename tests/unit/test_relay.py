@@ -1,10 +1,11 @@
-"""The relay against a real outbox (SQLite) and a transport that answers at once: every row
-handed to it is delivered once and marked sent; a failed delivery is rescheduled and sent again
-when it falls due."""
+"""The relay against a real outbox (SQLite, or MySQL with TEST_DATABASE_URL) and a transport
+that answers at once: every row handed to it is delivered once and marked sent; a failed
+delivery is rescheduled and sent again when it falls due."""
 
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,9 +16,11 @@ from tenacity import Retrying, stop_after_delay, wait_fixed
 from common.db import make_engine, raw_writing
 from common.pacing import Pacing
 from messaging.events import Envelope
-from messaging.outbox import Outbox, OutboxRow, outbox_table
+from messaging.outbox import SENT_MOST, Outbox, OutboxRow, Outcome, outbox_table
 from messaging.relay import Relay
 from messaging.transport import Delivery
+from scripts.stack import database_urls, drop_databases
+from tests.support.stacks import TEST_DATABASE_URL
 
 DESTINATIONS = ["b", "observer"]
 
@@ -46,15 +49,40 @@ class Recording:
                     answers.append(Delivery(True))
         return answers
 
+    def close(self) -> None:
+        return None
+
 
 @pytest.fixture
 def outbox(tmp_path: Path) -> Iterator[Outbox]:
-    engine = make_engine(f"sqlite:///{tmp_path}/outbox.db")
+    """An outbox in SQLite, or in a fresh MySQL database of its own with TEST_DATABASE_URL."""
+    urls = database_urls(TEST_DATABASE_URL, tmp_path, uuid.uuid4().hex[:8], ("outbox",))
+    engine = make_engine(urls["outbox"])
     metadata = MetaData()
     table = outbox_table(metadata)
     metadata.create_all(engine)
     yield Outbox(engine, table, handover=60)  # no scan finds a handed row: the relay must send it
     engine.dispose()
+    drop_databases(TEST_DATABASE_URL, urls)
+
+
+Starter = Callable[[Recording], Relay]
+
+
+@pytest.fixture
+def started(outbox: Outbox) -> Iterator[Starter]:
+    """Start a relay from the outbox over a transport; each is stopped before the outbox goes."""
+    relays: list[Relay] = []
+
+    def start(transport: Recording) -> Relay:
+        relay = Relay("a", outbox, transport, DESTINATIONS, Pacing(0.05, 0.1, 0.0), max_attempts=5, poll=0.2)
+        relay.start()
+        relays.append(relay)
+        return relay
+
+    yield start
+    for relay in relays:
+        relay.stop()
 
 
 def queue(outbox: Outbox, events: int) -> list[OutboxRow]:
@@ -78,20 +106,18 @@ def until(condition: Callable[[], bool], seconds: float = 20) -> None:
             assert condition(), "the relay never got there"
 
 
-def test_each_handed_row_is_delivered_once_and_marked(outbox: Outbox) -> None:
+def test_each_handed_row_is_delivered_once_and_marked(outbox: Outbox, started: Starter) -> None:
     transport = Recording()
-    relay = Relay("a", outbox, transport, DESTINATIONS, Pacing(0.05, 0.1, 0.0), max_attempts=5, poll=0.2)
-    relay.start()
+    relay = started(transport)
     rows = queue(outbox, 30)
     relay.push(rows)
     until(lambda: statuses(outbox) == {"SENT": 60})
     assert sorted(transport.delivered) == sorted((row.destination, row.envelope) for row in rows)
 
 
-def test_a_failed_delivery_is_rescheduled_then_sent_again(outbox: Outbox) -> None:
+def test_a_failed_delivery_is_rescheduled_then_sent_again(outbox: Outbox, started: Starter) -> None:
     transport = Recording(refuse=lambda destination, _text: destination == "b")
-    relay = Relay("a", outbox, transport, DESTINATIONS, Pacing(0.05, 0.1, 0.0), max_attempts=5, poll=0.2)
-    relay.start()
+    relay = started(transport)
     rows = queue(outbox, 3)
     relay.push(rows)
     until(lambda: len(transport.refused) == 3)
@@ -101,3 +127,24 @@ def test_a_failed_delivery_is_rescheduled_then_sent_again(outbox: Outbox) -> Non
         retried = connection.execute(select(t.c.attempts, t.c.last_error).where(t.c.destination == "b")).all()
     assert retried == [(1, None)] * 3, "the failed attempt counted; its error cleared once sent"
     assert sorted(transport.delivered) == sorted((row.destination, row.envelope) for row in rows)
+
+
+def test_settle_marks_exactly_the_confirmed_rows_of_each_destination(outbox: Outbox) -> None:
+    """One statement marks many rows sent (its IN list padded to a power of two, SENT_MOST ids at
+    most): every confirmed row, of each destination, and no other."""
+    rows = queue(outbox, SENT_MOST + 3)  # two destinations each: more than one statement's worth
+    confirmed = [row for row in rows if row.destination == "b"] + rows[1:6:2]  # 3 of the observer's
+    left = [row for row in rows if row not in confirmed]
+    refused = left[0]
+    outbox.settle([Outcome(row, sent=True) for row in confirmed]
+                  + [Outcome(refused, sent=False, error="503", retry_in=30)])
+    t = outbox.table
+    with outbox.engine.connect() as connection:
+        found = {(r.destination, r.event_id): (r.status, r.attempts, r.sent_at is not None)
+                 for r in connection.execute(select(t.c.destination, t.c.event_id, t.c.status,
+                                                    t.c.attempts, t.c.sent_at))}
+    assert {key for key, (status, _, _) in found.items() if status == "SENT"} == {
+        (row.destination, row.event_id) for row in confirmed}
+    assert all(sent_at for status, _, sent_at in found.values() if status == "SENT")
+    assert found[(refused.destination, refused.event_id)] == ("PENDING", 1, False)
+    assert sum(1 for status, _, _ in found.values() if status == "PENDING") == len(left)
