@@ -35,7 +35,15 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, Opera
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import PoolResetState
 from sqlalchemy.sql.dml import Insert
-from tenacity import Retrying, before_sleep_log, stop_after_delay, wait_fixed
+from tenacity import (
+    Retrying,
+    before_sleep_log,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_fixed,
+    wait_random,
+)
 
 log = logging.getLogger(__name__)
 
@@ -368,6 +376,26 @@ def _checkout(engine: Engine) -> Any:
 def _as_sqlalchemys(engine: Engine, error: Exception) -> StatementError:
     """A driver's error as SQLAlchemy raises it (IntegrityError, OperationalError, ...)."""
     return DBAPIError.instance(None, None, error, engine.dialect.loaded_dbapi.Error)
+
+
+MYSQL_DEADLOCK = 1213  # ER_LOCK_DEADLOCK: this transaction was rolled back to break a deadlock
+DEADLOCK_TRIES = 5
+
+
+def deadlocked(error: BaseException) -> bool:
+    """Was the transaction chosen as a deadlock's victim (MySQL rolled it back whole, and asks
+    that it be run again)?"""
+    cause = error.orig if isinstance(error, OperationalError) else None
+    return cause is not None and bool(cause.args) and cause.args[0] == MYSQL_DEADLOCK
+
+
+def again_if_deadlocked() -> Retrying:
+    """Run a whole transaction again when MySQL chose it as a deadlock's victim (after a pause
+    of a few milliseconds, random, so that the two do not meet again), up to DEADLOCK_TRIES
+    times: what MySQL asks of a client, for a transaction that may run twice (its writes are
+    idempotent, or were rolled back with it)."""
+    return Retrying(retry=retry_if_exception(deadlocked), stop=stop_after_attempt(DEADLOCK_TRIES),
+                    wait=wait_random(0, 0.02), reraise=True)
 
 
 def _rollback(connection: Any) -> None:

@@ -12,6 +12,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -42,6 +43,7 @@ from common.db import (
     Prepared,
     Raw,
     Timestamp,
+    again_if_deadlocked,
     insert_ignore,
     iso,
     raw_reading,
@@ -116,6 +118,18 @@ choreo_dead_letters = Table(
     **MYSQL_TABLE,
 )
 
+@dataclass
+class Recorded:
+    """What one transaction of `Observer.receive_all` did: told (metrics, waiting readers) only
+    once it has committed, so that a transaction run again is not told twice."""
+
+    outcomes: dict[str, bool | Refused] = field(default_factory=dict)  # event id -> new, seen, refused
+    received: list[tuple[Envelope, bool]] = field(default_factory=list)  # each event, and whether new
+    counted: list[tuple[Envelope, SagaStatus, SagaStatus, datetime]] = field(default_factory=list)
+    known: list[str] = field(default_factory=list)  # sagas seen for the first time
+    finished: list[str] = field(default_factory=list)  # sagas this batch finished
+
+
 class Observer:
     """Records every event once and keeps each saga's status current; readers can wait for a change."""
 
@@ -153,21 +167,41 @@ class Observer:
     def receive_all(self, envelopes: list[Envelope]) -> list[bool | Refused]:
         """Record events (a relay's batch) in one transaction, each once, and bring each saga's
         status up to date, once per saga; for each event: True if new, False if seen before, or
-        why it was refused (a choreography event about a saga the orchestrator runs)."""
+        why it was refused (a choreography event about a saga the orchestrator runs).
+
+        A transaction MySQL rolls back to break a deadlock is run again at once (see `_record`):
+        the relay would otherwise send the batch again only after its back-off."""
         now = utcnow()
-        outcomes: dict[str, bool | Refused] = {}
-        finished: list[str] = []
-        known: list[str] = []  # sagas seen for the first time
-        counted: list[tuple[Envelope, SagaStatus, SagaStatus, datetime]] = []
         by_saga: dict[str, list[Envelope]] = {}
         for envelope in envelopes:
             by_saga.setdefault(envelope.saga_id, []).append(envelope)
+        for attempt in again_if_deadlocked():
+            with attempt:
+                recorded = self._record(by_saga, now)
+        for envelope, taken in recorded.received:
+            EVENTS_RECEIVED.labels("observer", envelope.type, "new" if taken else "duplicate").inc()
+        counted = recorded.counted
+        for index, (envelope, before_status, status, created) in enumerate(counted):
+            last_of_saga = index + 1 == len(counted) or counted[index + 1][0].saga_id != envelope.saga_id
+            self._count(envelope, before_status, status if last_of_saga else before_status, created, now)
+        for key in {*recorded.known, *recorded.finished}:  # wake who waits to learn of it, or for its end
+            with self._waiting_guard:
+                waiting = self._waiting.get(key)
+            if waiting is not None:
+                waiting.set()
+        return [recorded.outcomes[envelope.event_id] for envelope in envelopes]
+
+    def _record(self, by_saga: dict[str, list[Envelope]], now: datetime) -> Recorded:
+        """`receive_all`'s transaction: what it did, to be counted and told once it committed."""
+        recorded = Recorded()
         with raw_writing(self.engine) as connection:
-            for key in sorted(by_saga):  # one lock order for every batch: no deadlock between two
+            for key in sorted(by_saga):  # one lock order for every batch
                 events = by_saga[key]
                 # The saga's row locked first (one batch at a time per saga): inserted when new.
                 # An insert that finds the row there would take a shared lock, and two batches
-                # both upgrading theirs to lock the row deadlock (MySQL).
+                # both upgrading theirs to lock the row deadlock (MySQL). Two batches that both
+                # find a new saga missing can still meet a third that way: MySQL then rolls one
+                # back, and `receive_all` runs it again.
                 locked = connection.first(self._lock_saga, {"key": key})
                 if locked is None:
                     first = connection.execute(self._new_saga, {
@@ -177,10 +211,10 @@ class Observer:
                         connection.execute(self._forget_saga, {"key": key})
                         refusal = Refused(f"saga {key} is orchestrated: a choreography event may not "
                                           "touch it", "wrong_model")
-                        outcomes.update(dict.fromkeys((e.event_id for e in events), refusal))
+                        recorded.outcomes.update(dict.fromkeys((e.event_id for e in events), refusal))
                         continue
                     if first:
-                        known.append(key)
+                        recorded.known.append(key)
                     locked = connection.first(self._lock_saga, {"key": key})
                     assert locked is not None, "inserted just now, or a moment before"
                 before, created = locked
@@ -190,8 +224,8 @@ class Observer:
                         "event_id": envelope.event_id, "saga_id": key, "type": envelope.type,
                         "source": envelope.source, "occurred_at": envelope.occurred_at or iso(now),
                         "received_at": now, "payload": json.dumps(envelope.payload)}))
-                    EVENTS_RECEIVED.labels("observer", envelope.type, "new" if taken else "duplicate").inc()
-                    outcomes[envelope.event_id] = outcomes.get(envelope.event_id) or taken
+                    recorded.received.append((envelope, taken))
+                    recorded.outcomes[envelope.event_id] = recorded.outcomes.get(envelope.event_id) or taken
                     if taken:
                         new.append(envelope)
                 if not new:
@@ -203,7 +237,7 @@ class Observer:
                                           "reason": reason, "error": error, "updated_at": now}
                 if status.finished and not SagaStatus(before).finished:  # when it finished, once
                     values["finished_at"] = now
-                    finished.append(key)
+                    recorded.finished.append(key)
                 requested = next((e for e in new if e.type in self.requested), None)
                 if requested is not None:
                     values["input"] = json.dumps(requested.payload.get("input", {}))
@@ -213,16 +247,8 @@ class Observer:
                     values["trace_id"] = trace_id(requested.traceparent)
                     values["deadline"] = _moment(requested.payload.get("deadline"))
                 connection.execute(self._update(frozenset(values)), {"key": key, **values})
-                counted += [(e, SagaStatus(before), status, created) for e in new]
-        for index, (envelope, before_status, status, created) in enumerate(counted):
-            last_of_saga = index + 1 == len(counted) or counted[index + 1][0].saga_id != envelope.saga_id
-            self._count(envelope, before_status, status if last_of_saga else before_status, created, now)
-        for key in {*known, *finished}:  # wake the readers waiting to learn of it, or for its end
-            with self._waiting_guard:
-                waiting = self._waiting.get(key)
-            if waiting is not None:
-                waiting.set()
-        return [outcomes[envelope.event_id] for envelope in envelopes]
+                recorded.counted += [(e, SagaStatus(before), status, created) for e in new]
+        return recorded
 
     def _update(self, columns: frozenset[str]) -> Prepared:
         prepared = self._updates.get(columns)

@@ -1,0 +1,152 @@
+"""A transaction MySQL rolls back to break a deadlock is run again, whole, and what it did is
+told once: real deadlocks, made on purpose between two connections.
+
+Runs against the MySQL/MariaDB at TEST_DATABASE_URL (the MariaDB leg of `make test`).
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import Engine, create_engine, text
+from tenacity import Retrying, stop_after_delay, wait_fixed
+
+from choreography.flow import Flows
+from common.db import again_if_deadlocked, make_engine, raw_writing
+from messaging.events import Envelope
+from observer.observer import Observer, choreo_events, choreo_sagas, metadata
+from scripts.stack import database_urls, drop_databases
+from tests.support.stacks import TEST_DATABASE_URL
+
+pytestmark = pytest.mark.skipif(not TEST_DATABASE_URL, reason="MySQL's deadlocks: with TEST_DATABASE_URL")
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> Iterator[str]:
+    """A fresh database of the test's own."""
+    urls = database_urls(TEST_DATABASE_URL, tmp_path, uuid.uuid4().hex[:8], ("deadlocks",))
+    yield urls["deadlocks"]
+    drop_databases(TEST_DATABASE_URL, urls)
+
+
+@pytest.fixture
+def engine(url: str) -> Iterator[Engine]:
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
+
+
+def until_waiting(engine: Engine, saga_id: str) -> None:
+    """Until another connection of this database asks to lock the saga's row (it waits there)."""
+    for attempt in Retrying(stop=stop_after_delay(20), wait=wait_fixed(0.01), reraise=True):
+        with attempt, engine.connect() as connection:
+            asking = connection.execute(text(
+                "SELECT COUNT(*) FROM information_schema.processlist WHERE db = DATABASE() "
+                "AND id <> CONNECTION_ID() AND info LIKE :statement"),
+                {"statement": f"%{saga_id}%FOR UPDATE%"}).scalar_one()
+            assert asking, "the other transaction has not asked for the row yet"
+
+
+def test_a_transaction_chosen_as_a_deadlocks_victim_runs_again(engine: Engine) -> None:
+    """Two transactions each take one row and then want the other's: MySQL rolls one back
+    (error 1213), which runs again once the other has committed. Both end committed."""
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE pair (id INT PRIMARY KEY, n INT NOT NULL)"))
+        connection.execute(text("INSERT INTO pair VALUES (1, 0), (2, 0)"))
+    both_hold_one = threading.Barrier(2, timeout=20)
+    runs = {1: 0, 2: 0}
+    failures: list[BaseException] = []
+
+    def transfer(first: int, then: int) -> None:
+        try:
+            for attempt in again_if_deadlocked():
+                with attempt, raw_writing(engine) as connection:
+                    runs[first] += 1
+                    connection.cursor.execute("UPDATE pair SET n = n + 1 WHERE id = %s", (first,))
+                    if runs[first] == 1:  # the first time only: both hold one row, then cross
+                        both_hold_one.wait()
+                    connection.cursor.execute("UPDATE pair SET n = n + 1 WHERE id = %s", (then,))
+        except BaseException as error:  # noqa: BLE001 - the test's thread reports to the test
+            failures.append(error)
+
+    threads = [threading.Thread(target=transfer, args=pair) for pair in ((1, 2), (2, 1))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not failures
+    assert sorted(runs.values()) == [1, 2], "one of them was the victim, and ran again once"
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT n FROM pair ORDER BY id")).scalars().all() == [2, 2]
+
+
+def received(event_type: str, result: str) -> float:
+    return REGISTRY.get_sample_value("saga_events_received_total",
+                                     {"service": "observer", "type": event_type, "result": result}) or 0.0
+
+
+def test_the_observer_records_a_batch_once_when_mysql_runs_it_again(engine: Engine, url: str) -> None:
+    """The observer's batch (a new saga, then one it knows) meets another transaction that holds
+    the second saga and wants the first: MySQL rolls the batch back (the lighter of the two),
+    the observer runs it again at once, and every event is recorded, and counted, once."""
+    metadata.create_all(engine)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE weight (n INT)"))
+    observer = Observer(engine, Flows.load({}))
+    new_saga, known_saga = "deadlock-1", "deadlock-2"  # in the order the batch locks them
+    observer.expect(known_saga)
+    other_engine = create_engine(url, isolation_level="READ COMMITTED")
+    crossing: list[threading.Thread] = []
+    failures: list[BaseException] = []
+
+    def other() -> None:
+        """Heavier than the batch (MySQL rolls back the lighter): holds the known saga, then
+        wants the new one."""
+        try:
+            with other_engine.begin() as connection:
+                connection.execute(text("INSERT INTO weight VALUES " + ",".join(["(1)"] * 2000)))
+                lock = text("SELECT status FROM choreo_sagas WHERE saga_id = :id FOR UPDATE")
+                connection.execute(lock, {"id": known_saga})
+                connection.execute(lock, {"id": new_saga})
+        except BaseException as error:  # noqa: BLE001 - the test's thread reports to the test
+            failures.append(error)
+
+    inserts: list[str] = []
+
+    def orchestrated(_connection: object, saga_id: str) -> bool:
+        """Asked in the batch's transaction just after it inserted the new saga's row: the first
+        time, start the other transaction and return once it waits for that row."""
+        inserts.append(saga_id)
+        if not crossing:
+            crossing.append(threading.Thread(target=other))
+            crossing[0].start()
+            until_waiting(engine, new_saga)
+        return False
+
+    observer.orchestrated = orchestrated
+    requested = Envelope("SignupRequested", new_saga, "a",
+                         {"input": {"username": "dl", "address": "x", "payment": "p"}, "fail": {},
+                          "definition": "signup@1"})
+    created = Envelope("AccountCreated", known_saga, "a", {"definition": "signup@1"})
+    before = received("SignupRequested", "new"), received("AccountCreated", "new")
+
+    assert observer.receive_all([requested, created]) == [True, True]
+
+    crossing[0].join(30)
+    other_engine.dispose()
+    assert not failures, "the other transaction committed: the batch was the one rolled back"
+    assert inserts == [new_saga, new_saga], "the batch ran twice"
+    after = received("SignupRequested", "new"), received("AccountCreated", "new")
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 1), "each event counted once"
+    with engine.connect() as connection:
+        events = connection.execute(text(f"SELECT saga_id, type FROM {choreo_events.name} "
+                                         "ORDER BY saga_id")).all()
+        rows = connection.execute(text(f"SELECT saga_id, input FROM {choreo_sagas.name}")).all()
+    sagas = {saga_id: saga_input for saga_id, saga_input in rows}
+    assert [tuple(e) for e in events] == [(new_saga, "SignupRequested"), (known_saga, "AccountCreated")]
+    assert sagas[new_saga] is not None and "dl" in sagas[new_saga], "the new saga's input recorded"
