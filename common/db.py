@@ -9,7 +9,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +23,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    bindparam,
     create_engine,
     event,
     insert,
@@ -289,6 +290,31 @@ class Prepared:
                      for read, value in zip(self.readers, raw, strict=True))
 
 
+class PreparedIn:
+    """A `Prepared` statement with an IN list of any length (`build` makes the statement from
+    the list's bind parameters): one statement compiled per power of two, the list padded by
+    repeating its last value (which changes no statement's result), so that a few statements,
+    each compiled once, serve every length (not one round trip per value on MySQL)."""
+
+    def __init__(self, engine: Engine, build: Callable[[list[Any]], Any], keys: Iterable[str] = ()) -> None:
+        self.engine = engine
+        self.build = build
+        self.keys = tuple(keys)
+        self._sizes: dict[int, Prepared] = {}
+
+    def bound(self, values: Sequence[Any]) -> tuple[Prepared, dict[str, Any]]:
+        """The statement for this many values, and the values as its IN list's parameters."""
+        if not values:
+            raise ValueError("an IN list needs at least one value")
+        size = 1 << (len(values) - 1).bit_length()
+        prepared = self._sizes.get(size)
+        if prepared is None:
+            listed: list[Any] = [bindparam(f"in_{i}") for i in range(size)]
+            prepared = self._sizes[size] = Prepared(self.engine, self.build(listed), self.keys)
+        padded = [*values, *[values[-1]] * (size - len(values))]
+        return prepared, {f"in_{i}": value for i, value in enumerate(padded)}
+
+
 class Raw:
     """A transaction on the DB-API connection itself (see `raw_writing`)."""
 
@@ -300,9 +326,23 @@ class Raw:
         self.cursor.execute(prepared.sql, prepared.parameters(values or {}))
         return int(self.cursor.rowcount)
 
-    def execute_many(self, prepared: Prepared, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Run the statement once for each of `rows`."""
+    def execute_in(self, statement: PreparedIn, listed: Sequence[Any],
+                   values: Mapping[str, Any] | None = None) -> int:
+        """Run the statement with `listed` as its IN list; the rows it changed."""
+        prepared, parameters = statement.bound(listed)
+        return self.execute(prepared, {**(values or {}), **parameters})
+
+    def all_in(self, statement: PreparedIn, listed: Sequence[Any],
+               values: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Every row of the query with `listed` as its IN list."""
+        prepared, parameters = statement.bound(listed)
+        return self.all(prepared, {**(values or {}), **parameters})
+
+    def execute_many(self, prepared: Prepared, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Run the statement once for each of `rows` (an INSERT's rows in one statement, on
+        MySQL); the rows it changed in all."""
         self.cursor.executemany(prepared.sql, [prepared.parameters(values) for values in rows])
+        return int(self.cursor.rowcount)
 
     def first(self, prepared: Prepared, values: Mapping[str, Any] | None = None) -> tuple[Any, ...] | None:
         """The query's first row, or None."""

@@ -25,11 +25,22 @@ from sqlalchemy import (
     update,
 )
 
-from common.db import MYSQL_TABLE, Key, Prepared, Raw, Timestamp, iso, raw_writing, reading, utcnow, writing
+from common.db import (
+    MYSQL_TABLE,
+    Key,
+    Prepared,
+    PreparedIn,
+    Raw,
+    Timestamp,
+    iso,
+    raw_writing,
+    reading,
+    utcnow,
+    writing,
+)
 from messaging.events import Envelope
 
 PENDING, SENT, DEAD = "PENDING", "SENT", "DEAD"
-SENT_MOST = 128  # event ids one statement marks sent, at most
 
 
 def outbox_table(metadata: MetaData) -> Table:
@@ -90,7 +101,10 @@ class Outbox:
         self._insert = Prepared(engine, insert(t), ("event_id", "destination", "event_type", "saga_id",
                                                     "envelope", "status", "attempts", "next_attempt_at",
                                                     "created_at"))
-        self._sent: dict[int, Prepared] = {}  # by how many event ids it marks (`_marking_sent`)
+        # A batch's rows marked sent in one statement (not one a row: a round trip each on MySQL).
+        self._sent = PreparedIn(engine, lambda ids: update(t).where(
+            t.c.destination == bindparam("sent_to"), t.c.event_id.in_(ids), t.c.status == PENDING),
+            ("status", "sent_at", "last_error"))
         self._mark = Prepared(engine, update(t).where(t.c.destination == bindparam("row_destination"),
                                                       t.c.event_id == bindparam("row_event_id")),
                               ("status", "attempts", "last_error", "next_attempt_at"))
@@ -138,29 +152,10 @@ class Outbox:
                  for o in outcomes if not o.sent]
         with raw_writing(self.engine) as connection:
             for destination, event_ids in sent.items():
-                for start in range(0, len(event_ids), SENT_MOST):
-                    chunk = event_ids[start:start + SENT_MOST]
-                    size, statement = self._marking_sent(len(chunk))
-                    padded = chunk + chunk[-1:] * (size - len(chunk))  # a repeated id changes nothing
-                    connection.execute(statement, {
-                        "sent_to": destination, "status": SENT, "sent_at": now, "last_error": None,
-                        **{f"sent_{i}": event_id for i, event_id in enumerate(padded)}})
+                connection.execute_in(self._sent, event_ids, {"sent_to": destination, "status": SENT,
+                                                              "sent_at": now, "last_error": None})
             if marks:
                 connection.execute_many(self._mark, marks)
-
-    def _marking_sent(self, count: int) -> tuple[int, Prepared]:
-        """The UPDATE that marks `count` rows of one destination sent in one statement (not one
-        statement a row: a round trip each on MySQL), and how many ids its IN list takes: the
-        next power of two, so that a handful of statements, each compiled once, serve every batch."""
-        size = 1 << (count - 1).bit_length()
-        prepared = self._sent.get(size)
-        if prepared is None:
-            t = self.table
-            ids: list[Any] = [bindparam(f"sent_{i}") for i in range(size)]
-            prepared = self._sent[size] = Prepared(self.engine, update(t).where(
-                t.c.destination == bindparam("sent_to"), t.c.event_id.in_(ids), t.c.status == PENDING),
-                ("status", "sent_at", "last_error"))
-        return size, prepared
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, object]]:
         """Events that could not be delivered, newest first."""

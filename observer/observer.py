@@ -41,6 +41,7 @@ from common.db import (
     MYSQL_TABLE,
     Key,
     Prepared,
+    PreparedIn,
     Raw,
     Timestamp,
     again_if_deadlocked,
@@ -126,7 +127,6 @@ class Recorded:
     outcomes: dict[str, bool | Refused] = field(default_factory=dict)  # event id -> new, seen, refused
     received: list[tuple[Envelope, bool]] = field(default_factory=list)  # each event, and whether new
     counted: list[tuple[Envelope, SagaStatus, SagaStatus, datetime]] = field(default_factory=list)
-    known: list[str] = field(default_factory=list)  # sagas seen for the first time
     finished: list[str] = field(default_factory=list)  # sagas this batch finished
 
 
@@ -147,11 +147,20 @@ class Observer:
                                   ("saga_id", "status", "created_at", "updated_at"))
         self._new_event = Prepared(engine, insert_ignore(events), ("event_id", "saga_id", "type", "source",
                                                                     "occurred_at", "received_at", "payload"))
+        # A batch's statements each take every saga (or event) of the batch at once, in an IN
+        # list: a round trip each on MySQL, whatever the batch holds; only the updates go one a saga.
+        self._lock_sagas = PreparedIn(engine, lambda keys: select(sagas.c.saga_id, sagas.c.status,
+                                                                  sagas.c.created_at)
+                                      .where(sagas.c.saga_id.in_(keys)).order_by(sagas.c.saga_id)
+                                      .with_for_update())
         self._lock_saga = Prepared(engine, select(sagas.c.status, sagas.c.created_at)
                                    .where(sagas.c.saga_id == bindparam("key")).with_for_update())
         self._forget_saga = Prepared(engine, delete(sagas).where(sagas.c.saga_id == bindparam("key")))
-        self._events_of = Prepared(engine, select(events.c.type, events.c.payload)
-                                   .where(events.c.saga_id == bindparam("key")).order_by(events.c.id))
+        self._recorded = PreparedIn(engine, lambda ids: select(events.c.event_id, events.c.saga_id)
+                                    .where(events.c.event_id.in_(ids)))
+        self._events_of = PreparedIn(engine, lambda keys: select(events.c.saga_id, events.c.type,
+                                                                 events.c.payload)
+                                     .where(events.c.saga_id.in_(keys)).order_by(events.c.id))
         self._updates: dict[frozenset[str], Prepared] = {}  # by the columns an update sets
         # What readers ask, each time a saga moves: its status, and then the whole story.
         self._status = Prepared(engine, select(sagas.c.status).where(sagas.c.saga_id == bindparam("key")))
@@ -184,7 +193,7 @@ class Observer:
         for index, (envelope, before_status, status, created) in enumerate(counted):
             last_of_saga = index + 1 == len(counted) or counted[index + 1][0].saga_id != envelope.saga_id
             self._count(envelope, before_status, status if last_of_saga else before_status, created, now)
-        for key in {*recorded.known, *recorded.finished}:  # wake who waits to learn of it, or for its end
+        for key in recorded.finished:  # wake the readers waiting for its end
             with self._waiting_guard:
                 waiting = self._waiting.get(key)
             if waiting is not None:
@@ -195,60 +204,102 @@ class Observer:
         """`receive_all`'s transaction: what it did, to be counted and told once it committed."""
         recorded = Recorded()
         with raw_writing(self.engine) as connection:
-            for key in sorted(by_saga):  # one lock order for every batch
-                events = by_saga[key]
-                # The saga's row locked first (one batch at a time per saga): inserted when new.
-                # An insert that finds the row there would take a shared lock, and two batches
-                # both upgrading theirs to lock the row deadlock (MySQL). Two batches that both
-                # find a new saga missing can still meet a third that way: MySQL then rolls one
-                # back, and `receive_all` runs it again.
-                locked = connection.first(self._lock_saga, {"key": key})
-                if locked is None:
-                    first = connection.execute(self._new_saga, {
-                        "saga_id": key, "status": SagaStatus.RUNNING.value, "created_at": now,
-                        "updated_at": now})
-                    if first and self.orchestrated(connection, key):  # not ours: undo the insert
-                        connection.execute(self._forget_saga, {"key": key})
-                        refusal = Refused(f"saga {key} is orchestrated: a choreography event may not "
-                                          "touch it", "wrong_model")
-                        recorded.outcomes.update(dict.fromkeys((e.event_id for e in events), refusal))
-                        continue
-                    if first:
-                        recorded.known.append(key)
-                    locked = connection.first(self._lock_saga, {"key": key})
-                    assert locked is not None, "inserted just now, or a moment before"
-                before, created = locked
-                new = []
-                for envelope in events:
-                    taken = bool(connection.execute(self._new_event, {
-                        "event_id": envelope.event_id, "saga_id": key, "type": envelope.type,
-                        "source": envelope.source, "occurred_at": envelope.occurred_at or iso(now),
-                        "received_at": now, "payload": json.dumps(envelope.payload)}))
-                    recorded.received.append((envelope, taken))
-                    recorded.outcomes[envelope.event_id] = recorded.outcomes.get(envelope.event_id) or taken
-                    if taken:
-                        new.append(envelope)
-                if not new:
-                    continue
-                seen = [(t, json.loads(p)) for t, p in connection.all(self._events_of, {"key": key})]
-                definition = next((p["definition"] for _, p in seen if p.get("definition")), None)
-                status, failed_step, reason, error = self.flow(definition).derive(seen)
-                values: dict[str, Any] = {"status": status.value, "failed_step": failed_step,
-                                          "reason": reason, "error": error, "updated_at": now}
-                if status.finished and not SagaStatus(before).finished:  # when it finished, once
-                    values["finished_at"] = now
+            locked = self._lock(connection, by_saga, now, recorded)
+            arriving = [envelope for key in locked for envelope in by_saga[key]]
+            new = self._new_events(connection, arriving, now, recorded)
+            if not new:
+                return recorded
+            seen: dict[str, list[tuple[str, Any]]] = {key: [] for key in new}
+            for key, kind, payload in connection.all_in(self._events_of, sorted(new)):
+                seen[key].append((kind, json.loads(payload)))
+            for key in sorted(new):
+                before, created = locked[key]
+                status = self._update_saga(connection, key, seen[key], new[key], before, now)
+                if status.finished and not SagaStatus(before).finished:
                     recorded.finished.append(key)
-                requested = next((e for e in new if e.type in self.requested), None)
-                if requested is not None:
-                    values["input"] = json.dumps(requested.payload.get("input", {}))
-                    values["faults"] = json.dumps(requested.payload.get("fail", {}))
-                    values["definition"] = requested.payload.get("definition")
-                    values["isolation"] = requested.payload.get("isolation") or Isolation.NONE.value
-                    values["trace_id"] = trace_id(requested.traceparent)
-                    values["deadline"] = _moment(requested.payload.get("deadline"))
-                connection.execute(self._update(frozenset(values)), {"key": key, **values})
-                recorded.counted += [(e, SagaStatus(before), status, created) for e in new]
+                recorded.counted += [(e, SagaStatus(before), status, created) for e in new[key]]
         return recorded
+
+    def _lock(self, connection: Raw, by_saga: dict[str, list[Envelope]], now: datetime,
+              recorded: Recorded) -> dict[str, tuple[str, datetime]]:
+        """Lock the batch's sagas' rows (one batch at a time per saga), inserting those new to
+        the observer; each saga's (status, created_at), in key order, but a refused one's.
+
+        The rows there are locked first, all in one statement, in key order, so that two batches
+        never hold one each and want the other's; only a saga that statement did not find is
+        inserted, then locked. (An insert that finds the row there takes a shared lock on it,
+        and two batches both upgrading theirs would deadlock.) Two batches that both find a new
+        saga missing can still meet a third that way: MySQL then rolls one back, and
+        `receive_all` runs it again."""
+        keys = sorted(by_saga)
+        locked = {key: (status, created)
+                  for key, status, created in connection.all_in(self._lock_sagas, keys)}
+        for key in keys:
+            if key in locked:
+                continue
+            first = connection.execute(self._new_saga, {
+                "saga_id": key, "status": SagaStatus.RUNNING.value, "created_at": now, "updated_at": now})
+            if first and self.orchestrated(connection, key):  # not ours: undo the insert
+                connection.execute(self._forget_saga, {"key": key})
+                refusal = Refused(f"saga {key} is orchestrated: a choreography event may not touch it",
+                                  "wrong_model")
+                recorded.outcomes.update(dict.fromkeys((e.event_id for e in by_saga[key]), refusal))
+                continue
+            row = connection.first(self._lock_saga, {"key": key})
+            assert row is not None, "inserted just now, or a moment before"
+            locked[key] = (row[0], row[1])
+        return dict(sorted(locked.items()))
+
+    def _new_events(self, connection: Raw, arriving: list[Envelope], now: datetime,
+                    recorded: Recorded) -> dict[str, list[Envelope]]:
+        """Record the events not recorded before, in one insert; those, by saga."""
+        if not arriving:
+            return {}
+        known = dict(connection.all_in(self._recorded, [e.event_id for e in arriving]))
+        new: dict[str, list[Envelope]] = {}
+        for envelope in arriving:
+            if envelope.event_id not in known:
+                known[envelope.event_id] = envelope.saga_id  # a repeat within the batch is a duplicate
+                new.setdefault(envelope.saga_id, []).append(envelope)
+        fresh = [e for events in new.values() for e in events]
+        if fresh:
+            inserted = connection.execute_many(self._new_event, [
+                {"event_id": e.event_id, "saga_id": e.saga_id, "type": e.type, "source": e.source,
+                 "occurred_at": e.occurred_at or iso(now), "received_at": now,
+                 "payload": json.dumps(e.payload)} for e in fresh])
+            if inserted != len(fresh):
+                # Under the sagas' locks only another saga's batch can record one of these ids,
+                # at the same moment (an id reused across sagas): whose it is now decides.
+                owner = dict(connection.all_in(self._recorded, [e.event_id for e in fresh]))
+                new = {key: kept for key, events in new.items()
+                       if (kept := [e for e in events if owner.get(e.event_id) == key])}
+        taken = {e.event_id for events in new.values() for e in events}
+        for envelope in arriving:
+            is_new = envelope.event_id in taken
+            taken.discard(envelope.event_id)  # the same event twice: the second is a duplicate
+            recorded.received.append((envelope, is_new))
+            recorded.outcomes[envelope.event_id] = recorded.outcomes.get(envelope.event_id) or is_new
+        return new
+
+    def _update_saga(self, connection: Raw, key: str, seen: list[tuple[str, Any]], new: list[Envelope],
+                     before: str, now: datetime) -> SagaStatus:
+        """Bring the saga's row up to date with what its events now say; its status."""
+        definition = next((p["definition"] for _, p in seen if p.get("definition")), None)
+        status, failed_step, reason, error = self.flow(definition).derive(seen)
+        values: dict[str, Any] = {"status": status.value, "failed_step": failed_step,
+                                  "reason": reason, "error": error, "updated_at": now}
+        if status.finished and not SagaStatus(before).finished:  # when it finished, once
+            values["finished_at"] = now
+        requested = next((e for e in new if e.type in self.requested), None)
+        if requested is not None:
+            values["input"] = json.dumps(requested.payload.get("input", {}))
+            values["faults"] = json.dumps(requested.payload.get("fail", {}))
+            values["definition"] = requested.payload.get("definition")
+            values["isolation"] = requested.payload.get("isolation") or Isolation.NONE.value
+            values["trace_id"] = trace_id(requested.traceparent)
+            values["deadline"] = _moment(requested.payload.get("deadline"))
+        connection.execute(self._update(frozenset(values)), {"key": key, **values})
+        return status
 
     def _update(self, columns: frozenset[str]) -> Prepared:
         prepared = self._updates.get(columns)

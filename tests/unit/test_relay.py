@@ -16,7 +16,7 @@ from tenacity import Retrying, stop_after_delay, wait_fixed
 from common.db import make_engine, raw_writing
 from common.pacing import Pacing
 from messaging.events import Envelope
-from messaging.outbox import SENT_MOST, Outbox, OutboxRow, Outcome, outbox_table
+from messaging.outbox import Outbox, OutboxRow, Outcome, outbox_table
 from messaging.relay import Relay
 from messaging.transport import Delivery
 from scripts.stack import database_urls, drop_databases
@@ -130,9 +130,9 @@ def test_a_failed_delivery_is_rescheduled_then_sent_again(outbox: Outbox, starte
 
 
 def test_settle_marks_exactly_the_confirmed_rows_of_each_destination(outbox: Outbox) -> None:
-    """One statement marks many rows sent (its IN list padded to a power of two, SENT_MOST ids at
-    most): every confirmed row, of each destination, and no other."""
-    rows = queue(outbox, SENT_MOST + 3)  # two destinations each: more than one statement's worth
+    """One statement marks many rows sent (its IN list padded to a power of two with a repeated
+    id): every confirmed row, of each destination, and no other."""
+    rows = queue(outbox, 70)  # two destinations each: 70 of b's (an IN list of 128), 3 of the observer's
     confirmed = [row for row in rows if row.destination == "b"] + rows[1:6:2]  # 3 of the observer's
     left = [row for row in rows if row not in confirmed]
     refused = left[0]

@@ -1,5 +1,6 @@
-"""A transaction MySQL rolls back to break a deadlock is run again, whole, and what it did is
-told once: real deadlocks, made on purpose between two connections.
+"""Transactions that meet on MySQL, made to meet on purpose between two connections: one MySQL
+rolls back to break a deadlock is run again, whole, and what it did is told once; an event id
+another transaction records at the same moment is found taken.
 
 Runs against the MySQL/MariaDB at TEST_DATABASE_URL (the MariaDB leg of `make test`).
 """
@@ -23,7 +24,7 @@ from observer.observer import Observer, choreo_events, choreo_sagas, metadata
 from scripts.stack import database_urls, drop_databases
 from tests.support.stacks import TEST_DATABASE_URL
 
-pytestmark = pytest.mark.skipif(not TEST_DATABASE_URL, reason="MySQL's deadlocks: with TEST_DATABASE_URL")
+pytestmark = pytest.mark.skipif(not TEST_DATABASE_URL, reason="MySQL's locks: with TEST_DATABASE_URL")
 
 
 @pytest.fixture
@@ -91,28 +92,37 @@ def received(event_type: str, result: str) -> float:
 
 
 def test_the_observer_records_a_batch_once_when_mysql_runs_it_again(engine: Engine, url: str) -> None:
-    """The observer's batch (a new saga, then one it knows) meets another transaction that holds
-    the second saga and wants the first: MySQL rolls the batch back (the lighter of the two),
-    the observer runs it again at once, and every event is recorded, and counted, once."""
+    """The observer's batch (a saga new to it, and one it knows) meets another transaction that
+    holds an event of the batch and wants the new saga's row, which the batch has just
+    inserted: MySQL rolls the batch back (the lighter of the two), the other lets go, and the
+    observer runs the batch again at once: every event recorded, and counted, once."""
     metadata.create_all(engine)
     with engine.begin() as connection:
         connection.execute(text("CREATE TABLE weight (n INT)"))
     observer = Observer(engine, Flows.load({}))
-    new_saga, known_saga = "deadlock-1", "deadlock-2"  # in the order the batch locks them
+    new_saga, known_saga = "deadlock-new", "deadlock-known"
     observer.expect(known_saga)
+    requested = Envelope("SignupRequested", new_saga, "a",
+                         {"input": {"username": "dl", "address": "x", "payment": "p"}, "fail": {},
+                          "definition": "signup@1"})
+    created = Envelope("AccountCreated", known_saga, "a", {"definition": "signup@1"})
     other_engine = create_engine(url, isolation_level="READ COMMITTED")
     crossing: list[threading.Thread] = []
     failures: list[BaseException] = []
 
     def other() -> None:
-        """Heavier than the batch (MySQL rolls back the lighter): holds the known saga, then
-        wants the new one."""
+        """Heavier than the batch (MySQL rolls back the lighter): holds the sign-up's event id,
+        then wants the new saga's row; rolls back once it has it."""
         try:
-            with other_engine.begin() as connection:
+            with other_engine.connect() as connection:
                 connection.execute(text("INSERT INTO weight VALUES " + ",".join(["(1)"] * 2000)))
-                lock = text("SELECT status FROM choreo_sagas WHERE saga_id = :id FOR UPDATE")
-                connection.execute(lock, {"id": known_saga})
-                connection.execute(lock, {"id": new_saga})
+                connection.execute(text(
+                    "INSERT INTO choreo_events (event_id, saga_id, type, source, occurred_at, received_at, "
+                    "payload) VALUES (:id, 'elsewhere', 'SignupRequested', 'a', '', NOW(), '{}')"),
+                    {"id": requested.event_id})
+                connection.execute(text("SELECT status FROM choreo_sagas WHERE saga_id = :id FOR UPDATE"),
+                                   {"id": new_saga})
+                connection.rollback()
         except BaseException as error:  # noqa: BLE001 - the test's thread reports to the test
             failures.append(error)
 
@@ -129,17 +139,13 @@ def test_the_observer_records_a_batch_once_when_mysql_runs_it_again(engine: Engi
         return False
 
     observer.orchestrated = orchestrated
-    requested = Envelope("SignupRequested", new_saga, "a",
-                         {"input": {"username": "dl", "address": "x", "payment": "p"}, "fail": {},
-                          "definition": "signup@1"})
-    created = Envelope("AccountCreated", known_saga, "a", {"definition": "signup@1"})
     before = received("SignupRequested", "new"), received("AccountCreated", "new")
 
     assert observer.receive_all([requested, created]) == [True, True]
 
     crossing[0].join(30)
     other_engine.dispose()
-    assert not failures, "the other transaction committed: the batch was the one rolled back"
+    assert not failures, "the other transaction got the row once the batch was rolled back"
     assert inserts == [new_saga, new_saga], "the batch ran twice"
     after = received("SignupRequested", "new"), received("AccountCreated", "new")
     assert (after[0] - before[0], after[1] - before[1]) == (1, 1), "each event counted once"
@@ -148,5 +154,41 @@ def test_the_observer_records_a_batch_once_when_mysql_runs_it_again(engine: Engi
                                          "ORDER BY saga_id")).all()
         rows = connection.execute(text(f"SELECT saga_id, input FROM {choreo_sagas.name}")).all()
     sagas = {saga_id: saga_input for saga_id, saga_input in rows}
-    assert [tuple(e) for e in events] == [(new_saga, "SignupRequested"), (known_saga, "AccountCreated")]
+    assert [tuple(e) for e in events] == [(known_saga, "AccountCreated"), (new_saga, "SignupRequested")]
     assert sagas[new_saga] is not None and "dl" in sagas[new_saga], "the new saga's input recorded"
+
+
+def test_an_event_id_another_saga_records_at_the_same_moment_is_a_duplicate(engine: Engine, url: str) -> None:
+    """An event id that another transaction is recording for another saga when the batch looks
+    (not committed yet: the batch does not see it) is not the batch's to record: its insert
+    waits, finds the id taken, and the event is a duplicate; the rest of the batch is recorded."""
+    metadata.create_all(engine)
+    observer = Observer(engine, Flows.load({}))
+    saga = "clash"
+    requested = Envelope("SignupRequested", saga, "a",
+                         {"input": {"username": "cl", "address": "x", "payment": "p"}, "fail": {},
+                          "definition": "signup@1"})
+    clashing = Envelope("AccountCreated", saga, "a", {"definition": "signup@1"})
+    other_engine = create_engine(url, isolation_level="READ COMMITTED")
+    results: list[list[bool | object]] = []
+    with other_engine.connect() as other:
+        other.execute(text(
+            "INSERT INTO choreo_events (event_id, saga_id, type, source, occurred_at, received_at, payload) "
+            "VALUES (:id, 'elsewhere', 'AccountCreated', 'a', '', NOW(), '{}')"), {"id": clashing.event_id})
+        batch = threading.Thread(target=lambda: results.append(observer.receive_all([requested, clashing])))
+        batch.start()
+        for attempt in Retrying(stop=stop_after_delay(20), wait=wait_fixed(0.01), reraise=True):
+            with attempt, engine.connect() as connection:
+                assert connection.execute(text(
+                    "SELECT COUNT(*) FROM information_schema.processlist WHERE db = DATABASE() "
+                    "AND info LIKE 'INSERT IGNORE INTO choreo_events%'")).scalar_one(), "not inserting yet"
+        other.commit()
+    batch.join(30)
+    other_engine.dispose()
+    assert results == [[True, False]]
+    with engine.connect() as connection:
+        events = connection.execute(text("SELECT saga_id, type FROM choreo_events ORDER BY id")).all()
+        status = connection.execute(text("SELECT status FROM choreo_sagas WHERE saga_id = :id"),
+                                    {"id": saga}).scalar_one()
+    assert [tuple(e) for e in events] == [("elsewhere", "AccountCreated"), (saga, "SignupRequested")]
+    assert status == "RUNNING"
