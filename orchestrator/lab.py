@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from common.consistency import Unreachable
 from common.declaration import SagaDefinition
@@ -29,9 +29,12 @@ from common.status import LIVE, Isolation, Model, RecordStatus, SagaStatus
 from observer.observer import Observer
 from orchestrator.engine import SagaEngine
 from orchestrator.gateway import ParticipantGateway
+from orchestrator.model import Saga
 from orchestrator.store import SagaStore
 
 ENDS_WITHIN = 30.0  # seconds both sagas have to end in (each is bounded well under it)
+
+Found = TypeVar("Found")
 
 
 class LabBusy(Exception):
@@ -94,12 +97,13 @@ class IsolationLab:
         self._until_held(race, holder, first.id)
         second = engine.create(inputs[1], {}, isolation=isolation)
         done = engine.drive(second.id, logged=second)
-        def first_ended() -> bool:
-            ended = race.store.get(first.id)
-            return ended is not None and ended.status.finished
-        _until(first_ended, ENDS_WITHIN, f"the first saga {first.id} has not ended within {ENDS_WITHIN:g} s")
-        ended = race.store.get(first.id)
-        assert ended is not None
+
+        def first_ended() -> Saga | None:
+            saga = race.store.get(first.id)
+            return saga if saga is not None and saga.status.finished else None
+
+        ended = _until(first_ended, ENDS_WITHIN, f"the first saga {first.id} has not ended within "
+                                                 f"{ENDS_WITHIN:g} s")
         return ({"saga_id": first.id, "status": ended.status.value},
                 {"saga_id": done.id, "status": done.status.value, "error": done.error})
 
@@ -152,14 +156,14 @@ class IsolationLab:
                                       f"{ENDS_WITHIN:g} s after the sagas ended")
 
 
-def _until(done: Callable[[], bool], seconds: float, failure: str) -> None:
-    """Ask `done` every 20 ms until it says yes; LabFailed (`failure`) after `seconds`, or at
-    once when a service it asks does not answer."""
+def _until(found: Callable[[], Found | None], seconds: float, failure: str) -> Found:
+    """Ask `found` every 20 ms until it finds something (not None, not False): that; LabFailed
+    (`failure`) after `seconds`, or at once when a service it asks does not answer."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            if done():
-                return
+            if answer := found():
+                return answer
         except Unreachable as error:
             raise LabFailed(f"a service does not answer: {error}") from None
         time.sleep(0.02)
