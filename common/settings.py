@@ -127,6 +127,5 @@ def check_shared(config: Mapping[str, Any]) -> None:
                              "your own (make up writes .env with fresh ones)")
     if not 0 < config["DB_TIMEOUT"] <= 60:
         raise ValueError("DB_TIMEOUT must be more than 0 and at most 60 seconds")
-    if "LOCK_WAIT" in config and not (config["LOCK_WAIT"] > 0 and config["LOCK_ATTENTION_AFTER"] > 0
-                                      and config["LAB_DELAY"] >= 0):
+    if not (config["LOCK_WAIT"] > 0 and config["LOCK_ATTENTION_AFTER"] > 0 and config["LAB_DELAY"] >= 0):
         raise ValueError("LOCK_WAIT and LOCK_ATTENTION_AFTER must be more than 0, LAB_DELAY at least 0")
