@@ -111,9 +111,10 @@ class Deadlines:
 
 class DeadlineWatcher:
     """Every `interval` seconds, time out what passed and nudge what is stuck: `time_out(saga_id,
-    again)` records it and publishes the event in one transaction (False if it had no cause to)."""
+    again_after)` records it and publishes the event in one transaction (False if it had no cause
+    to); `again_after` None for a deadline just passed, `stuck_after` for a saga stuck since."""
 
-    def __init__(self, deadlines: Deadlines, time_out: Callable[[str, bool], bool],
+    def __init__(self, deadlines: Deadlines, time_out: Callable[[str, timedelta | None], bool],
                  interval: float, stuck_after: float) -> None:
         self.deadlines = deadlines
         self.time_out = time_out
@@ -129,11 +130,11 @@ class DeadlineWatcher:
         """Time out and nudge what is due; how many events were published."""
         published = 0
         for saga_id in self.deadlines.passed():
-            if self.time_out(saga_id, False):
+            if self.time_out(saga_id, None):
                 published += 1
                 log.warning("saga %s: deadline passed; publishing SignupTimedOut", saga_id)
         for saga_id in self.deadlines.stuck(self.stuck_after):
-            if self.time_out(saga_id, True):
+            if self.time_out(saga_id, self.stuck_after):
                 published += 1
                 log.error("saga %s: still open %g s after its deadline; publishing SignupTimedOut "
                           "again", saga_id, self.stuck_after.total_seconds())

@@ -275,16 +275,15 @@ class Reactions:
         others = tuple(service for service in reacting if service != self.me)
         commit.outbox += self.outbox.add(commit.connection, envelope, self.transport.destinations(others))
 
-    def time_out(self, saga_id: str, again: bool) -> bool:
+    def time_out(self, saga_id: str, again_after: timedelta | None) -> bool:
         """For the deadline watcher: publish <Name>TimedOut for a saga still open past its
-        deadline, in the transaction that records it (`again`: for a saga stuck since, at most
-        once every CHOREOGRAPHY_STUCK_AFTER), in the saga's trace (the sign-up in our inbox has
-        it); False if the saga closed, or was dealt with, meanwhile."""
+        deadline, in the transaction that records it (`again_after`: for a saga stuck since, at
+        most once in that long), in the saga's trace (the sign-up in our inbox has it); False if
+        the saga closed, or was dealt with, meanwhile."""
         with self.commit() as commit:
             connection = commit.connection
-            if again:
-                due = self.deadlines.nudge(connection, saga_id, timedelta(seconds=self.config[
-                    "CHOREOGRAPHY_STUCK_AFTER"]))
+            if again_after is not None:
+                due = self.deadlines.nudge(connection, saga_id, again_after)
             else:
                 due = self.deadlines.time_out(connection, saga_id)
             if not due:
