@@ -267,13 +267,8 @@ class Stack:
 
     def row(self, service: str, saga_id: str) -> dict[str, Any] | None:
         """The saga's row in a participant's table, read straight from its database."""
-        spec = self.declaration.service(service)
-        table, column = spec.table, spec.column
-        with self.engines[service].connect() as connection:
-            row = connection.execute(
-                text(f"SELECT saga_id, {column} AS value, status FROM {table} "
-                     "WHERE saga_id = :saga_id"), {"saga_id": saga_id}).mappings().first()
-        return None if row is None else dict(row)
+        rows = self.rows_of(service, saga_id)
+        return rows[0] if rows else None
 
     def signed_post(self, service: str, path: str, payload: Any, **headers: str) -> requests.Response:
         """POST to a participant as the orchestrator would: the body signed with the secret."""
