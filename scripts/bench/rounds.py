@@ -255,7 +255,9 @@ def bench_database(url: str | None, args: argparse.Namespace, clients: list[int]
             closed_loop("warm-up", 16, 5, runs["orchestrated"])  # fill pools and caches first
             closed_loop("warm-up", 4, 1, runs["bare chain"])
             closed_loop("warm-up", 4, 2, runs["choreographed"])
-            # First, while the stack's pools are small: three more processes on the same server.
+            # First, while the stack's pools are small: three more processes on the same server;
+            # the signed chain right before them, to set beside them measured in the same minute.
+            signed = measured(ids, "bare chain, beside the unguarded", 16, args.seconds, runs["bare chain"])
             unguarded = unguarded_chain(stack, args.seconds)
             lines += header("#### Happy path: orchestrated against the bare chain and, in the same "
                             "minute, the system this project replaces")
@@ -285,7 +287,9 @@ def bench_database(url: str | None, args: argparse.Namespace, clients: list[int]
                 lines.append(summary.record(*measured(ids, f"{name} (lock round)" if "lock" not in name
                                                       else name, 16, args.seconds, runs[name])))
             lines += header("#### The bare chain again, against participants with no signature check, "
-                            "no metrics and no spans (scripts/unguarded.py)")
+                            "no metrics and no spans (scripts/unguarded.py), each measured first, "
+                            "one after the other")
+            lines.append(summary.record(*signed))
             lines.append(summary.record(*unguarded))
             lines += header("#### One failure (B fails three times, B and A compensated), and reads")
             for name, n in (("one failure", 16), ("GET /sagas?limit=50", 1), ("GET /sagas?limit=50", 16),
