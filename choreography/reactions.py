@@ -216,8 +216,8 @@ class Reactions:
 
     def _complete(self, commit: Commit, envelope: Envelope) -> None:
         """The saga completed: a semantic lock held here is released (PENDING -> APPLIED), and
-        the entry stops the saga's clock."""
-        if self.me in self.flow_of(envelope).locks:
+        the entry stops the saga's clock. (A saga that runs without one left its row APPLIED.)"""
+        if self._pending(envelope):
             outcome = self.records.confirm_in(commit.connection, envelope.saga_id, Model.CHOREOGRAPHY)
             if outcome is not None and outcome.changed:
                 log.info("saga %s: confirmed (its semantic lock released)", envelope.saga_id)
