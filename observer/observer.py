@@ -408,7 +408,10 @@ class Observer:
                     return self.get(saga_id)
                 pause = (0.5 if status is not None or unknown_after is None
                          else unknown_after - (now - started))
-                woken.wait(min(until - now, pause))
+                if woken.wait(min(until - now, pause)):  # by the batch that finished it: read it once
+                    saga = self.get(saga_id)
+                    if saga is not None and SagaStatus(saga["status"]).finished:
+                        return saga
         finally:
             with self._waiting_guard:
                 self._waiting.pop(saga_id, None)
