@@ -245,8 +245,11 @@ class Observer:
                                   "wrong_model")
                 recorded.outcomes.update(dict.fromkeys((e.event_id for e in by_saga[key]), refusal))
                 continue
-            row = connection.first(self._lock_saga, {"key": key})
-            assert row is not None, "inserted just now, or a moment before"
+            if first:  # inserted, and so locked, by this transaction: as written
+                locked[key] = (SagaStatus.RUNNING.value, now)
+                continue
+            row = connection.first(self._lock_saga, {"key": key})  # inserted by another a moment before
+            assert row is not None, "inserted a moment before"
             locked[key] = (row[0], row[1])
         return dict(sorted(locked.items()))
 
