@@ -101,6 +101,18 @@ class Reactions:
             with self.commit() as commit:
                 self.react(commit, envelope, when, attempt)
 
+    def handles_at_once(self, envelope: Envelope) -> bool:
+        """May the event be handled in the commit that takes it in? Only with no fault to act
+        out here: a sleep or a failure belongs on the worker's threads, not on a delivery's."""
+        return self._fault(envelope) is None
+
+    def handle_in(self, commit: Commit, envelope: Envelope) -> None:
+        """Handle an event in the caller's commit, as its first attempt (`handles_at_once`): as
+        `handle`, with nothing to act out; raises what `handle` would (Postponed, Refused, ...)."""
+        when = self.reaction_to(envelope)
+        with self.span(envelope, when, 1), self._refusing_other_models():
+            self.react(commit, envelope, when, attempt=1)
+
     def react(self, commit: Commit, envelope: Envelope, when: When, attempt: int) -> None:
         """The reaction itself, in the caller's commit, which also marks the event handled."""
         if when.reaction is Reaction.APPLY:

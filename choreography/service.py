@@ -21,7 +21,7 @@ from common.pacing import Pacing
 from common.status import Isolation
 from common.tracing import start_saga_trace
 from messaging.events import Envelope, Refused
-from messaging.inbox import Inbox, inbox_table
+from messaging.inbox import Inbox, InboxRow, inbox_table
 from messaging.outbox import Outbox, outbox_table
 from messaging.relay import Relay
 from messaging.transport import HttpTransport, Transport
@@ -113,16 +113,40 @@ class ChoreographedService:
                 continue
             outcomes.append(True)
             taken.append(envelope)
-        rows = iter(self.inbox.receive(taken, self.reactions.handover) if taken else [])
+        rows = iter(self._take_in(taken) if taken else [])
         for index, envelope in enumerate(envelopes):
             if outcomes[index] is True:
-                row = next(rows)
+                row, handled = next(rows)
                 result = "duplicate" if row is None else "new"
                 EVENTS_RECEIVED.labels(self.spec.name, envelope.type, result).inc()
                 outcomes[index] = row is not None
-                if row is not None:
+                if handled:
+                    EVENTS_HANDLED.labels(self.spec.name, envelope.type, "ok").inc()
+                elif row is not None:
                     self.worker.hand([row])
         return outcomes
+
+    def _take_in(self, taken: list[Envelope]) -> list[tuple[InboxRow | None, bool]]:
+        """Take events into the inbox in one commit, each once: for each, its row (None if it
+        came before) and whether it was handled there too. Those this service may handle at
+        once (`handles_at_once`) are: a hop is then one commit, not two, and no worker thread
+        waited for. If one of them cannot be handled now (held back by a lock, refused,
+        failing), that commit is undone, and the events are taken in alone, for the worker,
+        which handles or refuses each as it always does."""
+        handover = self.reactions.handover
+        at_once = {e.event_id for e in taken if self.reactions.handles_at_once(e)}
+        if at_once:
+            try:
+                with self.reactions.commit() as commit:
+                    rows = [self.inbox.add(commit.connection, envelope, handover) for envelope in taken]
+                    for envelope, row in zip(taken, rows, strict=True):
+                        if row is not None and envelope.event_id in at_once:
+                            self.reactions.handle_in(commit, envelope)
+                return [(row, row is not None and row.event_id in at_once) for row in rows]
+            except Exception as error:  # noqa: BLE001 - the worker handles them, as without this path
+                log.debug("%d event(s) taken in for the worker, not handled on arrival: %s: %s", len(taken),
+                         type(error).__name__, error)
+        return [(row, False) for row in self.inbox.receive(taken, handover)]
 
     def sign_up(self, saga_input: dict[str, str], faults: dict[str, str], saga_id: str,
                 isolation: Isolation = Isolation.NONE) -> Envelope:
@@ -155,9 +179,7 @@ class ChoreographedService:
             reactions.publish(commit, envelope)
             if here:
                 commit.inbox = [row for row in commit.inbox if row.event_id != envelope.event_id]
-                when = reactions.reaction_to(envelope)
-                with reactions.span(envelope, when, 1):
-                    reactions.react(commit, envelope, when, attempt=1)
+                reactions.handle_in(commit, envelope)
 
     def dead_letters(self) -> list[dict[str, object]]:
         return [*self.outbox.dead_letters(), *self.inbox.dead_letters()]
