@@ -27,7 +27,8 @@ from common.validation import reject_unknown, whole_number_arg
 from common.web import kept, refuse_cross_site_reads, require_signature, require_signature_or_dashboard
 from messaging.events import EVENT_ID, Envelope
 from messaging.transport import take_in
-from observer.observer import ChoreographedSagas, Observer
+from observer.consistency import ChoreographedSagas
+from observer.observer import Observer
 
 log = logging.getLogger(__name__)
 

@@ -13,37 +13,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    Engine,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    bindparam,
-    delete,
-    func,
-    insert,
-    select,
-    update,
-)
+from sqlalchemy import Engine, bindparam, delete, func, insert, select, update
 
 from choreography.flow import Flow, Flows
-from common.consistency import Part, SagaSnapshot
 from common.db import (
-    MYSQL_TABLE,
-    Key,
     Prepared,
     PreparedIn,
     Raw,
-    Timestamp,
     again_if_deadlocked,
     insert_ignore,
     iso,
@@ -61,63 +41,14 @@ from common.metrics import (
     SAGAS_FINISHED,
     SAGAS_STARTED,
 )
-from common.status import Isolation, Model, SagaStatus
+from common.status import Isolation, SagaStatus
 from common.tracing import trace_id
 from messaging.events import Envelope, Refused, parse_moment
 from messaging.rabbitmq import DeadLetter
+from observer.tables import choreo_dead_letters, choreo_events, choreo_sagas
 
 MODEL = "choreography"
 
-metadata = MetaData()
-
-choreo_sagas = Table(
-    "choreo_sagas", metadata,
-    Column("saga_id", Key(64), primary_key=True),
-    Column("status", String(24), nullable=False),
-    Column("failed_step", String(8), nullable=True),
-    Column("reason", String(16), nullable=True),
-    Column("error", Text, nullable=True),
-    Column("input", Text, nullable=True),  # JSON, from the sign-up (SignupRequested)
-    Column("faults", Text, nullable=True),  # JSON, from the sign-up
-    Column("definition", String(64), nullable=True),  # name@version, from the sign-up
-    Column("isolation", String(16), nullable=True),  # none or semantic_lock, from the sign-up
-    Column("deadline", Timestamp, nullable=True),
-    Column("trace_id", String(32), nullable=True),  # of the saga's trace, from its sign-up
-    Column("created_at", Timestamp, nullable=False),
-    Column("updated_at", Timestamp, nullable=False),
-    Column("finished_at", Timestamp, nullable=True),
-    Index("ix_choreo_sagas_created_at", "created_at"),
-    Index("ix_choreo_sagas_status_created_at", "status", "created_at"),
-    Index("ix_choreo_sagas_status_finished_at", "status", "finished_at"),
-    **MYSQL_TABLE,
-)
-
-choreo_events = Table(
-    "choreo_events", metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
-    Column("event_id", Key(32), nullable=False, unique=True),
-    Column("saga_id", Key(64), nullable=False),
-    Column("type", String(64), nullable=False),
-    Column("source", String(16), nullable=False),
-    Column("occurred_at", String(32), nullable=False),
-    Column("received_at", Timestamp, nullable=False),
-    Column("payload", Text, nullable=False),
-    Index("ix_choreo_events_saga_id", "saga_id", "id"),
-    **MYSQL_TABLE,
-)
-
-choreo_dead_letters = Table(
-    "choreo_dead_letters", metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
-    Column("queue", String(128), nullable=False),
-    Column("reason", String(64), nullable=False),  # why, in a word: malformed, wrong_publisher, ...
-    Column("body", Text, nullable=False),
-    Column("at", Timestamp, nullable=False),
-    Column("detail", Text, nullable=True),  # why, in full
-    Column("published_by", String(128), nullable=True),  # the broker account it came from
-    Column("redriven_at", Timestamp, nullable=True),  # its owner was asked to publish it again
-    **MYSQL_TABLE,
-)
 
 @dataclass
 class Recorded:
@@ -476,60 +407,3 @@ def saga_json(row: Any) -> dict[str, Any]:
             "trace_id": row.trace_id,
             "created_at": iso(row.created_at), "updated_at": iso(row.updated_at),
             "finished_at": iso(row.finished_at)}
-
-
-def parts(flow: Flow) -> tuple[Part, ...]:
-    """Where each step of a saga of this flow keeps its row."""
-    return tuple(Part(step, step, flow.fields[step]) for step in flow.steps)
-
-
-class ChoreographedSagas:
-    """The observer as a source for the consistency check. The observer learns of a saga a
-    moment after its sign-up is taken in, so `exists` also asks the entry service, which
-    records every sign-up before anything applies (`entry_knows`). A saga still unfinished
-    `stuck_after` seconds past its deadline needs attention: an event it needs may have been
-    dead-lettered."""
-
-    model = Model.CHOREOGRAPHY
-
-    def __init__(self, observer: Observer, entry_knows: Callable[[str], bool], stuck_after: float) -> None:
-        self.observer = observer
-        self.entry_knows = entry_knows
-        self.stuck_after = timedelta(seconds=stuck_after)
-
-    COLUMNS = (choreo_sagas.c.saga_id, choreo_sagas.c.status, choreo_sagas.c.input, choreo_sagas.c.deadline,
-               choreo_sagas.c.error, choreo_sagas.c.definition)
-
-    def page(self, after: str, limit: int) -> list[SagaSnapshot]:
-        query = (select(*self.COLUMNS).where(choreo_sagas.c.saga_id > after)
-                 .order_by(choreo_sagas.c.saga_id).limit(limit))
-        with reading(self.observer.engine) as connection:
-            return [self._snapshot(*row) for row in connection.execute(query)]
-
-    def snapshot(self, saga_id: str) -> SagaSnapshot | None:
-        query = select(*self.COLUMNS).where(choreo_sagas.c.saga_id == saga_id)
-        with reading(self.observer.engine) as connection:
-            row = connection.execute(query).first()
-        return None if row is None else self._snapshot(*row)
-
-    def _snapshot(self, saga_id: str, status: str, saga_input: str | None, deadline: datetime | None,
-                  error: str | None, definition: str | None) -> SagaSnapshot:
-        # Until the observer has seen the sign-up itself, it cannot judge the saga's rows.
-        known = SagaStatus(status) if saga_input else SagaStatus.RUNNING
-        values = json.loads(saga_input or "{}")
-        flow = self.observer.flow(definition)
-        attention = None
-        if known is SagaStatus.COMPENSATION_FAILED:
-            attention = f"a compensation failed: {error}"
-        elif not known.finished and deadline is not None and utcnow() - deadline > self.stuck_after:
-            late = (utcnow() - deadline).total_seconds()
-            attention = (f"still {known.value} {late:.0f} s after its deadline: an event it needs may "
-                         f"be dead-lettered (redrive it; {flow.entry.upper()} sends {flow.timed_out} again)")
-        return SagaSnapshot(saga_id, known, values if isinstance(values, dict) else {}, parts(flow),
-                            attention)
-
-    def exists(self, saga_id: str) -> bool:
-        return self.observer.get(saga_id) is not None or self.entry_knows(saga_id)
-
-    def recent(self, limit: int, status: SagaStatus | None) -> list[dict[str, Any]]:
-        return self.observer.recent(limit, status)

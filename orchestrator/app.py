@@ -16,8 +16,9 @@ from common.metrics import count_in_flight
 from common.reads import saga_reads
 from common.web import base_app, keep, serve_openapi
 from observer import api as observer_api
-from observer.observer import ChoreographedSagas, Observer
-from observer.observer import metadata as observer_metadata
+from observer.consistency import ChoreographedSagas
+from observer.observer import Observer
+from observer.tables import metadata as observer_metadata
 from orchestrator.api import BLUEPRINTS
 from orchestrator.client import ParticipantClient
 from orchestrator.config import orchestrator_config

@@ -15,7 +15,8 @@ from common.consistency import SagaSource, check_everything
 from common.db import make_engine
 from common.declaration import Definitions
 from common.settings import MIN_SECRET_LENGTH
-from observer.observer import ChoreographedSagas, Observer
+from observer.consistency import ChoreographedSagas
+from observer.observer import Observer
 from orchestrator.client import ParticipantClient
 from orchestrator.config import orchestrator_config
 from orchestrator.gateway import ParticipantGateway

@@ -18,7 +18,7 @@ from choreography.flow import Flows
 from choreography.service import choreography_tables
 from common.declaration import load
 from messaging.broker_accounts import accounts_script
-from observer.observer import metadata as observer_metadata
+from observer.tables import metadata as observer_metadata
 from orchestrator.migrate import mysql_ddl
 from orchestrator.store import metadata as orchestrator_metadata
 from participant.records import records_table

@@ -20,7 +20,8 @@ from tenacity import Retrying, stop_after_delay, wait_fixed
 from choreography.flow import Flows
 from common.db import again_if_deadlocked, make_engine, raw_writing
 from messaging.events import Envelope
-from observer.observer import Observer, choreo_events, choreo_sagas, metadata
+from observer.observer import Observer
+from observer.tables import choreo_events, choreo_sagas, metadata
 from scripts.stack import database_urls, drop_databases
 from tests.support.stacks import TEST_DATABASE_URL
 
