@@ -60,13 +60,20 @@ class ChoreographedSagas:
         flow = self.observer.flow(definition)
         attention = None
         if known is SagaStatus.COMPENSATION_FAILED:
-            attention = f"a compensation failed: {error}"
+            attention = f"a compensation failed: {self._undo_error(saga_id, flow) or error}"
         elif not known.finished and deadline is not None and utcnow() - deadline > self.stuck_after:
             late = (utcnow() - deadline).total_seconds()
             attention = (f"still {known.value} {late:.0f} s after its deadline: an event it needs may "
                          f"be dead-lettered (redrive it; {flow.entry.upper()} sends {flow.timed_out} again)")
         return SagaSnapshot(saga_id, known, values if isinstance(values, dict) else {}, parts(flow),
                             attention)
+
+    def _undo_error(self, saga_id: str, flow: Flow) -> str | None:
+        """What the failed compensation reported (its undo-failed event's error), once seen; the
+        saga's own error is the step failure that started the compensation."""
+        saga = self.observer.get(saga_id) or {}
+        return next((str(event["error"]) for event in saga.get("events", [])
+                     if event["type"] in flow.undo_failed and event.get("error")), None)
 
     def exists(self, saga_id: str) -> bool:
         return self.observer.get(saga_id) is not None or self.entry_knows(saga_id)

@@ -71,6 +71,20 @@ def test_every_scenario_ends_with_the_rows_orchestration_leaves(
     assert verdict.json()["verdict"] == expected, verdict.text
 
 
+def test_a_failed_compensation_needs_attention_for_the_compensations_error(choreo: Stack) -> None:
+    """The consistency check flags the saga with what the compensation reported (B's undo
+    failed), not the step failure that started the compensation (C's)."""
+    saga_id = sign_up(choreo, fresh_user(), b="compensate_fail", c="before_commit")
+    assert choreographed(choreo, saga_id)["status"] == "COMPENSATION_FAILED"
+    for attempt in Retrying(stop=stop_after_delay(10), wait=wait_fixed(0.05), reraise=True):
+        with attempt:
+            events = choreographed(choreo, saga_id)["events"]
+            undo = [e for e in events if e["type"] == "AddressRemovalFailed"]
+            assert undo and undo[0].get("error"), "B's report on the observer"
+    flagged = [n for n in consistency(choreo)["needs_attention"] if n["saga_id"] == saga_id]
+    assert [n["reason"] for n in flagged] == [f"a compensation failed: {undo[0]['error']}"], flagged
+
+
 def test_a_timeout_compensates_and_the_late_commit_is_refused(choreo: Stack) -> None:
     """B outlasts the saga's deadline (4 s in the tests): A's watcher cancels the saga by event,
     C and B leave tombstones, A undoes itself; B's late commit then finds its tombstone."""
