@@ -19,6 +19,7 @@ import requests
 from sqlalchemy import text
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
+from common.status import SagaStatus
 from scripts.stack import Stack, free_port
 from tests.support.calls import wait_for_saga
 from tests.support.checks import consistency
@@ -71,6 +72,27 @@ def start_many(stack: Stack, targets: list[str], count: int) -> list[str]:
         return list(pool.map(start, range(count)))
 
 
+def ended(stack: Stack, saga_id: str) -> bool:
+    row = stack.saga_row(saga_id)
+    return row is not None and SagaStatus(row["status"]).finished
+
+
+def start_in_flight(stack: Stack, targets: list[str], count: int, orchestrator_id: str) -> list[str]:
+    """Start `count` sagas, and another batch if a busy machine ended them all before one was
+    seen in flight at an instance of `orchestrator_id`: every saga started, one still running there."""
+    saga_ids: list[str] = []
+    for _ in range(5):
+        batch = start_many(stack, targets, count)
+        saga_ids += batch
+        for attempt in Retrying(stop=stop_after_delay(30), wait=wait_fixed(0.02), reraise=True):
+            with attempt:  # until one is in flight there, or the whole batch has ended
+                running = running_sagas_driven_by(stack, orchestrator_id)
+                assert running > 0 or all(ended(stack, saga_id) for saga_id in batch)
+        if running > 0:
+            return saga_ids
+    raise AssertionError(f"five batches of sagas ended before one was seen in flight at {orchestrator_id}")
+
+
 def assert_never_two_drivers(stack: Stack, via: str = "orchestrator") -> None:
     with stack.engines["orchestrator"].connect() as connection:
         duplicates = connection.execute(text(
@@ -82,12 +104,9 @@ def assert_never_two_drivers(stack: Stack, via: str = "orchestrator") -> None:
 
 def test_a_dead_orchestrators_sagas_are_taken_over_exactly_once(stack: Stack) -> None:
     add_orchestrator(stack, "second", "second-orchestrator")
-    saga_ids = start_many(stack, ["orchestrator", "second"], 16)
     first = stack.env("orchestrator")["ORCHESTRATOR_ID"]
-    for attempt in Retrying(stop=stop_after_delay(30), wait=wait_fixed(0.02), reraise=True):
-        with attempt:  # a busy machine may not have begun them yet: kill it mid-saga
-            assert running_sagas_driven_by(stack, first) > 0
-    stack.kill("orchestrator")  # half of the sagas are in flight there
+    saga_ids = start_in_flight(stack, ["orchestrator", "second"], 16, first)
+    stack.kill("orchestrator")  # mid-saga: some of its sagas are in flight there
     for saga_id in saga_ids:
         wait_for_saga(stack, saga_id, "COMPLETED", seconds=60)
         assert [stack.row_status(s, saga_id) for s in "abc"] == ["APPLIED"] * 3
@@ -130,7 +149,7 @@ def test_a_restart_under_the_same_id_takes_its_dead_predecessors_sagas_at_once(s
     finished before its old lease would have let anyone else take it (by the log's own clock)."""
     stack.kill("orchestrator")
     stack.restart("orchestrator", extra_env={"LEASE_SECONDS": "60"})
-    saga_ids = start_many(stack, ["orchestrator"], 6)
+    saga_ids = start_in_flight(stack, ["orchestrator"], 6, stack.env("orchestrator")["ORCHESTRATOR_ID"])
     stack.kill("orchestrator")
     leases = {saga_id: stack.saga_row(saga_id)["lease_expires_at"] for saga_id in saga_ids}
     held = {saga_id: logged_time(until) for saga_id, until in leases.items() if until is not None}
