@@ -84,8 +84,6 @@ class Observer:
                                                                   sagas.c.created_at)
                                       .where(sagas.c.saga_id.in_(keys)).order_by(sagas.c.saga_id)
                                       .with_for_update())
-        self._lock_saga = Prepared(engine, select(sagas.c.status, sagas.c.created_at)
-                                   .where(sagas.c.saga_id == bindparam("key")).with_for_update())
         self._forget_saga = Prepared(engine, delete(sagas).where(sagas.c.saga_id == bindparam("key")))
         self._recorded = PreparedIn(engine, lambda ids: select(events.c.event_id, events.c.saga_id)
                                     .where(events.c.event_id.in_(ids)))
@@ -179,9 +177,8 @@ class Observer:
             if first:  # inserted, and so locked, by this transaction: as written
                 locked[key] = (SagaStatus.RUNNING.value, now)
                 continue
-            row = connection.first(self._lock_saga, {"key": key})  # inserted by another a moment before
-            assert row is not None, "inserted a moment before"
-            locked[key] = (row[0], row[1])
+            [(_, status, created)] = connection.all_in(self._lock_sagas, [key])  # another's, a moment before
+            locked[key] = (status, created)
         return dict(sorted(locked.items()))
 
     def _new_events(self, connection: Raw, arriving: list[Envelope], now: datetime,

@@ -1,6 +1,7 @@
 """Transactions that meet on MySQL, made to meet on purpose between two connections: one MySQL
 rolls back to break a deadlock is run again, whole, and what it did is told once; an event id
-another transaction records at the same moment is found taken.
+another transaction records at the same moment is found taken; a saga's row another inserts
+between the observer's locking read and its insert is locked as found.
 
 Runs against the MySQL/MariaDB at TEST_DATABASE_URL (the MariaDB leg of `make test`).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -193,3 +195,38 @@ def test_an_event_id_another_saga_records_at_the_same_moment_is_a_duplicate(engi
                                     {"id": saga}).scalar_one()
     assert [tuple(e) for e in events] == [("elsewhere", "AccountCreated"), (saga, "SignupRequested")]
     assert status == "RUNNING"
+
+
+def test_a_saga_another_batch_inserts_between_the_lock_and_the_insert_is_locked_as_found(
+        engine: Engine, url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two batches both new to a saga: the other inserts its row (and commits) after this
+    batch's locking read found none, before this batch's insert, which then finds the row
+    there: the batch locks it as the other wrote it and records its event."""
+    metadata.create_all(engine)
+    observer = Observer(engine, Flows.load({}))
+    saga, earlier = "meets", datetime(2026, 1, 2, 3, 4, 5)
+    created = Envelope("AccountCreated", saga, "a", {"definition": "signup@1"})
+    other_engine = create_engine(url, isolation_level="READ COMMITTED")
+    insert = observer._new_saga
+
+    class InsertedByAnother:
+        """The batch's insert of the saga's row, the other's landing just before it."""
+
+        sql = insert.sql
+
+        def parameters(self, values: dict[str, object]) -> object:
+            with other_engine.begin() as other:
+                other.execute(choreo_sagas.insert().values(saga_id=saga, status="RUNNING",
+                                                           created_at=earlier, updated_at=earlier))
+            return insert.parameters(values)
+
+    monkeypatch.setattr(observer, "_new_saga", InsertedByAnother())
+
+    assert observer.receive_all([created]) == [True]
+
+    other_engine.dispose()
+    with engine.connect() as connection:
+        events = connection.execute(text(f"SELECT saga_id, type FROM {choreo_events.name}")).all()
+        row = connection.execute(text(f"SELECT status, created_at FROM {choreo_sagas.name}")).one()
+    assert [tuple(e) for e in events] == [(saga, "AccountCreated")]
+    assert tuple(row) == ("RUNNING", earlier), "the other's row, brought up to date, not a second one"
