@@ -145,7 +145,7 @@ class ChoreographedService:
                 return [(row, row is not None and row.event_id in at_once) for row in rows]
             except Exception as error:  # noqa: BLE001 - the worker handles them, as without this path
                 log.debug("%d event(s) taken in for the worker, not handled on arrival: %s: %s", len(taken),
-                         type(error).__name__, error)
+                          type(error).__name__, error)
         return [(row, False) for row in self.inbox.receive(taken, handover)]
 
     def sign_up(self, saga_input: dict[str, str], faults: dict[str, str], saga_id: str,
