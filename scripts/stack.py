@@ -215,7 +215,7 @@ class Stack:
                 cwd=ROOT, env=self.env(name, extra_env), stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
 
-    def wait_healthy(self, name: str, url: str | None = None, seconds: float = 30) -> None:
+    def wait_healthy(self, name: str, url: str | None = None, seconds: float = 60) -> None:
         for attempt in Retrying(stop=stop_after_delay(seconds), wait=wait_fixed(0.1),
                                 retry=retry_if_exception_type(Exception), reraise=True):
             with attempt:
