@@ -164,9 +164,11 @@ def test_sign_ups_enter_at_a_only(choreo: Stack) -> None:
 
 
 def test_the_observer_lists_newest_first_filters_and_404s(choreo: Stack) -> None:
+    """Newest first: in the order the observer learned of each saga (two sagas under way at
+    once may reach it in either order, over a broker most of all: the second begins after)."""
     first = sign_up(choreo, fresh_user())
-    second = sign_up(choreo, fresh_user(), a="before_commit")
     choreographed(choreo, first)
+    second = sign_up(choreo, fresh_user(), a="before_commit")
     choreographed(choreo, second)
     base = f"{choreo.urls['orchestrator']}/choreography/sagas"
     listed = requests.get(f"{base}?limit=2", timeout=5).json()["sagas"]
