@@ -51,14 +51,35 @@ def try_sign_up(stack: Stack, fail: dict[str, str]) -> str | None:
     return str(answer.json()["saga_id"]) if answer.status_code == 202 else None
 
 
-def in_flight(stack: Stack, saga_ids: list[str]) -> list[str]:
-    """The sagas the observer holds as under way (not finished) with at least one step applied."""
+UNDER_WAY = ("RUNNING", "COMPENSATING")
+
+
+def in_flight(stack: Stack, saga_ids: list[str]) -> tuple[list[str], bool]:
+    """The sagas the observer holds as under way (not finished) with at least one step applied;
+    and whether any of `saga_ids` may still be (under way, or not heard of yet)."""
     listed = requests.get(f"{stack.urls['orchestrator']}/choreography/sagas", params={"limit": 500},
                           timeout=10).json()["sagas"]
     mine = {saga["saga_id"]: saga for saga in listed if saga["saga_id"] in saga_ids}
-    return [saga_id for saga_id, saga in mine.items() if saga["status"] in ("RUNNING", "COMPENSATING")
-            and requests.get(f"{stack.urls['orchestrator']}/choreography/sagas/{saga_id}", timeout=10)
-            .json()["events"][1:]]
+    flying = [saga_id for saga_id, saga in mine.items() if saga["status"] in UNDER_WAY
+              and requests.get(f"{stack.urls['orchestrator']}/choreography/sagas/{saga_id}", timeout=10)
+              .json()["events"][1:]]
+    return flying, len(mine) < len(saga_ids) or any(s["status"] in UNDER_WAY for s in mine.values())
+
+
+def sign_up_in_flight(stack: Stack, faults: list[dict[str, str]], at_least: int) -> list[str]:
+    """Sign up a saga for each of `faults`, and another round if a busy machine ended them all
+    before `at_least` were seen under way at once (mid-saga): every saga signed up."""
+    saga_ids: list[str] = []
+    for _ in range(5):
+        batch = [saga_id for fail in faults if (saga_id := try_sign_up(stack, fail))]
+        saga_ids += batch
+        for attempt in Retrying(stop=stop_after_delay(30), wait=wait_fixed(0.02), reraise=True):
+            with attempt:  # until enough are under way past their sign-up, or none can be any more
+                flying, may_be = in_flight(stack, batch)
+                assert len(flying) >= at_least or not may_be
+        if len(flying) >= at_least:
+            return saga_ids
+    raise AssertionError(f"five rounds of sign-ups ended before {at_least} were seen under way at once")
 
 
 @pytest.mark.parametrize("victim", ["a", "b", "c", "orchestrator"])
@@ -66,10 +87,7 @@ def test_a_killed_process_loses_nothing_and_applies_nothing_twice(stack: Stack, 
     """SIGKILL one process (its relay, inbox worker and consumer with it) with sagas in flight."""
     faults: list[dict[str, str]] = [{"b": "delay:400"}, {"c": "delay:400", "b": "delay:200"},
                                     {"c": "before_commit"}, {"b": "after_commit"}, {"a": "delay:300"}]
-    saga_ids = [saga_id for fail in faults * 2 if (saga_id := try_sign_up(stack, fail))]
-    for attempt in Retrying(stop=stop_after_delay(30), wait=wait_fixed(0.02), reraise=True):
-        with attempt:  # mid-saga: some saga under way past its sign-up, others not finished yet
-            assert len(in_flight(stack, saga_ids)) >= 2
+    saga_ids = sign_up_in_flight(stack, faults * 2, at_least=2)
     stack.kill(victim)
     time.sleep(0.5)  # down a while, as a crash is: the fault itself, not a wait for anything
     stack.restart(victim)
@@ -80,10 +98,7 @@ def test_a_killed_process_loses_nothing_and_applies_nothing_twice(stack: Stack, 
 @pytest.mark.parametrize("system", ["rabbitmq"], indirect=True)
 def test_broker_connections_cut_mid_saga(stack: Stack) -> None:
     """(The embedded transport's counterpart is the kill above: its connections are HTTP calls.)"""
-    saga_ids = [saga_id for _ in range(8) if (saga_id := try_sign_up(stack, {"b": "delay:300"}))]
-    for attempt in Retrying(stop=stop_after_delay(30), wait=wait_fixed(0.02), reraise=True):
-        with attempt:  # mid-saga: one under way past its sign-up
-            assert in_flight(stack, saga_ids)
+    saga_ids = sign_up_in_flight(stack, [{"b": "delay:300"}] * 8, at_least=1)
     assert cut_broker_connections(f"saga-test-{stack.tag}") >= 4, "the consumers' and the publishers'"
     assert assert_all_or_nothing(stack, saga_ids) == ["COMPLETED"] * len(saga_ids)
     logs = "".join(stack.log(name) for name in ("a", "b", "c", "orchestrator"))
