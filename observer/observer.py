@@ -87,8 +87,8 @@ class Observer:
         self._forget_saga = Prepared(engine, delete(sagas).where(sagas.c.saga_id == bindparam("key")))
         self._recorded = PreparedIn(engine, lambda ids: select(events.c.event_id, events.c.saga_id)
                                     .where(events.c.event_id.in_(ids)))
-        self._events_of = PreparedIn(engine, lambda keys: select(events.c.saga_id, events.c.type,
-                                                                 events.c.payload)
+        self._events_of = PreparedIn(engine, lambda keys: select(events.c.saga_id, events.c.event_id,
+                                                                 events.c.type, events.c.payload)
                                      .where(events.c.saga_id.in_(keys)).order_by(events.c.id))
         self._updates: dict[frozenset[str], Prepared] = {}  # by the columns an update sets
         # What readers ask, each time a saga moves: its status, and then the whole story.
@@ -134,14 +134,19 @@ class Observer:
         recorded = Recorded()
         with raw_writing(self.engine) as connection:
             locked = self._lock(connection, by_saga, now, recorded)
-            arriving = [envelope for key in locked for envelope in by_saga[key]]
-            new = self._new_events(connection, arriving, now, recorded)
-            if not new:
+            if not locked:
                 return recorded
-            seen: dict[str, list[tuple[str, Any]]] = {key: [] for key in new}
-            for key, kind, payload in connection.all_in(self._events_of, sorted(new)):
+            # What each saga's events were before this batch (under its lock, nobody adds any);
+            # the batch's new ones are added to them as they are inserted.
+            seen: dict[str, list[tuple[str, Any]]] = {key: [] for key in locked}
+            known: dict[str, str] = {}  # event id -> its saga
+            for key, event_id, kind, payload in connection.all_in(self._events_of, list(locked)):
                 seen[key].append((kind, json.loads(payload)))
+                known[event_id] = key
+            arriving = [envelope for key in locked for envelope in by_saga[key]]
+            new = self._new_events(connection, arriving, known, now, recorded)
             for key in sorted(new):
+                seen[key] += [(envelope.type, envelope.payload) for envelope in new[key]]
                 before, created = locked[key]
                 status = self._update_saga(connection, key, seen[key], new[key], before, now)
                 if status.finished and not SagaStatus(before).finished:
@@ -181,12 +186,11 @@ class Observer:
             locked[key] = (status, created)
         return dict(sorted(locked.items()))
 
-    def _new_events(self, connection: Raw, arriving: list[Envelope], now: datetime,
+    def _new_events(self, connection: Raw, arriving: list[Envelope], known: dict[str, str], now: datetime,
                     recorded: Recorded) -> dict[str, list[Envelope]]:
-        """Record the events not recorded before, in one insert; those, by saga."""
-        if not arriving:
-            return {}
-        known = dict(connection.all_in(self._recorded, [e.event_id for e in arriving]))
+        """Record the events not recorded before (`known`: the ids the batch's sagas have, and
+        their sagas), in one insert; those, by saga. An id another saga has (recorded before,
+        or by another batch at this moment) is found by the insert, which skips it."""
         new: dict[str, list[Envelope]] = {}
         for envelope in arriving:
             if envelope.event_id not in known:
@@ -199,8 +203,8 @@ class Observer:
                  "occurred_at": e.occurred_at or iso(now), "received_at": now,
                  "payload": json.dumps(e.payload)} for e in fresh])
             if inserted != len(fresh):
-                # Under the sagas' locks only another saga's batch can record one of these ids,
-                # at the same moment (an id reused across sagas): whose it is now decides.
+                # Under the sagas' locks only another saga can hold one of these ids (an id
+                # reused across sagas, recorded before or at this moment): whose it is decides.
                 owner = dict(connection.all_in(self._recorded, [e.event_id for e in fresh]))
                 new = {key: kept for key, events in new.items()
                        if (kept := [e for e in events if owner.get(e.event_id) == key])}
