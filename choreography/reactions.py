@@ -70,7 +70,6 @@ class Reactions:
         self.deadlines = deadlines
         self.transport = transport
         self.sleeps = sleeps
-        self.handover = config["CHOREOGRAPHY_HANDOVER"]
         # What a commit hands on: its outbox rows to the relay, its inbox rows to the worker.
         self.committed: Callable[[Commit], None] = lambda _commit: None
 
@@ -281,7 +280,7 @@ class Reactions:
     def publish(self, commit: Commit, envelope: Envelope) -> None:
         reacting = self.flow_of(envelope).subscribers(envelope.type)
         if self.me in reacting:  # our own event, for ourselves: straight into our inbox
-            row = self.inbox.add(commit.connection, envelope, self.handover)
+            row = self.inbox.add(commit.connection, envelope)
             if row is not None:
                 commit.inbox.append(row)
         others = tuple(service for service in reacting if service != self.me)

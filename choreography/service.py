@@ -51,7 +51,7 @@ class ChoreographedService:
         self.spec = spec
         self.flows = flows
         self.config = config
-        self.inbox = Inbox(engine, metadata.tables["inbox"])
+        self.inbox = Inbox(engine, metadata.tables["inbox"], handover=config["CHOREOGRAPHY_HANDOVER"])
         self.outbox = Outbox(engine, metadata.tables["outbox"], handover=config["CHOREOGRAPHY_HANDOVER"])
         self.deadlines = Deadlines(engine, metadata.tables["saga_deadlines"])
         self.transport, destinations = self._transport(config)
@@ -133,12 +133,11 @@ class ChoreographedService:
         waited for. If one of them cannot be handled now (held back by a lock, refused,
         failing), that commit is undone, and the events are taken in alone, for the worker,
         which handles or refuses each as it always does."""
-        handover = self.reactions.handover
         at_once = {e.event_id for e in taken if self.reactions.handles_at_once(e)}
         if at_once:
             try:
                 with self.reactions.commit() as commit:
-                    rows = [self.inbox.add(commit.connection, envelope, handover) for envelope in taken]
+                    rows = [self.inbox.add(commit.connection, envelope) for envelope in taken]
                     for envelope, row in zip(taken, rows, strict=True):
                         if row is not None and envelope.event_id in at_once:
                             self.reactions.handle_in(commit, envelope)
@@ -146,7 +145,7 @@ class ChoreographedService:
             except Exception as error:  # noqa: BLE001 - the worker handles them, as without this path
                 log.debug("%d event(s) taken in for the worker, not handled on arrival: %s: %s", len(taken),
                           type(error).__name__, error)
-        return [(row, False) for row in self.inbox.receive(taken, handover)]
+        return [(row, False) for row in self.inbox.receive(taken)]
 
     def sign_up(self, saga_input: dict[str, str], faults: dict[str, str], saga_id: str,
                 isolation: Isolation = Isolation.NONE) -> Envelope:

@@ -72,9 +72,14 @@ class InboxRow:
 
 
 class Inbox:
-    def __init__(self, engine: Engine, table: Table) -> None:
+    """Events taken in, each once; a row is written due `handover` seconds after its commit:
+    the worker is handed it in memory at the commit, and its scan finds it only if that never
+    happened."""
+
+    def __init__(self, engine: Engine, table: Table, handover: float = 0.0) -> None:
         self.engine = engine
         self.table = table
+        self.handover = timedelta(seconds=handover)
         columns = ("event_id", "event_type", "saga_id", "envelope", "status", "attempts", "next_attempt_at",
                    "received_at")
         self._insert = Prepared(engine, insert_ignore(table), columns)
@@ -87,21 +92,20 @@ class Inbox:
                                   .order_by(table.c.received_at).limit(1))
         self._mark = update(table).where(table.c.event_id == bindparam("key"))
 
-    def receive(self, envelopes: list[Envelope], handover: float) -> list[InboxRow | None]:
+    def receive(self, envelopes: list[Envelope]) -> list[InboxRow | None]:
         """Record events that arrived, in one transaction; for each, the row to hand the worker
         once it has committed, or None if it had arrived before (a redelivery)."""
         with raw_writing(self.engine) as connection:
-            return [self.add(connection, envelope, handover) for envelope in envelopes]
+            return [self.add(connection, envelope) for envelope in envelopes]
 
-    def add(self, connection: Raw, envelope: Envelope, handover: float = 0.0) -> InboxRow | None:
-        """Record an event in the caller's transaction, due `handover` seconds after (the worker
-        is handed it in memory at the commit; the scan finds it only if that never happened);
-        None if it had arrived before."""
+    def add(self, connection: Raw, envelope: Envelope) -> InboxRow | None:
+        """Record an event in the caller's transaction; the row to hand the worker once it has
+        committed, or None if it had arrived before."""
         now, text = utcnow(), envelope.dumps()
         new = connection.execute(self._insert, {
             "event_id": envelope.event_id, "event_type": envelope.type, "saga_id": envelope.saga_id,
             "envelope": text, "status": PENDING, "attempts": 0,
-            "next_attempt_at": now + timedelta(seconds=handover), "received_at": now})
+            "next_attempt_at": now + self.handover, "received_at": now})
         return InboxRow(envelope.event_id, text, 0, None, envelope) if new else None
 
     def due(self, limit: int = 64) -> list[InboxRow]:

@@ -90,7 +90,7 @@ def test_the_deadlines_cancel_never_fails_a_saga_whose_last_step_commits_meanwhi
                                                      "deadline": deadline})
     timed_out = Envelope("SignupTimedOut", saga_id, "a", {})
     for envelope in (stored, timed_out):
-        c.inbox.receive([envelope], handover=60)
+        c.inbox.receive([envelope])
 
     inserted, release = threading.Event(), threading.Event()
     apply_in = c.reactions.records.apply_in
