@@ -106,14 +106,17 @@ class Reactions:
         return self._fault(envelope) is None
 
     def handle_in(self, commit: Commit, envelope: Envelope) -> None:
-        """Handle an event in the caller's commit, as its first attempt (`handles_at_once`): as
-        `handle`, with nothing to act out; raises what `handle` would (Postponed, Refused, ...)."""
+        """Handle an event in the caller's commit, as its first attempt (`handles_at_once`),
+        which took it into the inbox as handled (`Inbox.add(handled=True)`): as `handle`, with
+        nothing to act out; raises what `handle` would (Postponed, Refused, ...)."""
         when = self.reaction_to(envelope)
         with self.span(envelope, when, 1), self._refusing_other_models():
-            self.react(commit, envelope, when, attempt=1)
+            self.react(commit, envelope, when, attempt=1, marked=True)
 
-    def react(self, commit: Commit, envelope: Envelope, when: When, attempt: int) -> None:
-        """The reaction itself, in the caller's commit, which also marks the event handled."""
+    def react(self, commit: Commit, envelope: Envelope, when: When, attempt: int,
+              marked: bool = False) -> None:
+        """The reaction itself, in the caller's commit, which also marks the event handled
+        (`marked`: the caller wrote it handled already)."""
         if when.reaction is Reaction.APPLY:
             self._apply(commit, envelope, when)
         elif when.reaction is Reaction.COMPENSATE:
@@ -124,7 +127,7 @@ class Reactions:
             self._complete(commit, envelope)
         else:
             self._close_clock(commit, envelope.saga_id)
-        if not self.inbox.handled(commit.connection, envelope.event_id, attempt):
+        if not marked and not self.inbox.handled(commit.connection, envelope.event_id, attempt):
             raise AlreadyHandled(envelope.event_id)
 
     def give_up(self, envelope: Envelope, attempt: int, error: str) -> None:
@@ -277,14 +280,20 @@ class Reactions:
                             traceparent=current_traceparent() or cause.traceparent)
         self.publish(commit, envelope)
 
-    def publish(self, commit: Commit, envelope: Envelope) -> None:
+    def publish(self, commit: Commit, envelope: Envelope, handle_here: bool = False) -> bool:
+        """Publish an event in the commit: to the services that react to it, and into our own
+        inbox if we do, for the worker, or (`handle_here`) as handled by the caller in this
+        commit; True if it was taken in here for the caller to handle (`handle_in`)."""
         reacting = self.flow_of(envelope).subscribers(envelope.type)
+        taken = False
         if self.me in reacting:  # our own event, for ourselves: straight into our inbox
-            row = self.inbox.add(commit.connection, envelope)
-            if row is not None:
+            row = self.inbox.add(commit.connection, envelope, handled=handle_here)
+            if row is not None and not handle_here:
                 commit.inbox.append(row)
+            taken = row is not None and handle_here
         others = tuple(service for service in reacting if service != self.me)
         commit.outbox += self.outbox.add(commit.connection, envelope, self.transport.destinations(others))
+        return taken
 
     def time_out(self, saga_id: str, again_after: timedelta | None) -> bool:
         """For the deadline watcher: publish <Name>TimedOut for a saga still open past its

@@ -137,7 +137,8 @@ class ChoreographedService:
         if at_once:
             try:
                 with self.reactions.commit() as commit:
-                    rows = [self.inbox.add(commit.connection, envelope) for envelope in taken]
+                    rows = [self.inbox.add(commit.connection, envelope, handled=envelope.event_id in at_once)
+                            for envelope in taken]
                     for envelope, row in zip(taken, rows, strict=True):
                         if row is not None and envelope.event_id in at_once:
                             self.reactions.handle_in(commit, envelope)
@@ -175,9 +176,7 @@ class ChoreographedService:
         reactions = self.reactions
         with reactions.commit() as commit:
             self.deadlines.start(commit.connection, envelope.saga_id, deadline)
-            reactions.publish(commit, envelope)
-            if here:
-                commit.inbox = [row for row in commit.inbox if row.event_id != envelope.event_id]
+            if reactions.publish(commit, envelope, handle_here=here):
                 reactions.handle_in(commit, envelope)
 
     def dead_letters(self) -> list[dict[str, object]]:

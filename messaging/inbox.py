@@ -81,7 +81,7 @@ class Inbox:
         self.table = table
         self.handover = timedelta(seconds=handover)
         columns = ("event_id", "event_type", "saga_id", "envelope", "status", "attempts", "next_attempt_at",
-                   "received_at")
+                   "received_at", "handled_at")
         self._insert = Prepared(engine, insert_ignore(table), columns)
         self._handled = Prepared(engine, update(table).where(table.c.event_id == bindparam("key"),
                                                              table.c.status == PENDING),
@@ -98,14 +98,17 @@ class Inbox:
         with raw_writing(self.engine) as connection:
             return [self.add(connection, envelope) for envelope in envelopes]
 
-    def add(self, connection: Raw, envelope: Envelope) -> InboxRow | None:
+    def add(self, connection: Raw, envelope: Envelope, handled: bool = False) -> InboxRow | None:
         """Record an event in the caller's transaction; the row to hand the worker once it has
-        committed, or None if it had arrived before."""
+        committed, or None if it had arrived before. `handled`: the caller handles it in this
+        same transaction, as its first attempt, so it is written handled (what `handled` would
+        make of it), not written and then marked."""
         now, text = utcnow(), envelope.dumps()
         new = connection.execute(self._insert, {
             "event_id": envelope.event_id, "event_type": envelope.type, "saga_id": envelope.saga_id,
-            "envelope": text, "status": PENDING, "attempts": 0,
-            "next_attempt_at": now + self.handover, "received_at": now})
+            "envelope": text, "status": HANDLED if handled else PENDING, "attempts": int(handled),
+            "next_attempt_at": now + self.handover, "received_at": now,
+            "handled_at": now if handled else None})
         return InboxRow(envelope.event_id, text, 0, None, envelope) if new else None
 
     def due(self, limit: int = 64) -> list[InboxRow]:
