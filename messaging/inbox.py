@@ -101,8 +101,8 @@ class Inbox:
     def add(self, connection: Raw, envelope: Envelope, handled: bool = False) -> InboxRow | None:
         """Record an event in the caller's transaction; the row to hand the worker once it has
         committed, or None if it had arrived before. `handled`: the caller handles it in this
-        same transaction, as its first attempt, so it is written handled (what `handled` would
-        make of it), not written and then marked."""
+        same transaction, as its first attempt, so it is written as `Inbox.handled` would mark
+        it, not written and then marked."""
         now, text = utcnow(), envelope.dumps()
         new = connection.execute(self._insert, {
             "event_id": envelope.event_id, "event_type": envelope.type, "saga_id": envelope.saga_id,
