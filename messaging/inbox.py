@@ -1,7 +1,8 @@
 """The idempotent inbox: every event a service receives, once, keyed by its event id.
 
-Receiving only records the event (the transport acknowledges after that commit); handling
-it marks it handled in the handler's own transaction, so an event's effect happens once
+An event is recorded in the transaction that takes it in (the transport acknowledges after
+that commit), and either handled in that same transaction, written handled, or by the worker
+later, which marks it handled in the handler's own transaction: an event's effect happens once
 however often it is delivered. A handler that fails is tried again later, as the row says.
 """
 
@@ -72,9 +73,9 @@ class InboxRow:
 
 
 class Inbox:
-    """Events taken in, each once; a row is written due `handover` seconds after its commit:
-    the worker is handed it in memory at the commit, and its scan finds it only if that never
-    happened."""
+    """Events taken in, each once. A row left for the worker is due `handover` seconds after it
+    is written: the worker is handed it in memory once its transaction commits, and the
+    worker's scan finds it only if that never happened."""
 
     def __init__(self, engine: Engine, table: Table, handover: float = 0.0) -> None:
         self.engine = engine
@@ -99,10 +100,10 @@ class Inbox:
             return [self.add(connection, envelope) for envelope in envelopes]
 
     def add(self, connection: Raw, envelope: Envelope, handled: bool = False) -> InboxRow | None:
-        """Record an event in the caller's transaction; the row to hand the worker once it has
-        committed, or None if it had arrived before. `handled`: the caller handles it in this
-        same transaction, as its first attempt, so it is written as `Inbox.handled` would mark
-        it, not written and then marked."""
+        """Record an event in the caller's transaction; its row (to hand the worker once it has
+        committed, unless `handled`), or None if it had arrived before. `handled`: the caller
+        handles it in this same transaction, as its first attempt, so it is written as
+        `Inbox.handled` would mark it, not written and then marked; never hand such a row on."""
         now, text = utcnow(), envelope.dumps()
         new = connection.execute(self._insert, {
             "event_id": envelope.event_id, "event_type": envelope.type, "saga_id": envelope.saga_id,

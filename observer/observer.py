@@ -79,7 +79,8 @@ class Observer:
         self._new_event = Prepared(engine, insert_ignore(events), ("event_id", "saga_id", "type", "source",
                                                                     "occurred_at", "received_at", "payload"))
         # A batch's statements each take every saga (or event) of the batch at once, in an IN
-        # list: a round trip each on MySQL, whatever the batch holds; only the updates go one a saga.
+        # list: a round trip each on MySQL, whatever the batch holds; only the updates, and a saga
+        # new to the observer's insert, go one a saga.
         self._lock_sagas = PreparedIn(engine, lambda keys: select(sagas.c.saga_id, sagas.c.status,
                                                                   sagas.c.created_at)
                                       .where(sagas.c.saga_id.in_(keys)).order_by(sagas.c.saga_id)
