@@ -140,10 +140,10 @@ class Observer:
             # What each saga's events were before this batch (under its lock, nobody adds any);
             # the batch's new ones are added to them as they are inserted.
             seen: dict[str, list[tuple[str, Any]]] = {key: [] for key in locked}
-            known: dict[str, str] = {}  # event id -> its saga
+            known: set[str] = set()  # the ids of their events
             for key, event_id, kind, payload in connection.all_in(self._events_of, list(locked)):
                 seen[key].append((kind, json.loads(payload)))
-                known[event_id] = key
+                known.add(event_id)
             arriving = [envelope for key in locked for envelope in by_saga[key]]
             new = self._new_events(connection, arriving, known, now, recorded)
             for key in sorted(new):
@@ -187,15 +187,15 @@ class Observer:
             locked[key] = (status, created)
         return dict(sorted(locked.items()))
 
-    def _new_events(self, connection: Raw, arriving: list[Envelope], known: dict[str, str], now: datetime,
+    def _new_events(self, connection: Raw, arriving: list[Envelope], known: set[str], now: datetime,
                     recorded: Recorded) -> dict[str, list[Envelope]]:
-        """Record the events not recorded before (`known`: the ids the batch's sagas have, and
-        their sagas), in one insert; those, by saga. An id another saga has (recorded before,
+        """Record the events not recorded before (`known`: the ids the batch's sagas have), in
+        one insert; those, by saga. An id another saga has (recorded before,
         or by another batch at this moment) is found by the insert, which skips it."""
         new: dict[str, list[Envelope]] = {}
         for envelope in arriving:
             if envelope.event_id not in known:
-                known[envelope.event_id] = envelope.saga_id  # a repeat within the batch is a duplicate
+                known.add(envelope.event_id)  # a repeat within the batch is a duplicate
                 new.setdefault(envelope.saga_id, []).append(envelope)
         fresh = [e for events in new.values() for e in events]
         if fresh:
