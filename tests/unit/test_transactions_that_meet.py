@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -94,7 +95,8 @@ def received(event_type: str, result: str) -> float:
                                      {"service": "observer", "type": event_type, "result": result}) or 0.0
 
 
-def test_the_observer_records_a_batch_once_when_mysql_runs_it_again(engine: Engine, url: str) -> None:
+def test_the_observer_records_a_batch_once_when_mysql_runs_it_again(engine: Engine, url: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """The observer's batch (a saga new to it, and one it knows) meets another transaction that
     holds an event of the batch and wants the new saga's row, which the batch has just
     inserted: MySQL rolls the batch back (the lighter of the two), the other lets go, and the
@@ -142,6 +144,17 @@ def test_the_observer_records_a_batch_once_when_mysql_runs_it_again(engine: Engi
         return False
 
     observer.orchestrated = orchestrated
+    record = observer._record
+
+    def record_once_the_other_let_go(*args: Any) -> Any:
+        """The batch's run again starts once the other has rolled back, as it does a moment
+        after the batch's rollback gave it the row: a busy machine could otherwise let the
+        run again take the row first, and the two meet a second time."""
+        if crossing:
+            crossing[0].join(30)
+        return record(*args)
+
+    monkeypatch.setattr(observer, "_record", record_once_the_other_let_go)
     before = received("SignupRequested", "new"), received("AccountCreated", "new")
 
     assert observer.receive_all([requested, created]) == [True, True]
