@@ -29,9 +29,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
 
-from common.db import MYSQL_TABLE, Key, Prepared, Raw, Timestamp, raw_writing, reading, utcnow, writing
+from common.db import MYSQL_TABLE, Key, Prepared, Raw, Timestamp, reading, utcnow, writing
+from common.group_commit import GroupCommit
 from common.status import UNFINISHED, Isolation, SagaStatus
 from orchestrator.model import DuplicateIdempotencyKey, Event, Lease, LeaseLost, Saga, Transition
 
@@ -125,14 +125,16 @@ class SagaStore:
     """Reads and writes the saga log; every write by a driver is fenced by its lease.
 
     The writes of a saga's drive (its creation, and each attempt with the state it decided)
-    run on the DB-API connection (`raw_writing`): the log is written at every transition, and
-    that is most of what the orchestrator's database costs."""
+    run on the DB-API connection (`raw_writing`), on SQLite several sagas' in one commit
+    (`GroupCommit`): the log is written at every transition, and that is most of what the
+    orchestrator's database costs."""
 
     def __init__(self, engine: Engine, lease_seconds: float) -> None:
         self.engine = engine
         self.lease = timedelta(seconds=lease_seconds)
         self._insert_saga = Prepared(engine, _INSERT_SAGA, SAGA_COLUMNS)
         self._insert_event = Prepared(engine, _INSERT_EVENT, EVENT_COLUMNS)
+        self._log = GroupCommit(engine)  # on SQLite, the writes of sagas under way share commits
         self._renewals: dict[frozenset[str], Prepared] = {}  # by the columns a renewal sets
         self._holds = Prepared(engine, select(sagas.c.id).where(sagas.c.id == bindparam("key")))
 
@@ -158,8 +160,11 @@ class SagaStore:
                     isolation=isolation, idempotency_key=idempotency_key, request_hash=request_hash,
                     lease_owner=owner, lease_epoch=1, lease_expires_at=now + self.lease,
                     trace_parent=trace_parent, created_at=now, updated_at=now)
-        try:
-            with raw_writing(self.engine) as connection:
+        taken = self.engine.dialect.loaded_dbapi.IntegrityError
+
+        def log_it(connection: Raw) -> bool:
+            """False if a saga holds the idempotency key (the statement failed, not the transaction)."""
+            try:
                 connection.execute(self._insert_saga, {
                     "id": saga.id, "status": saga.status.value, "input": json.dumps(saga_input),
                     "faults": json.dumps(faults), "current_step": 0, "compensation_rounds": 0,
@@ -169,10 +174,14 @@ class SagaStore:
                     "lease_owner": owner, "lease_epoch": 1, "lease_expires_at": saga.lease_expires_at,
                     "trace_parent": trace_parent,
                     "created_at": now, "updated_at": now})
-        except IntegrityError:
-            if idempotency_key is None:
-                raise
-            raise DuplicateIdempotencyKey(idempotency_key) from None
+            except taken:
+                if idempotency_key is None:
+                    raise
+                return False
+            return True
+
+        if not self._log.run(log_it):
+            raise DuplicateIdempotencyKey(idempotency_key or "")
         return saga
 
     def holds(self, connection: Raw, saga_id: str) -> bool:
@@ -203,17 +212,21 @@ class SagaStore:
         values = {"lease_expires_at": now + self.lease, "updated_at": now,
                   **({} if then is None else self._state(then))}
         renew = self._renew(frozenset(values))
-        with raw_writing(self.engine) as connection:
+
+        def log_it(connection: Raw) -> bool:
+            """False, writing nothing, if the lease no longer holds (the fence comes first)."""
+            if connection.execute(renew, {"fenced_id": saga_id, "fenced_owner": lease.owner,
+                                          "fenced_epoch": lease.epoch, **values}) != 1:
+                return False
             connection.execute(self._insert_event, {
                 "saga_id": saga_id, "step": event.step, "action": event.action,
                 "attempt": event.attempt, "http_status": event.http_status,
                 "outcome": event.outcome, "latency_ms": event.latency_ms, "error": event.error,
                 "orchestrator": lease.owner, "at": now})
-            changed = connection.execute(renew, {
-                "fenced_id": saga_id, "fenced_owner": lease.owner, "fenced_epoch": lease.epoch, **values})
-            if changed != 1:  # the attempt's row goes with the rollback
-                raise LeaseLost(f"saga {saga_id} is no longer leased to {lease.owner} "
-                                f"(epoch {lease.epoch})")
+            return True
+
+        if not self._log.run(log_it):
+            raise LeaseLost(f"saga {saga_id} is no longer leased to {lease.owner} (epoch {lease.epoch})")
 
     def claim(self, saga_id: str, owner: str) -> bool:
         """Take the lease on an unfinished saga whose lease has run out, in a new epoch; atomic."""
