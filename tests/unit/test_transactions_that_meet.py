@@ -46,6 +46,14 @@ def engine(url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
+@pytest.fixture
+def other_engine(url: str) -> Iterator[Engine]:
+    """A second client of the same database: the other transaction the observer's meets."""
+    engine = create_engine(url, isolation_level="READ COMMITTED")
+    yield engine
+    engine.dispose()
+
+
 def until_waiting(engine: Engine, saga_id: str) -> None:
     """Until another connection of this database asks to lock the saga's row (it waits there)."""
     for attempt in Retrying(stop=stop_after_delay(20), wait=wait_fixed(0.01), reraise=True):
@@ -95,7 +103,7 @@ def received(event_type: str, result: str) -> float:
                                      {"service": "observer", "type": event_type, "result": result}) or 0.0
 
 
-def test_the_observer_records_a_batch_once_when_mysql_runs_it_again(engine: Engine, url: str,
+def test_the_observer_records_a_batch_once_when_mysql_runs_it_again(engine: Engine, other_engine: Engine,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """The observer's batch (a saga new to it, and one it knows) meets another transaction that
     holds an event of the batch and wants the new saga's row, which the batch has just
@@ -111,7 +119,6 @@ def test_the_observer_records_a_batch_once_when_mysql_runs_it_again(engine: Engi
                          {"input": {"username": "dl", "address": "x", "payment": "p"}, "fail": {},
                           "definition": "signup@1"})
     created = Envelope("AccountCreated", known_saga, "a", {"definition": "signup@1"})
-    other_engine = create_engine(url, isolation_level="READ COMMITTED")
     crossing: list[threading.Thread] = []
     failures: list[BaseException] = []
 
@@ -160,7 +167,6 @@ def test_the_observer_records_a_batch_once_when_mysql_runs_it_again(engine: Engi
     assert observer.receive_all([requested, created]) == [True, True]
 
     crossing[0].join(30)
-    other_engine.dispose()
     assert not failures, "the other transaction got the row once the batch was rolled back"
     assert inserts == [new_saga, new_saga], "the batch ran twice"
     after = received("SignupRequested", "new"), received("AccountCreated", "new")
@@ -174,7 +180,8 @@ def test_the_observer_records_a_batch_once_when_mysql_runs_it_again(engine: Engi
     assert sagas[new_saga] is not None and "dl" in sagas[new_saga], "the new saga's input recorded"
 
 
-def test_an_event_id_another_saga_records_at_the_same_moment_is_a_duplicate(engine: Engine, url: str) -> None:
+def test_an_event_id_another_saga_records_at_the_same_moment_is_a_duplicate(engine: Engine,
+                                                                           other_engine: Engine) -> None:
     """An event id that another transaction is recording for another saga when the batch looks
     (not committed yet: the batch does not see it) is not the batch's to record: its insert
     waits, finds the id taken, and the event is a duplicate; the rest of the batch is recorded."""
@@ -185,7 +192,6 @@ def test_an_event_id_another_saga_records_at_the_same_moment_is_a_duplicate(engi
                          {"input": {"username": "cl", "address": "x", "payment": "p"}, "fail": {},
                           "definition": "signup@1"})
     clashing = Envelope("AccountCreated", saga, "a", {"definition": "signup@1"})
-    other_engine = create_engine(url, isolation_level="READ COMMITTED")
     results: list[list[bool | object]] = []
     with other_engine.connect() as other:
         other.execute(text(
@@ -200,7 +206,6 @@ def test_an_event_id_another_saga_records_at_the_same_moment_is_a_duplicate(engi
                     "AND info LIKE 'INSERT IGNORE INTO choreo_events%'")).scalar_one(), "not inserting yet"
         other.commit()
     batch.join(30)
-    other_engine.dispose()
     assert results == [[True, False]]
     with engine.connect() as connection:
         events = connection.execute(text("SELECT saga_id, type FROM choreo_events ORDER BY id")).all()
@@ -211,7 +216,7 @@ def test_an_event_id_another_saga_records_at_the_same_moment_is_a_duplicate(engi
 
 
 def test_a_saga_another_batch_inserts_between_the_lock_and_the_insert_is_locked_as_found(
-        engine: Engine, url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        engine: Engine, other_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two batches both new to a saga: the other inserts its row (and commits) after this
     batch's locking read found none, before this batch's insert, which then finds the row
     there: the batch locks it as the other wrote it and records its event."""
@@ -219,7 +224,6 @@ def test_a_saga_another_batch_inserts_between_the_lock_and_the_insert_is_locked_
     observer = Observer(engine, Flows.load({}))
     saga, earlier = "meets", datetime(2026, 1, 2, 3, 4, 5)
     created = Envelope("AccountCreated", saga, "a", {"definition": "signup@1"})
-    other_engine = create_engine(url, isolation_level="READ COMMITTED")
     insert = observer._new_saga
 
     class InsertedByAnother:
@@ -237,7 +241,6 @@ def test_a_saga_another_batch_inserts_between_the_lock_and_the_insert_is_locked_
 
     assert observer.receive_all([created]) == [True]
 
-    other_engine.dispose()
     with engine.connect() as connection:
         events = connection.execute(text(f"SELECT saga_id, type FROM {choreo_events.name}")).all()
         row = connection.execute(text(f"SELECT status, created_at FROM {choreo_sagas.name}")).one()
