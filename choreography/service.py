@@ -133,16 +133,16 @@ class ChoreographedService:
         waited for. If one of them cannot be handled now (held back by a lock, refused,
         failing), that commit is undone, and the events are taken in alone, for the worker,
         which handles or refuses each as it always does."""
-        at_once = {e.event_id for e in taken if self.reactions.handles_at_once(e)}
-        if at_once:
+        here = [self.reactions.handles_at_once(envelope) for envelope in taken]
+        if any(here):
             try:
                 with self.reactions.commit() as commit:
-                    rows = [self.inbox.add(commit.connection, envelope, handled=envelope.event_id in at_once)
-                            for envelope in taken]
-                    for envelope, row in zip(taken, rows, strict=True):
-                        if row is not None and envelope.event_id in at_once:
+                    rows = [self.inbox.add(commit.connection, envelope, handled=now)
+                            for envelope, now in zip(taken, here, strict=True)]
+                    for envelope, row, now in zip(taken, rows, here, strict=True):
+                        if row is not None and now:  # every event is in the inbox before any is handled
                             self.reactions.handle_in(commit, envelope)
-                return [(row, row is not None and row.event_id in at_once) for row in rows]
+                return [(row, row is not None and now) for row, now in zip(rows, here, strict=True)]
             except Exception as error:  # noqa: BLE001 - the worker handles them, as without this path
                 log.debug("%d event(s) taken in for the worker, not handled on arrival: %s: %s", len(taken),
                           type(error).__name__, error)
