@@ -7,7 +7,6 @@ every write is its own transaction."""
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
 from sqlalchemy.exc import DBAPIError
+from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from common.db import Prepared, Raw, make_engine, reading
 from common.group_commit import GroupCommit
@@ -50,10 +50,9 @@ def noted(group: GroupCommit) -> list[str]:
 
 
 def wait_until(condition: Callable[[], bool], seconds: float = 30) -> None:
-    give_up = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < give_up, "the condition never came"
-        time.sleep(0.01)
+    for attempt in Retrying(stop=stop_after_delay(seconds), wait=wait_fixed(0.01), reraise=True):
+        with attempt:
+            assert condition(), "the condition never came"
 
 
 @contextmanager
@@ -193,10 +192,12 @@ def test_a_write_fenced_out_in_a_group_writes_nothing_and_the_others_commit(stor
 def test_a_taken_idempotency_key_in_a_group_fails_that_saga_alone(store: SagaStore) -> None:
     """Two starts with one key and a third without, committed together: whichever of the two came
     first and the third are logged; the other is told the key is taken, as it would be alone."""
+    def not_yet() -> None:
+        assert store.by_idempotency_key("k") is None, "not committed while the write before holds the log"
+
     answers = while_one_commits(store._log, [log(store, "first", "k"), log(store, "second", "k"),
                                              log(store, "other")],
-                                lambda: store._log.queued == 3,
-                                lambda: None if store.by_idempotency_key("k") is None else pytest.fail())
+                                lambda: store._log.queued == 3, not_yet)
     refused = [i for i, answer in enumerate(answers[:2]) if isinstance(answer, DuplicateIdempotencyKey)]
     assert len(refused) == 1, answers
     holder = answers[1 - refused[0]]
