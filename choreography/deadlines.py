@@ -32,7 +32,8 @@ from sqlalchemy import (
     update,
 )
 
-from common.db import MYSQL_TABLE, Key, Prepared, Raw, Timestamp, iso, reading, utcnow
+from common.db import MYSQL_TABLE, Key, Timestamp, iso, reading, utcnow
+from common.prepared import Prepared, Raw
 
 log = logging.getLogger(__name__)
 

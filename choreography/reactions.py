@@ -18,10 +18,11 @@ from opentelemetry.trace import SpanKind
 
 from choreography.deadlines import Deadlines
 from choreography.flow import Flow, Flows, Reaction, When
-from common.db import Raw, raw_writing, utcnow
+from common.db import raw_writing, utcnow
 from common.declaration import Service
 from common.faults import Fault, FaultKind, Sleeps, parse_fault
 from common.metrics import HANDLER_DURATION
+from common.prepared import Raw
 from common.status import LIVE, Isolation, Model, RecordStatus
 from common.tracing import current_traceparent, parent, span_in
 from messaging.events import BadEnvelope, Envelope, Refused, parse_moment

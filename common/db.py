@@ -1,4 +1,6 @@
-"""Database engines for every process: SQLite by default, MySQL/MariaDB by URL."""
+"""Database engines for every process (SQLite by default, MySQL/MariaDB by URL) and their
+transactions: through SQLAlchemy's Connection (`reading`, `writing`), or on the DB-API
+connection for `Prepared` statements (`raw_reading`, `raw_writing`). The schema is `common.schema`'s."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,14 +22,11 @@ from sqlalchemy import (
     Connection,
     DateTime,
     Engine,
-    MetaData,
     String,
     Table,
-    bindparam,
     create_engine,
     event,
     insert,
-    inspect,
     make_url,
     text,
 )
@@ -45,6 +44,8 @@ from tenacity import (
     wait_fixed,
     wait_random,
 )
+
+from common.prepared import Raw
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,6 @@ def iso(value: datetime | None) -> str | None:
 DEFAULT_TIMEOUT = 2.0
 """Seconds a connect, a read, a write, or a wait for the write lock may take before the
 database counts as not answering (a request then gets 503 instead of hanging)."""
-SCHEMA_LOCK_WAIT = 60  # seconds a starting process waits for another's schema change
-SCHEMA_TIMEOUT = 60.0  # seconds a schema change may take: a busy server builds an index slowly
 
 _write_gates: weakref.WeakKeyDictionary[Engine, WriteGate] = weakref.WeakKeyDictionary()
 
@@ -257,104 +256,6 @@ def writing(engine: Engine) -> Iterator[Connection]:
         yield connection
 
 
-class Prepared:
-    """A Core statement compiled once, for one engine, to run on a DB-API cursor: the hot path's
-    writes skip SQLAlchemy's per-statement work (an execution context, the result object) and
-    keep its SQL, its types' conversions (a time stamp as SQLite stores it) and its errors."""
-
-    def __init__(self, engine: Engine, statement: Any, keys: Iterable[str] = ()) -> None:
-        dialect = engine.dialect
-        compiled = statement.compile(dialect=dialect, column_keys=list(keys))
-        self.sql = str(compiled)
-        self.names = list(compiled.positiontup) if compiled.positional else list(compiled.binds)
-        self.positional = compiled.positional
-        self.processors = {name: processor for name, bind in compiled.binds.items()
-                           if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect))}
-        # The values written into the statement itself (`status == 'APPLIED'`), bound like the others.
-        self.fixed = {name: bind.value for name, bind in compiled.binds.items()
-                      if bind.value is not None and not bind.callable}
-        # A query's columns as SQLAlchemy would read them (a time stamp from SQLite's text).
-        columns = getattr(statement, "selected_columns", ())
-        self.readers = [column.type.dialect_impl(dialect).result_processor(dialect, None)
-                        for column in columns]
-
-    def parameters(self, values: Mapping[str, Any]) -> Any:
-        given = {name: values[name] if name in values else self.fixed[name] for name in self.names}
-        converted = {name: self.processors[name](value) if name in self.processors else value
-                     for name, value in given.items()}
-        return tuple(converted[name] for name in self.names) if self.positional else converted
-
-    def row(self, raw: tuple[Any, ...]) -> tuple[Any, ...]:
-        """A result row, its values converted as SQLAlchemy would."""
-        return tuple(read(value) if read else value
-                     for read, value in zip(self.readers, raw, strict=True))
-
-
-class PreparedIn:
-    """A `Prepared` statement with an IN list of any length (`build` makes the statement from
-    the list's bind parameters): one statement compiled per power of two, the list padded by
-    repeating its last value (which changes no statement's result), so that a few statements,
-    each compiled once, serve every length (not one round trip per value on MySQL)."""
-
-    def __init__(self, engine: Engine, build: Callable[[list[Any]], Any], keys: Iterable[str] = ()) -> None:
-        self.engine = engine
-        self.build = build
-        self.keys = tuple(keys)
-        self._sizes: dict[int, Prepared] = {}
-
-    def bound(self, values: Sequence[Any]) -> tuple[Prepared, dict[str, Any]]:
-        """The statement for this many values, and the values as its IN list's parameters."""
-        if not values:
-            raise ValueError("an IN list needs at least one value")
-        size = 1 << (len(values) - 1).bit_length()
-        prepared = self._sizes.get(size)
-        if prepared is None:
-            listed: list[Any] = [bindparam(f"in_{i}") for i in range(size)]
-            prepared = self._sizes[size] = Prepared(self.engine, self.build(listed), self.keys)
-        padded = [*values, *[values[-1]] * (size - len(values))]
-        return prepared, {f"in_{i}": value for i, value in enumerate(padded)}
-
-
-class Raw:
-    """A transaction on the DB-API connection itself (see `raw_writing`)."""
-
-    def __init__(self, cursor: Any) -> None:
-        self.cursor = cursor
-
-    def execute(self, prepared: Prepared, values: Mapping[str, Any] | None = None) -> int:
-        """Run the statement; the rows it changed."""
-        self.cursor.execute(prepared.sql, prepared.parameters(values or {}))
-        return int(self.cursor.rowcount)
-
-    def execute_in(self, statement: PreparedIn, listed: Sequence[Any],
-                   values: Mapping[str, Any] | None = None) -> int:
-        """Run the statement with `listed` as its IN list; the rows it changed."""
-        prepared, parameters = statement.bound(listed)
-        return self.execute(prepared, {**(values or {}), **parameters})
-
-    def all_in(self, statement: PreparedIn, listed: Sequence[Any],
-               values: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        """Every row of the query with `listed` as its IN list."""
-        prepared, parameters = statement.bound(listed)
-        return self.all(prepared, {**(values or {}), **parameters})
-
-    def execute_many(self, prepared: Prepared, rows: Iterable[Mapping[str, Any]]) -> int:
-        """Run the statement once for each of `rows` (an INSERT's rows in one statement, on
-        MySQL); the rows it changed in all."""
-        self.cursor.executemany(prepared.sql, [prepared.parameters(values) for values in rows])
-        return int(self.cursor.rowcount)
-
-    def first(self, prepared: Prepared, values: Mapping[str, Any] | None = None) -> tuple[Any, ...] | None:
-        """The query's first row, or None."""
-        self.cursor.execute(prepared.sql, prepared.parameters(values or {}))
-        row = self.cursor.fetchone()
-        return None if row is None else prepared.row(tuple(row))
-
-    def all(self, prepared: Prepared, values: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        """Every row of the query."""
-        self.cursor.execute(prepared.sql, prepared.parameters(values or {}))
-        return [prepared.row(tuple(row)) for row in self.cursor.fetchall()]
-
 
 @contextmanager
 def raw_writing(engine: Engine) -> Iterator[Raw]:
@@ -490,86 +391,3 @@ def wait_for_database(engine: Engine, wait_seconds: float = 60) -> None:
     ):
         with attempt:
             ping(engine)
-
-
-@contextmanager
-def for_schema_changes(engine: Engine) -> Iterator[Engine]:
-    """An engine to change the schema with at start-up: on MySQL, one connection with longer
-    timeouts than requests get (DDL on a busy server can outlast DB_TIMEOUT); SQLite's own."""
-    if engine.dialect.name == "sqlite":
-        yield engine
-        return
-    ddl = make_engine(engine.url.render_as_string(hide_password=False), pool_size=1, timeout=SCHEMA_TIMEOUT)
-    try:
-        yield ddl
-    finally:
-        ddl.dispose()
-
-
-@contextmanager
-def schema_lock(connection: Connection) -> Iterator[None]:
-    """Changing a schema, one process at a time (two gunicorn workers, or two orchestrators,
-    starting at once). On MySQL a named lock of the server, per database (it outlives the
-    commits DDL makes); on SQLite the transaction's own write lock does it."""
-    if connection.dialect.name not in ("mysql", "mariadb"):
-        yield
-        return
-    name = f"saga_schema_{connection.engine.url.database}"[:64]
-    # Asked for a second at a time: one long wait would outlast the connection's read timeout.
-    deadline = time.monotonic() + SCHEMA_LOCK_WAIT
-    while not connection.scalar(text("SELECT GET_LOCK(:name, 1)"), {"name": name}):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"another process held the schema lock {name} for {SCHEMA_LOCK_WAIT} s")
-    try:
-        yield
-    finally:
-        connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
-
-
-def add_what_is_missing(connection: Connection, table: Table) -> list[str]:
-    """Bring a table an older version made up to `table`: add the columns and indexes it lacks
-    (a new column must be nullable or have a server default). Returns the columns added.
-
-    The participants' and the observer's tables only ever grow this way; the saga log, whose
-    changes are more than additions, has its Alembic migrations."""
-    inspector = inspect(connection)
-    if not inspector.has_table(table.name):
-        return []
-    present = {column["name"] for column in inspector.get_columns(table.name)}
-    added = []
-    for column in table.columns:
-        if column.name in present:
-            continue
-        kind = column.type.compile(dialect=connection.dialect)
-        default = column.server_default.arg if column.server_default is not None else None  # type: ignore[attr-defined]
-        connection.exec_driver_sql(
-            f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"
-            + (f" NOT NULL DEFAULT '{default}'" if default is not None else " NULL"))
-        added.append(column.name)
-    indexes = {index["name"] for index in inspector.get_indexes(table.name)}
-    for index in table.indexes:
-        if index.name not in indexes:
-            index.create(connection)
-    return added
-
-
-def create_tables(engine: Engine, metadata: MetaData,
-                  when_added: Mapping[str, Callable[[Connection], None]] | None = None) -> None:
-    """Create the tables of `metadata` the database lacks and add the columns and indexes the
-    others lack, under the schema lock; `when_added` ("table.column" -> what to do) fills in a
-    column an older version's rows did not have, once, when it is added."""
-    with for_schema_changes(engine) as ddl, writing(ddl) as connection, schema_lock(connection):
-        metadata.create_all(connection)
-        for table in metadata.sorted_tables:
-            for column in add_what_is_missing(connection, table):
-                fill = (when_added or {}).get(f"{table.name}.{column}")
-                if fill is not None:
-                    fill(connection)
-
-
-def init_database(engine: Engine, metadata: MetaData,
-                  when_added: Mapping[str, Callable[[Connection], None]] | None = None,
-                  wait_seconds: float = 60) -> None:
-    """Wait until the database answers, then create or complete its tables (`create_tables`)."""
-    wait_for_database(engine, wait_seconds)
-    create_tables(engine, metadata, when_added)

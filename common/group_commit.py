@@ -18,7 +18,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from common.db import Raw, raw_writing
+from common.db import raw_writing
+from common.prepared import Raw
 
 Work = Callable[[Raw], Any]
 

@@ -26,19 +26,8 @@ from sqlalchemy import (
     update,
 )
 
-from common.db import (
-    MYSQL_TABLE,
-    Key,
-    Prepared,
-    Raw,
-    Timestamp,
-    insert_ignore,
-    iso,
-    raw_writing,
-    reading,
-    utcnow,
-    writing,
-)
+from common.db import MYSQL_TABLE, Key, Timestamp, insert_ignore, iso, raw_writing, reading, utcnow, writing
+from common.prepared import Prepared, Raw
 from messaging.events import Envelope
 
 PENDING, HANDLED, DEAD = "PENDING", "HANDLED", "DEAD"

@@ -25,19 +25,8 @@ from sqlalchemy import (
     update,
 )
 
-from common.db import (
-    MYSQL_TABLE,
-    Key,
-    Prepared,
-    PreparedIn,
-    Raw,
-    Timestamp,
-    iso,
-    raw_writing,
-    reading,
-    utcnow,
-    writing,
-)
+from common.db import MYSQL_TABLE, Key, Timestamp, iso, raw_writing, reading, utcnow, writing
+from common.prepared import Prepared, PreparedIn, Raw
 from messaging.events import Envelope
 
 PENDING, SENT, DEAD = "PENDING", "SENT", "DEAD"

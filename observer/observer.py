@@ -21,9 +21,6 @@ from sqlalchemy import Engine, bindparam, delete, func, insert, select, update
 
 from choreography.flow import Flow, Flows
 from common.db import (
-    Prepared,
-    PreparedIn,
-    Raw,
     again_if_deadlocked,
     insert_ignore,
     iso,
@@ -41,6 +38,7 @@ from common.metrics import (
     SAGAS_FINISHED,
     SAGAS_STARTED,
 )
+from common.prepared import Prepared, PreparedIn, Raw
 from common.status import Isolation, SagaStatus
 from common.tracing import trace_id
 from messaging.events import Envelope, Refused, parse_moment

@@ -10,10 +10,11 @@ from typing import Any
 from flask import Flask
 
 from choreography.flow import Flows
-from common.db import create_tables, make_engine, wait_for_database
+from common.db import make_engine, wait_for_database
 from common.declaration import Definitions
 from common.metrics import count_in_flight
 from common.reads import saga_reads
+from common.schema import create_tables
 from common.web import base_app, keep, serve_openapi
 from observer import api as observer_api
 from observer.consistency import ChoreographedSagas

@@ -8,7 +8,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, inspect, text
 
-from common.db import for_schema_changes, schema_lock, writing
+from common.db import writing
+from common.schema import for_schema_changes, schema_lock
 from orchestrator.store import metadata
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"

@@ -30,8 +30,9 @@ from sqlalchemy import (
     update,
 )
 
-from common.db import MYSQL_TABLE, Key, Prepared, Raw, Timestamp, reading, utcnow, writing
+from common.db import MYSQL_TABLE, Key, Timestamp, reading, utcnow, writing
 from common.group_commit import GroupCommit
+from common.prepared import Prepared, Raw
 from common.status import UNFINISHED, Isolation, SagaStatus
 from orchestrator.model import DuplicateIdempotencyKey, Event, Lease, LeaseLost, Saga, Transition
 

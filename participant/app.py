@@ -10,8 +10,9 @@ from sqlalchemy import MetaData
 from choreography.api import choreography_routes
 from choreography.flow import Flows
 from choreography.service import ChoreographedService, choreography_tables
-from common.db import init_database, make_engine
+from common.db import make_engine
 from common.faults import Sleeps
+from common.schema import init_database
 from common.web import base_app, keep, serve_openapi
 from participant.config import participant_config
 from participant.records import RecordStore, claim_live_values, mark_choreographed_rows, records_table

@@ -24,7 +24,8 @@ from sqlalchemy import (
     update,
 )
 
-from common.db import MYSQL_TABLE, Key, Prepared, Raw, Timestamp, insert_ignore, raw_writing, reading, utcnow
+from common.db import MYSQL_TABLE, Key, Timestamp, insert_ignore, raw_writing, reading, utcnow
+from common.prepared import Prepared, Raw
 from common.status import LIVE, Model, RecordStatus
 
 log = logging.getLogger(__name__)

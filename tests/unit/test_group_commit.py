@@ -18,8 +18,9 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
 from sqlalchemy.exc import DBAPIError
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
-from common.db import Prepared, Raw, make_engine, reading
+from common.db import make_engine, reading
 from common.group_commit import GroupCommit
+from common.prepared import Prepared, Raw
 from common.status import SagaStatus
 from orchestrator.migrate import upgrade
 from orchestrator.model import DuplicateIdempotencyKey, Event, Lease, LeaseLost, Transition

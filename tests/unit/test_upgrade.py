@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, MetaData, create_engine, text
 
-from common.db import create_tables
+from common.schema import create_tables
 from participant.records import claim_live_values, records_table
 from scripts.stack import database_urls, drop_databases
 from tests.support.stacks import TEST_DATABASE_URL

@@ -17,8 +17,9 @@ from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from choreography.flow import Flows
 from choreography.service import ChoreographedService, choreography_tables
-from common.db import _write_gates, init_database, iso, make_engine, utcnow
+from common.db import _write_gates, iso, make_engine, utcnow
 from common.faults import Sleeps
+from common.schema import init_database
 from messaging.events import Envelope
 from participant.config import participant_config
 from participant.records import RecordStore, records_table
