@@ -82,7 +82,7 @@ class ChoreographedService:
                                      config["SERVICE_SECRET"], self.spec.name, self.flows.routes)
             return broker, ["broker"]
         urls = {**config["PEER_URLS"], "observer": config["OBSERVER_URL"]}
-        http = HttpTransport(urls, Http(config["SERVICE_SECRET"]))
+        http = HttpTransport(urls, Http(config["SERVICE_SECRET"]), max_body=config["MAX_CONTENT_LENGTH"])
         return http, [service for service in self.flows.services if service != self.spec.name] + ["observer"]
 
     def start(self) -> None:

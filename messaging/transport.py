@@ -48,21 +48,30 @@ class HttpTransport:
     """The embedded transport: no server; each relay POSTs its events to their subscribers, a
     batch (a JSON array) in one signed call, and the receiver says what it did with each."""
 
-    def __init__(self, urls: dict[str, str], http: Http, timeout: float = 5.0) -> None:
+    def __init__(self, urls: dict[str, str], http: Http, max_body: int, timeout: float = 5.0) -> None:
         self.urls = urls  # service name (and "observer") -> base URL
         self.http = http
+        self.max_body = max_body  # the bytes a receiver takes in one request (MAX_BODY_BYTES)
         self.timeout = timeout
 
     def destinations(self, subscribers: tuple[str, ...]) -> list[str]:
         return [*subscribers, OBSERVER]
 
     def deliver(self, destination: str, envelopes: list[str]) -> list[Delivery]:
-        path = OBSERVER_PATH if destination == OBSERVER else EVENTS_PATH
-        body = ("[" + ",".join(envelopes) + "]").encode()
+        """The batch in as few POSTs as fit the receiver's body limit, one after the other."""
+        url = f"{self.urls[destination]}{OBSERVER_PATH if destination == OBSERVER else EVENTS_PATH}"
+        return [delivery for part in _parts([e.encode() for e in envelopes], self.max_body)
+                for delivery in self._post(url, part)]
+
+    def _post(self, url: str, envelopes: list[bytes]) -> list[Delivery]:
+        body = b"[" + b",".join(envelopes) + b"]"
         try:
-            reply = self.http.post(f"{self.urls[destination]}{path}", body, self.timeout)
+            reply = self.http.post(url, body, self.timeout)
         except CallFailed as error:
             return [Delivery(False, error=str(error))] * len(envelopes)
+        if reply.status == 413 and len(envelopes) > 1:  # it takes less at once than ours says: halve it
+            half = len(envelopes) // 2
+            return self._post(url, envelopes[:half]) + self._post(url, envelopes[half:])
         answer = reply.json_object() if reply.status < 300 else None
         results = answer.get("results") if answer else None
         if isinstance(results, list) and len(results) == len(envelopes):
@@ -75,6 +84,20 @@ class HttpTransport:
 
     def close(self) -> None:
         return None
+
+
+def _parts(envelopes: list[bytes], most: int) -> list[list[bytes]]:
+    """The envelopes, in order, in runs whose JSON array is at most `most` bytes (one that is
+    larger alone goes alone: its receiver refuses it, for good)."""
+    parts: list[list[bytes]] = []
+    size = most + 1
+    for envelope in envelopes:
+        if size + 1 + len(envelope) > most:  # "," and the envelope would not fit: a new run
+            parts.append([])
+            size = 1  # "]" (and "[" in place of the first ",")
+        parts[-1].append(envelope)
+        size += 1 + len(envelope)
+    return parts
 
 
 Received = Callable[[list[Envelope]], "list[bool] | list[bool | Refused]"]
