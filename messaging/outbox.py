@@ -94,8 +94,11 @@ class Outbox:
         self._sent = PreparedIn(engine, lambda ids: update(t).where(
             t.c.destination == bindparam("sent_to"), t.c.event_id.in_(ids), t.c.status == PENDING),
             ("status", "sent_at", "last_error"))
+        # A failed attempt counts only on a row still waiting: another lane may have sent the
+        # same row meanwhile (a handed row its scan found too), and its SENT stands.
         self._mark = Prepared(engine, update(t).where(t.c.destination == bindparam("row_destination"),
-                                                      t.c.event_id == bindparam("row_event_id")),
+                                                      t.c.event_id == bindparam("row_event_id"),
+                                                      t.c.status == PENDING),
                               ("status", "attempts", "last_error", "next_attempt_at"))
         self._redrive_saga = Prepared(engine, update(t).where(t.c.saga_id == bindparam("saga"),
                                                               t.c.status == DEAD),

@@ -148,3 +148,17 @@ def test_settle_marks_exactly_the_confirmed_rows_of_each_destination(outbox: Out
     assert all(sent_at for status, _, sent_at in found.values() if status == "SENT")
     assert found[(refused.destination, refused.event_id)] == ("PENDING", 1, False)
     assert sum(1 for status, _, _ in found.values() if status == "PENDING") == len(left)
+
+
+@pytest.mark.parametrize("dead", [False, True], ids=["to_retry", "dead"])
+def test_a_failed_attempt_does_not_undo_a_row_another_lane_sent(outbox: Outbox, dead: bool) -> None:
+    """The same row sent by two lanes at once (handed to one, found by another's scan): one
+    confirms it, the other fails; the row stays SENT, neither due again nor dead-lettered."""
+    [row] = [row for row in queue(outbox, 1) if row.destination == "b"]
+    outbox.settle([Outcome(row, sent=True)])
+    outbox.settle([Outcome(row, sent=False, dead=dead, error="503", retry_in=0)])
+    t = outbox.table
+    with outbox.engine.connect() as connection:
+        found = connection.execute(select(t.c.status, t.c.attempts, t.c.last_error)
+                                   .where(t.c.destination == "b")).one()
+    assert tuple(found) == ("SENT", 0, None)
