@@ -33,6 +33,7 @@ from sqlalchemy import (
 )
 
 from common.db import MYSQL_TABLE, Key, Timestamp, iso, reading, utcnow
+from common.errors import DATABASE_ERRORS
 from common.prepared import Prepared, Raw
 
 log = logging.getLogger(__name__)
@@ -128,18 +129,29 @@ class DeadlineWatcher:
         self._thread.start()
 
     def scan_once(self) -> int:
-        """Time out and nudge what is due; how many events were published."""
+        """Time out and nudge what is due; how many events were published. A saga that cannot
+        be timed out (its definition no longer declared here, say) is logged and tried again at
+        the next scan; the sagas after it are still timed out."""
         published = 0
         for saga_id in self.deadlines.passed():
-            if self.time_out(saga_id, None):
+            if self._time_out(saga_id, None):
                 published += 1
                 log.warning("saga %s: deadline passed; publishing SignupTimedOut", saga_id)
         for saga_id in self.deadlines.stuck(self.stuck_after):
-            if self.time_out(saga_id, self.stuck_after):
+            if self._time_out(saga_id, self.stuck_after):
                 published += 1
                 log.error("saga %s: still open %g s after its deadline; publishing SignupTimedOut "
                           "again", saga_id, self.stuck_after.total_seconds())
         return published
+
+    def _time_out(self, saga_id: str, again_after: timedelta | None) -> bool:
+        try:
+            return self.time_out(saga_id, again_after)
+        except DATABASE_ERRORS:
+            raise  # the database is down for every saga: the scan ends (and `_run` says so once)
+        except Exception:  # noqa: BLE001 - one saga's trouble must not hold up the others'
+            log.exception("saga %s: could not be timed out; trying again at the next scan", saga_id)
+            return False
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
