@@ -23,7 +23,7 @@ from common.declaration import Service
 from common.faults import Fault, FaultKind, Sleeps, parse_fault
 from common.metrics import HANDLER_DURATION
 from common.prepared import Raw
-from common.status import LIVE, Isolation, Model, RecordStatus
+from common.status import LIVE, Isolation, Model
 from common.tracing import current_traceparent, parent, span_in
 from messaging.events import BadEnvelope, Envelope, Refused, parse_moment
 from messaging.inbox import Inbox, InboxRow
@@ -265,7 +265,7 @@ class Reactions:
                 self._emit(commit, when.then, envelope,
                            {"reason": "timeout", "error": f"step {self.me}: not applied before the deadline"})
             log.warning("saga %s: timed out before %s applied; cancelled", envelope.saga_id, self.me)
-        elif outcome.status is RecordStatus.CANCELLED:
+        else:  # closed here already, cancelled or applied: what it told may not have arrived
             again = self.outbox.redrive_saga(commit.connection, envelope.saga_id)
             if again:
                 log.warning("saga %s: asked again after its deadline; sending %d undelivered event(s) "

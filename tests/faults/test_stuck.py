@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import requests
+from sqlalchemy import text
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from scripts.stack import Stack
@@ -86,6 +87,36 @@ def test_a_stuck_saga_is_finished_by_a_nudge_once_c_is_back(system: Stack) -> No
     system.restart("c")
     assert_compensated(system, saga_id, signup)
     assert f"saga {saga_id}: still open" in system.log("a"), "A nudged it"
+
+
+def outbox_status(stack: Stack, service: str, saga_id: str, event_type: str, destination: str) -> str | None:
+    query = text("SELECT status FROM outbox WHERE saga_id = :s AND event_type = :t AND destination = :d")
+    with stack.engines[service].connect() as connection:
+        return connection.execute(query, {"s": saga_id, "t": event_type, "d": destination}).scalar()
+
+
+def test_a_completion_the_entry_never_heard_is_sent_again_when_it_asks(system: Stack) -> None:
+    """C applied in time, but its PaymentRegistered to A was dead-lettered (A was down longer
+    than C's relay tries): A's clock stays open past the deadline; asked to cancel, C finds its
+    row applied and sends again what it could not deliver, and the saga completes."""
+    signup = fresh_user()
+    saga_id = sign_up(system, signup, c="delay:1500")  # C applies 1.5 s in, inside the 4 s deadline
+    for attempt in Retrying(stop=stop_after_delay(30), wait=wait_fixed(0.02), reraise=True):
+        with attempt:  # A's AccountCreated has reached B: A's part is done, C is about to apply
+            assert system.row_status("b", saga_id) == "APPLIED"
+    system.kill("a")
+    for attempt in Retrying(stop=stop_after_delay(30), wait=wait_fixed(0.1), reraise=True):
+        with attempt:
+            assert outbox_status(system, "c", saga_id, "PaymentRegistered", "a") == "DEAD"
+    system.restart("a")
+    saga = choreographed(system, saga_id, seconds=30)
+    assert saga["status"] == "COMPLETED", saga
+    assert_rows(system, saga_id, signup, {"a": "APPLIED", "b": "APPLIED", "c": "APPLIED"})
+    for attempt in Retrying(stop=stop_after_delay(30), wait=wait_fixed(0.1), reraise=True):
+        with attempt:  # A heard it: its clock is closed, nothing needs attention
+            assert outbox_status(system, "c", saga_id, "PaymentRegistered", "a") == "SENT"
+            assert saga_id not in [n["saga_id"] for n in consistency(system)["needs_attention"]]
+    assert f"saga {saga_id}: asked again after its deadline" in system.log("c")
 
 
 def test_a_redrive_needs_a_signature_or_the_dashboard(system: Stack) -> None:
