@@ -67,6 +67,7 @@ class Flow:
     retries: dict[str, tuple[int | None, int | None]]  # service -> its step's (retries, compensation
     # retries) as declared; None: the settings' CALL_RETRIES, COMPENSATION_RETRIES
     locks: tuple[str, ...] = ()  # services whose rows are semantic locks under one (PENDING until complete)
+    pivot: str | None = None  # the last step's service, if it is the pivot: cancelled, never undone
 
     @classmethod
     def of(cls, definition: SagaDefinition, fields: dict[str, str]) -> Flow:
@@ -108,7 +109,7 @@ class Flow:
                    undone=tuple(e.undone for e in events[:-1] if e.undone),
                    undo_failed=tuple(e.undo_failed for e in events[:-1] if e.undo_failed),
                    retries={s.participant: (s.retries, s.compensation_retries) for s in definition.steps},
-                   locks=locks)
+                   locks=locks, pivot=steps[-1] if definition.steps[-1].kind is StepKind.PIVOT else None)
 
     @property
     def entry(self) -> str:

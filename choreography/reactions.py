@@ -136,7 +136,7 @@ class Reactions:
         when = self.reaction_to(envelope)
         with self.span(envelope, when, attempt), self._refusing_other_models(), self.commit() as commit:
             if when.reaction is Reaction.APPLY:
-                self._undo_and_report(commit, envelope, when.otherwise, {"reason": "error", "error": error})
+                self._fail_here(commit, envelope, when, {"reason": "error", "error": error})
                 log.warning("saga %s: %s gave up after %d attempt(s): %s", envelope.saga_id, envelope.type,
                             attempt, error)
             elif when.otherwise:  # a compensation that keeps failing: the saga needs attention
@@ -198,7 +198,7 @@ class Reactions:
     def _apply(self, commit: Commit, envelope: Envelope, when: When) -> None:
         saga_id, payload = envelope.saga_id, envelope.payload
         if utcnow() > parse_moment(str(payload["deadline"])):  # nothing applies after the deadline, anywhere
-            undone = self._undo_and_report(commit, envelope, when.otherwise, {
+            undone = self._fail_here(commit, envelope, when, {
                 "reason": "timeout", "error": f"step {self.me}: the deadline passed"})
             if undone.changed:
                 self._close_clock(commit, saga_id)
@@ -211,18 +211,36 @@ class Reactions:
         except Held as held:
             if held.locked:  # another saga's semantic lock: ask again until it is released (or the deadline)
                 raise Postponed(str(held), LOCK_POLL) from None
-            self._undo_and_report(commit, envelope, when.otherwise, {"reason": "error",
-                                                                     "error": f"step {self.me}: {held}"})
+            self._fail_here(commit, envelope, when, {"reason": "error", "error": f"step {self.me}: {held}"})
             self._close_clock(commit, saga_id)
             log.warning("saga %s: apply refused for good: %s", saga_id, held)
             return
         if status not in LIVE:  # closed here already (a late apply)
             log.info("saga %s: apply refused, the row is %s", saga_id, status.value)
             return
+        self._go_on(commit, envelope, when)
+        log.info("saga %s: applied", saga_id)
+
+    def _go_on(self, commit: Commit, envelope: Envelope, when: When) -> None:
+        """This step applied: say so, with the input the steps after it need."""
+        payload = envelope.payload
         onward = {k: v for k, v in payload["input"].items() if k != self.field}
         if when.then:
             self._emit(commit, when.then, envelope, {**payload, "input": onward})
-        log.info("saga %s: applied", saga_id)
+
+    def _fail_here(self, commit: Commit, envelope: Envelope, when: When, payload: dict[str, Any]) -> Outcome:
+        """This step will not apply: undo its row (a tombstone if it never applied) and say it
+        failed. A pivot is never undone, only cancelled: a tombstone if it never applied; if it
+        applied after all (it committed, then failed), the saga goes on as if it had just applied."""
+        if self.me != self.flow_of(envelope).pivot:
+            return self._undo_and_report(commit, envelope, when.otherwise, payload)
+        outcome = self.records.cancel_in(commit.connection, envelope.saga_id, Model.CHOREOGRAPHY)
+        if outcome.changed and when.otherwise:
+            self._emit(commit, when.otherwise, envelope, payload)
+        elif not outcome.changed and outcome.status in LIVE:
+            self._go_on(commit, envelope, when)
+            log.warning("saga %s: the pivot had applied after all; the saga goes on", envelope.saga_id)
+        return outcome
 
     def _pending(self, envelope: Envelope) -> bool:
         """Does this service's row of the saga hold a semantic lock (PENDING until it completes)?"""
