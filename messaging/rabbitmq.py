@@ -288,23 +288,27 @@ class BrokerConsumer:
 
     def _take(self, channel: BlockingChannel,
               arrived: list[tuple[Basic.Deliver, BasicProperties, bytes]]) -> None:
-        """Check what arrived together, take the good events in (one commit), dead-letter the
-        others, then acknowledge them all; if the commit fails, the broker keeps them all."""
+        """Check what arrived together, dead-letter (and acknowledge) what proves no publisher,
+        take the good events in (one commit), then acknowledge them; if the commit fails, the
+        broker keeps those (and only those: a refused one is not dead-lettered twice)."""
         taken: list[tuple[Envelope, BasicProperties, bytes]] = []
+        last = None  # the delivery tag of the last message taken
         for method, properties, body in arrived:
             try:
                 envelope = check_message(self.identity, self.secret, str(method.routing_key), properties,
                                          body)
             except Refused as error:
                 self._dead_letter(channel, properties, body, error)
+                channel.basic_ack(method.delivery_tag)
                 continue
             taken.append((envelope, properties, body))
-        last = arrived[-1][0].delivery_tag
-        assert last is not None
+            last = method.delivery_tag
+        if last is None:
+            return
         try:
-            outcomes: list[bool | Refused] = list(self.receive([e for e, _, _ in taken])) if taken else []
+            outcomes: list[bool | Refused] = list(self.receive([e for e, _, _ in taken]))
         except Exception:  # noqa: BLE001 - not committed (the database, say): the broker keeps them
-            log.exception("could not take %d message(s) from %s; they stay on the queue", len(arrived),
+            log.exception("could not take %d message(s) from %s; they stay on the queue", len(taken),
                           self.queue)
             time.sleep(1)
             channel.basic_nack(last, multiple=True, requeue=True)

@@ -1,0 +1,81 @@
+"""What the broker consumer acknowledges when: a message that proves no publisher is
+dead-lettered and acknowledged at once, so that when the good ones beside it cannot be taken in
+(the database is down) and go back on the queue, it does not come back to be dead-lettered again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pika.spec import Basic, BasicProperties
+
+import messaging.rabbitmq
+from choreography.flow import Flows
+from common.signing import sign_event
+from messaging.events import Envelope
+from messaging.rabbitmq import SIGNATURE_HEADER, BrokerConsumer
+
+SECRET = "s" * 32
+
+
+class Channel:
+    """Stands in for pika's channel: what was published (the dead letters), acked and nacked."""
+
+    def __init__(self) -> None:
+        self.dead_letters: list[bytes] = []
+        self.acks: list[tuple[int, bool]] = []
+        self.nacks: list[tuple[int, bool, bool]] = []
+
+    def basic_publish(self, exchange: str, routing_key: str, body: bytes, properties: Any) -> None:
+        self.dead_letters.append(body)
+
+    def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
+        self.acks.append((delivery_tag, multiple))
+
+    def basic_nack(self, delivery_tag: int, multiple: bool = False, requeue: bool = True) -> None:
+        self.nacks.append((delivery_tag, multiple, requeue))
+
+
+def message(tag: int, signed: bool) -> tuple[Basic.Deliver, BasicProperties, bytes]:
+    body = Envelope("AccountCreated", f"saga-{tag}", "a", {}).dumps().encode()
+    headers = {SIGNATURE_HEADER: sign_event(SECRET, body)} if signed else {}
+    return (Basic.Deliver(delivery_tag=tag, routing_key="AccountCreated"),
+            BasicProperties(type="AccountCreated", user_id="guest", headers=headers), body)
+
+
+def consumer(receive: Any) -> BrokerConsumer:
+    return BrokerConsumer("amqp://guest:guest@127.0.0.1:1/%2F", "t", "service_b", receive, SECRET, "b",
+                          Flows.load({}).routes)
+
+
+def test_a_refused_message_is_acked_at_once_and_not_dead_lettered_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(messaging.rabbitmq.time, "sleep", lambda _seconds: None)
+    database_up = False
+    received: list[Envelope] = []
+
+    def receive(envelopes: list[Envelope]) -> list[bool]:
+        if not database_up:
+            raise RuntimeError("the database is down")
+        received.extend(envelopes)
+        return [True] * len(envelopes)
+
+    channel = Channel()
+    taking = consumer(receive)
+    taking._take(channel, [message(1, signed=True), message(2, signed=False), message(3, signed=True)])  # type: ignore[arg-type]
+    assert len(channel.dead_letters) == 1
+    assert channel.acks == [(2, False)], "the refused one, alone"
+    assert channel.nacks == [(3, True, True)], "the good ones go back on the queue"
+
+    database_up = True  # the broker brings back the two good ones, and only them
+    taking._take(channel, [message(4, signed=True), message(5, signed=True)])  # type: ignore[arg-type]
+    assert len(channel.dead_letters) == 1 and len(received) == 2
+    assert channel.acks[-1] == (5, True)
+
+
+def test_a_batch_of_refused_messages_alone_is_acked_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    channel = Channel()
+    consumer(lambda envelopes: [True] * len(envelopes))._take(  # type: ignore[arg-type]
+        channel, [message(1, signed=False), message(2, signed=False)])  # type: ignore[arg-type]
+    assert len(channel.dead_letters) == 2
+    assert channel.acks == [(1, False), (2, False)] and channel.nacks == []
