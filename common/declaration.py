@@ -11,11 +11,21 @@ either model, so changing a definition never derails a saga already in flight.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 DEFAULT_MODULE = "sagas.signup"
+# A step's or a service's name: the saga log and the observer keep a step's in 8 characters, and a
+# service's goes into its settings' names (SERVICE_<NAME>_URL) and its broker account's.
+NAME = re.compile(r"[a-z][a-z0-9_]{0,7}")
+
+
+def _check_name(what: str, name: str) -> None:
+    if not NAME.fullmatch(name):
+        raise ValueError(f"{what} {name!r}: a name is a lowercase letter, then up to 7 lowercase "
+                         "letters, digits or underscores")
 
 
 class StepKind(StrEnum):
@@ -64,6 +74,7 @@ class Step:
     compensation_retries: int | None = None  # None: COMPENSATION_RETRIES
 
     def __post_init__(self) -> None:
+        _check_name("step", self.name)
         if (self.kind is StepKind.COMPENSATABLE) != (self.undo is not None):
             raise ValueError(f"step {self.name}: a compensatable step, and only one, has a compensation "
                              "(undo)")
@@ -176,6 +187,9 @@ class Service:
     field: str  # the saga input field it stores there, e.g. "payment"
     port: int  # its default port on a local run
     unique: bool = False  # a value a live row holds (APPLIED or PENDING) cannot be taken by another saga
+
+    def __post_init__(self) -> None:
+        _check_name("service", self.name)
 
     @property
     def env_prefix(self) -> str:

@@ -15,7 +15,7 @@ from sqlalchemy import update
 
 import orchestrator.engine
 from common.db import make_engine
-from common.declaration import Definitions, SagaDefinition, Step, StepKind
+from common.declaration import Definitions, SagaDefinition, Service, Step, StepKind
 from common.status import Isolation, SagaStatus
 from orchestrator.engine import Defaults, SagaEngine
 from orchestrator.migrate import upgrade
@@ -331,6 +331,17 @@ def test_only_a_compensatable_step_has_a_compensation() -> None:
         Step("p", participant="p", receives=("x",), does="do", kind=StepKind.PIVOT, undo="undo")
     with pytest.raises(ValueError, match="compensation"):
         Step("c", participant="p", receives=("x",), does="do")
+
+
+@pytest.mark.parametrize("name", ["inventory", "Hotel", "2fa", "e-mail", ""])
+def test_a_name_the_tables_and_settings_cannot_hold_is_refused_when_declared(name: str) -> None:
+    """A step's name is kept in 8 characters by the saga log (on MySQL a longer one would fail
+    every write of a running saga); a service's goes into setting names: checked when declared."""
+    with pytest.raises(ValueError, match="a name is a lowercase letter"):
+        Step(name, participant="p", receives=("x",), does="do", undo="undo")
+    with pytest.raises(ValueError, match="a name is a lowercase letter"):
+        Service(name, table="t", column="c", field="x", port=5009)
+    assert Step("shipping", participant="p", receives=("x",), does="do", undo="undo").name == "shipping"
 
 
 def test_an_unknown_default_is_refused() -> None:
