@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from tenacity import Retrying, retry_if_exception_type, retry_if_result, stop_after_attempt, wait_fixed
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_attempt,
+    wait_fixed,
+)
 
 from common.consistency import Unreachable
 from common.http import CallFailed, Reply
 from orchestrator.client import Attempt, ParticipantClient
+
+log = logging.getLogger(__name__)
 
 READ_ATTEMPTS = 3  # a read is idempotent: a slow or lost one is asked again before giving up
 
@@ -32,6 +42,7 @@ class Probe:
     service: str
     saga_id: str
     attempt: Attempt
+    undone: bool  # its compensation answered ok (else its row may stay: /consistency lists it)
 
 
 class ParticipantGateway:
@@ -117,9 +128,18 @@ class ParticipantGateway:
         probe = self.client.attempt(f"{url}/invoke", payload, number=1, timeout=timeout, fault=fault)
         # Undo it even if the invoke seemed to fail (it may have committed): a few tries.
         numbers = iter(range(1, 4))
-        Retrying(stop=stop_after_attempt(3), wait=wait_fixed(0.1), reraise=True,
-                 retry=retry_if_result(lambda attempt: attempt.outcome != "ok"),
-                 retry_error_callback=lambda state: None)(
+        undo: Attempt = Retrying(stop=stop_after_attempt(3), wait=wait_fixed(0.1), reraise=True,
+                                 retry=retry_if_result(lambda attempt: attempt.outcome != "ok"),
+                                 retry_error_callback=_last_answer)(
             lambda: self.client.attempt(f"{url}/compensate", {"saga_id": saga_id},
                                         number=next(numbers), timeout=timeout))
-        return Probe(service, saga_id, probe)
+        if undo.outcome != "ok":
+            log.warning("probe %s at %s could not be undone (%s): its row may stay; /consistency lists "
+                        "it", saga_id, service, undo.error or undo.outcome)
+        return Probe(service, saga_id, probe, undone=undo.outcome == "ok")
+
+
+def _last_answer(state: RetryCallState) -> Any:
+    """When the tries run out: the last answer (not an error)."""
+    assert state.outcome is not None
+    return state.outcome.result()

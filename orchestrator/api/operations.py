@@ -64,7 +64,7 @@ def test_status() -> Any:
     probe = services().gateway.probe(service, fault, current_app.config["CALL_TIMEOUT"])
     return jsonify({"service": service, "saga_id": probe.saga_id,
                     "status_code": probe.attempt.http_status, "outcome": probe.attempt.outcome,
-                    "response": probe.attempt.body})
+                    "response": probe.attempt.body, "undone": probe.undone})
 
 
 @operations_api.get("/logs")

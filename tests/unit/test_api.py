@@ -48,7 +48,8 @@ class FakeGateway:
 
     def probe(self, service: str, fault: str | None, timeout: float) -> Probe:
         self.probes.append((service, fault, timeout))
-        return Probe(service, "probe-1", Attempt(1, 409, "rejected", 7, "closed", {"status": "CANCELLED"}))
+        return Probe(service, "probe-1", Attempt(1, 409, "rejected", 7, "closed", {"status": "CANCELLED"}),
+                     undone=service == "b")
 
 
 def services_of(app: Flask) -> Services:
@@ -164,8 +165,9 @@ def test_test_status_probes_a_service_of_the_definition(app: Flask, client: Flas
     answer = client.post("/test_status", json={"service": "b", "fail": " transient:2"})
     assert answer.status_code == 200
     assert answer.json == {"service": "b", "saga_id": "probe-1", "status_code": 409, "outcome": "rejected",
-                           "response": {"status": "CANCELLED"}}
-    assert client.post("/test_status").json["service"] == "a", "the first step's, unless told"
+                           "response": {"status": "CANCELLED"}, "undone": True}
+    first = client.post("/test_status").json
+    assert (first["service"], first["undone"]) == ("a", False), "the first step's, unless told"
     assert gateway.probes == [("b", "transient:2", 5.0), ("a", None, 5.0)]
     assert client.post("/test_status", json={"service": "z"}).status_code == 400
     assert client.post("/test_status", json={"fail": "explode"}).status_code == 400

@@ -245,6 +245,7 @@ def test_test_status_probes_and_leaves_no_applied_row(stack: Stack, request_body
     body = answer.json()
     assert (body["service"], body["status_code"]) == (service, status_code)
     assert body["response"]["saga_id" if status_code == 200 else "error"]
+    assert body["undone"] is True
     assert stack.row_status(service, body["saga_id"]) in ("COMPENSATED", "CANCELLED")
 
 
