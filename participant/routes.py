@@ -29,6 +29,7 @@ from common.metrics import HANDLER_DURATION, PARTICIPANT_REQUESTS
 from common.status import LIVE, Isolation, Model, RecordStatus
 from common.tracing import end_server_span, start_server_span
 from common.validation import (
+    WHOLE_NUMBER,
     isolation_field,
     limit_arg,
     reject_unknown,
@@ -160,7 +161,7 @@ def _fault() -> Fault | None:
 def _attempt() -> int:
     """The attempt number a caller sends (X-Saga-Attempt): a whole number from 1, or 400."""
     raw = request.headers.get(ATTEMPT_HEADER, "1")
-    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_ATTEMPT):
+    if not (WHOLE_NUMBER.fullmatch(raw) and 1 <= int(raw) <= MAX_ATTEMPT):  # (never int() of 5,000 digits)
         raise ApiError(400, "invalid_header",
                        f"{ATTEMPT_HEADER} must be a whole number from 1 to {MAX_ATTEMPT}")
     return int(raw)

@@ -13,7 +13,7 @@ from common.db import utcnow
 from common.errors import ApiError, json_object
 from common.faults import FAULT_MODES, parse_fault
 from common.stats import buckets
-from common.validation import SAGA_ID_PATTERN, limit_arg, reject_unknown, whole_number_arg
+from common.validation import SAGA_ID_PATTERN, WHOLE_NUMBER, limit_arg, reject_unknown, whole_number_arg
 from common.web import database_health, refuse_cross_site_reads
 from orchestrator.api.views import definition_json
 from orchestrator.services import services
@@ -89,7 +89,7 @@ def definition() -> Any:
     chosen = definitions.default
     if "key" in request.args:
         name, _, version = request.args["key"].partition("@")
-        found = definitions.get(name, int(version)) if version.isascii() and version.isdigit() else None
+        found = definitions.get(name, int(version)) if WHOLE_NUMBER.fullmatch(version) else None
         if found is None:
             raise ApiError(404, "not_found", f"no definition {request.args['key']!r}; "
                            f"known: {', '.join(d.key for d in definitions)}")

@@ -156,6 +156,9 @@ def test_definition_lists_every_step_with_its_kind_and_policy(client: FlaskClien
         ("a", "compensatable", ["username"]), ("b", "compensatable", ["address"]),
         ("c", "compensatable", ["payment"])]
     assert {(s["timeout"], s["retries"], s["compensation_retries"]) for s in body["steps"]} == {(5.0, 2, 5)}
+    assert client.get("/definition?key=signup@2").json["version"] == 2
+    for key in ("signup@9", "signup@x", "signup@²", "signup@" + "9" * 5000):  # 5,000 digits: not for int()
+        assert client.get("/definition", query_string={"key": key}).status_code == 404
 
 
 def test_test_status_probes_a_service_of_the_definition(app: Flask, client: FlaskClient) -> None:

@@ -155,6 +155,7 @@ def test_bad_invoke_is_rejected_and_writes_nothing(stack: Stack, case: str, payl
     {"X-Saga-Fault": "explode"},
     {"X-Saga-Attempt": "first"},
     {"X-Saga-Attempt": "0"},
+    {"X-Saga-Attempt": "9" * 5000},  # more digits than int() takes
     {"X-Saga-Fault": "timeout", "X-Saga-Timeout": "86400"},
     {"X-Saga-Fault": "timeout", "X-Saga-Timeout": "-1"},
 ])
