@@ -9,7 +9,6 @@ from flask import Blueprint, current_app, jsonify, request
 
 from choreography.service import ChoreographedService
 from common.errors import ApiError, json_body, json_object
-from common.faults import FaultKind
 from common.ids import new_saga_id
 from common.validation import parse_saga_request, reject_unknown
 from common.web import is_signed, kept, require_signature
@@ -39,10 +38,7 @@ def sign_up() -> tuple[Any, int]:
         raise ApiError(404, "not_found", f"sign-ups enter at service {flow.entry}")
     lab = is_signed(current_app.config["SERVICE_SECRET"])
     signup = parse_saga_request(json_object(), request.args, tuple(flow.fields[s] for s in flow.steps),
-                                flow.steps, lab=lab)
-    injected = {step: mode for step, mode in signup.faults.items() if mode != FaultKind.LAB.value}
-    if injected and not current_app.config["FAULTS_ENABLED"]:
-        raise ApiError(400, "faults_disabled", "fault injection is off here; FAULTS_ENABLED=1 turns it on")
+                                flow.steps, current_app.config["FAULTS_ENABLED"], lab=lab)
     envelope = choreography.sign_up(signup.input, signup.faults, new_saga_id(),
                                     signup.isolation or current_app.config["ISOLATION"])
     return jsonify({"saga_id": envelope.saga_id, "status": "RUNNING"}), 202

@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from common.errors import ApiError
-from common.faults import FaultKind, parse_fault
+from common.faults import Fault, FaultKind, parse_fault
 from common.status import Isolation
 
 Choice = TypeVar("Choice", bound=StrEnum)
@@ -101,11 +101,31 @@ class SagaRequest:
     isolation: Isolation | None = None
 
 
+def fault_field(mode: object, faults_enabled: bool, lab: bool = False, step: str | None = None) -> Fault:
+    """A fault a request asks for (of `step`, if named); 400 if it is not one, if it is the
+    isolation lab's own and not `lab` (the lab's signed call), or if fault injection is off
+    (`faults_enabled`, FAULTS_ENABLED) and it is not the lab's."""
+    where = f"{step}: " if step else ""
+    if not isinstance(mode, str):
+        raise ApiError(400, "invalid_fault", f"{where}a fault mode is a string")
+    try:
+        fault = parse_fault(mode)
+    except ValueError as error:
+        raise ApiError(400, "invalid_fault", f"{where}{error}") from None
+    if fault.kind is FaultKind.LAB:
+        if not lab:
+            raise ApiError(400, "invalid_fault", f"{where}{fault} is the isolation lab's own "
+                           "(POST /labs/isolation)")
+    elif not faults_enabled:
+        raise ApiError(400, "faults_disabled", "fault injection is off here; FAULTS_ENABLED=1 turns it on")
+    return fault
+
+
 def parse_saga_request(body: Mapping[str, Any], args: Mapping[str, str], fields: Sequence[str],
-                       steps: Sequence[str], lab: bool = False) -> SagaRequest:
+                       steps: Sequence[str], faults_enabled: bool, lab: bool = False) -> SagaRequest:
     """Check a body of `fields` (strings) with an optional `fail` object and `isolation`, and
     `?fail_<step>=MODE` query flags, as /start and /signups take them; ApiError(400) says what is
-    wrong. The isolation lab's own fault is refused unless `lab` (the lab's signed call)."""
+    wrong (`fault_field`: a fault only with fault injection on, the lab's only from the lab)."""
     reject_unknown(body, (*fields, "fail", "isolation"))
     isolation = isolation_field(body)
     reject_unknown(args, tuple(f"fail_{step}" for step in steps), what="query_flag")
@@ -122,18 +142,6 @@ def parse_saga_request(body: Mapping[str, Any], args: Mapping[str, str], fields:
         if step in requested:
             raise ApiError(400, "conflicting_fault", f"the fault for {step} is given twice")
         requested[step] = value
-    faults = {}
-    for step, mode in requested.items():
-        if mode is None or mode == "":  # the dashboard sends "no fault" as empty
-            continue
-        if not isinstance(mode, str):
-            raise ApiError(400, "invalid_fault", f"the fault for {step} must be a string")
-        try:
-            fault = parse_fault(mode)
-        except ValueError as error:
-            raise ApiError(400, "invalid_fault", f"{step}: {error}") from None
-        if fault.kind is FaultKind.LAB and not lab:
-            raise ApiError(400, "invalid_fault", f"{step}: {fault} is the isolation lab's own "
-                           "(POST /labs/isolation)")
-        faults[step] = str(fault)
+    faults = {step: str(fault_field(mode, faults_enabled, lab, step)) for step, mode in requested.items()
+              if mode not in (None, "")}  # the dashboard sends "no fault" as empty
     return SagaRequest({k: v for k, v in saga_input.items() if v is not None}, faults, isolation)

@@ -19,17 +19,16 @@ from common.faults import (
     FAULT_HEADER,
     TIMEOUT_HEADER,
     Fault,
-    FaultKind,
     InjectedFailure,
     NoSleepSlot,
     Sleeps,
-    parse_fault,
 )
 from common.metrics import HANDLER_DURATION, PARTICIPANT_REQUESTS
 from common.status import LIVE, Isolation, Model, RecordStatus
 from common.tracing import end_server_span, start_server_span
 from common.validation import (
     WHOLE_NUMBER,
+    fault_field,
     isolation_field,
     limit_arg,
     reject_unknown,
@@ -148,14 +147,7 @@ def _fault() -> Fault | None:
     raw = request.headers.get(FAULT_HEADER)
     if not raw:
         return None
-    try:
-        fault = parse_fault(raw)
-    except ValueError as error:
-        raise ApiError(400, "invalid_fault", str(error)) from None
-    if not current_app.config["FAULTS_ENABLED"] and fault.kind is not FaultKind.LAB:
-        raise ApiError(400, "faults_disabled", f"fault injection is off here ({FAULT_HEADER} refused); "
-                       "FAULTS_ENABLED=1 turns it on")
-    return fault
+    return fault_field(raw, current_app.config["FAULTS_ENABLED"], lab=True)  # (the call is signed)
 
 
 def _attempt() -> int:

@@ -11,9 +11,16 @@ from flask.typing import ResponseReturnValue
 from common.consistency import DEFAULT_PAGE, MAX_PAGE, check_consistency
 from common.db import utcnow
 from common.errors import ApiError, json_object
-from common.faults import FAULT_MODES, parse_fault
+from common.faults import FAULT_MODES
 from common.stats import buckets
-from common.validation import SAGA_ID_PATTERN, WHOLE_NUMBER, limit_arg, reject_unknown, whole_number_arg
+from common.validation import (
+    SAGA_ID_PATTERN,
+    WHOLE_NUMBER,
+    fault_field,
+    limit_arg,
+    reject_unknown,
+    whole_number_arg,
+)
 from common.web import database_health, refuse_cross_site_reads
 from orchestrator.api.views import definition_json
 from orchestrator.services import services
@@ -54,13 +61,8 @@ def test_status() -> Any:
     if service not in known:
         raise ApiError(400, "unknown_service", f"service must be one of {', '.join(known)}")
     fault = body.get("fail")
-    if fault is not None and not current_app.config["FAULTS_ENABLED"]:
-        raise ApiError(400, "faults_disabled", "fault injection is off here; FAULTS_ENABLED=1 turns it on")
     if fault is not None:
-        try:
-            fault = str(parse_fault(fault))
-        except ValueError as error:
-            raise ApiError(400, "invalid_fault", str(error)) from None
+        fault = str(fault_field(fault, current_app.config["FAULTS_ENABLED"]))
     probe = services().gateway.probe(service, fault, current_app.config["CALL_TIMEOUT"])
     return jsonify({"service": service, "saga_id": probe.saga_id,
                     "status_code": probe.attempt.http_status, "outcome": probe.attempt.outcome,

@@ -34,9 +34,7 @@ def start() -> tuple[Any, int]:
     still running is 409.
     """
     definition = services().definitions.default
-    request_ = parse_start(json_object(), request.args, definition)
-    if request_.faults and not current_app.config["FAULTS_ENABLED"]:
-        raise ApiError(400, "faults_disabled", "fault injection is off here; FAULTS_ENABLED=1 turns it on")
+    request_ = parse_start(json_object(), request.args, definition, current_app.config["FAULTS_ENABLED"])
     key = request.headers.get("Idempotency-Key")
     if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
         raise ApiError(400, "invalid_idempotency_key",

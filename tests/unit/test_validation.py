@@ -7,6 +7,7 @@ import pytest
 from common.consistency import verdict
 from common.errors import ApiError
 from common.status import Model, SagaStatus
+from common.validation import parse_saga_request
 from orchestrator.validation import parse_start
 from sagas.signup import SIGNUP_V1
 from tests.support.people import fresh_user
@@ -14,13 +15,13 @@ from tests.support.people import fresh_user
 
 def test_start_without_faults() -> None:
     user = fresh_user()
-    request = parse_start(user, {}, SIGNUP_V1)
+    request = parse_start(user, {}, SIGNUP_V1, faults_enabled=True)
     assert (request.input, request.faults) == (user, {})
 
 
 def test_faults_from_body_and_query_are_canonical() -> None:
     request = parse_start({**fresh_user(), "fail": {"a": " timeout", "b": None}},
-                          {"fail_c": "transient:2"}, SIGNUP_V1)
+                          {"fail_c": "transient:2"}, SIGNUP_V1, faults_enabled=True)
     assert request.faults == {"a": "timeout", "c": "transient:2"}
 
 
@@ -39,7 +40,26 @@ def test_faults_from_body_and_query_are_canonical() -> None:
 def test_bad_start_requests(changes: dict[str, Any], args: dict[str, str], code: str) -> None:
     """A fresh user's sign-up, changed as the case says."""
     with pytest.raises(ApiError) as raised:
-        parse_start({**fresh_user(), **changes}, args, SIGNUP_V1)
+        parse_start({**fresh_user(), **changes}, args, SIGNUP_V1, faults_enabled=True)
+    assert (raised.value.status, raised.value.code) == (400, code)
+
+
+@pytest.mark.parametrize(("fail", "enabled", "lab", "code"), [
+    ({"b": "timeout"}, False, False, "faults_disabled"),
+    ({"b": "boom"}, False, False, "invalid_fault"),  # not a fault at all, on or off
+    ({"b": "lab"}, True, False, "invalid_fault"),  # the isolation lab's own, from anyone else
+    ({"b": "lab"}, False, True, None),  # from the lab: whatever FAULTS_ENABLED says
+    ({"b": "timeout"}, False, True, "faults_disabled"),  # the lab asks for its own fault only
+])
+def test_a_fault_needs_fault_injection_on_but_the_labs_own(fail: dict[str, str], enabled: bool, lab: bool,
+                                                           code: str | None) -> None:
+    body = {**fresh_user(), "fail": fail}
+    steps = SIGNUP_V1.step_names
+    if code is None:
+        assert parse_saga_request(body, {}, SIGNUP_V1.input_fields, steps, enabled, lab=lab).faults == fail
+        return
+    with pytest.raises(ApiError) as raised:
+        parse_saga_request(body, {}, SIGNUP_V1.input_fields, steps, enabled, lab=lab)
     assert (raised.value.status, raised.value.code) == (400, code)
 
 

@@ -101,6 +101,9 @@ def test_with_faults_off_a_fault_request_is_refused_and_writes_nothing(faults_of
                                  json={"service": "b", "fail": "before_commit"}, timeout=10),
                    invoke(stack, "b", uuid.uuid4().hex, **{"X-Saga-Fault": "delay:60000"})):
         assert assert_json_error(answer, 400)["error"]["code"] == "faults_disabled"
+    lab = requests.post(f"{stack.urls['orchestrator']}/test_status", json={"service": "b", "fail": "lab"},
+                        timeout=10)
+    assert assert_json_error(lab, 400)["error"]["code"] == "invalid_fault", "the lab's own, from the lab only"
     assert all_counts(stack) == counts
     definition = requests.get(f"{stack.urls['orchestrator']}/definition", timeout=5).json()
     assert definition["faults_enabled"] is False
