@@ -12,7 +12,7 @@ from common.errors import ApiError, json_body, json_object
 from common.ids import new_saga_id
 from common.validation import parse_saga_request, reject_unknown
 from common.web import is_signed, kept, require_signature
-from messaging.events import EVENT_ID, Envelope
+from messaging.events import event_id_field
 from messaging.transport import take_in
 
 log = logging.getLogger(__name__)
@@ -60,10 +60,8 @@ def receive_event() -> tuple[Any, int]:
     require_signature(current_app.config["SERVICE_SECRET"])
     choreography = _choreography()
 
-    flows = choreography.flows
-    answer, status = take_in(json_body(), lambda item: Envelope.from_json(item, flows.event_types,
-                                                                          flows.sources),
-                             choreography.receive, choreography.spec.name)
+    answer, status = take_in(json_body(), choreography.flows.routes, choreography.receive,
+                             choreography.spec.name)
     return jsonify(answer), status
 
 
@@ -78,9 +76,7 @@ def redrive() -> tuple[Any, int]:
     where = body.get("where")
     if not isinstance(where, str) or where not in ("outbox", "inbox", "broker"):
         raise ApiError(400, "invalid_field", "'where' must be outbox, inbox or broker")
-    event_id = body.get("event_id")
-    if not isinstance(event_id, str) or not EVENT_ID.fullmatch(event_id):
-        raise ApiError(400, "invalid_field", "'event_id' must be an event id (32 hex digits)")
+    event_id = event_id_field(body)
     choreography = _choreography()
     if where == "broker" and not choreography.outbox.knows(event_id):
         raise ApiError(404, "not_found", f"service {choreography.spec.name} never published event "

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from common.db import iso, utcnow
+from common.errors import ApiError
 
 EVENT_ID = re.compile(r"[0-9a-f]{32}")
 SAGA_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -18,6 +19,14 @@ TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 MOMENT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z?")
 TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 TEXT = re.compile(r"[^\x00-\x1f\x7f-\x9f\ud800-\udfff]{0,2000}")
+
+
+def event_id_field(body: Mapping[str, Any]) -> str:
+    """The `event_id` a request names; 400 unless it is an event id (32 hex digits)."""
+    event_id = body.get("event_id")
+    if not isinstance(event_id, str) or not EVENT_ID.fullmatch(event_id):
+        raise ApiError(400, "invalid_field", "'event_id' must be an event id (32 hex digits)")
+    return event_id
 
 
 class Refused(ValueError):

@@ -16,6 +16,7 @@ from common.errors import ApiError
 from common.http import CallFailed, Http
 from common.metrics import EVENTS_REFUSED
 from messaging.events import Envelope, Refused
+from messaging.routes import Routes
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +104,10 @@ def _parts(envelopes: list[bytes], most: int) -> list[list[bytes]]:
 Received = Callable[[list[Envelope]], "list[bool] | list[bool | Refused]"]
 
 
-def take_in(body: Any, check: Callable[[Any], Envelope], receive: Received,
-            service: str) -> tuple[dict[str, Any], int]:
+def take_in(body: Any, routes: Routes, receive: Received, service: str) -> tuple[dict[str, Any], int]:
     """The receiving side of the embedded transport: a POSTed event (an object) or a batch of
-    them (an array), each checked (`check` raises Refused), the good ones taken in by `receive`
-    in one go (True: new, False: a repeat, or why it refused one). One event answers
+    them (an array), each checked (an event of `routes`, from its owner), the good ones taken in
+    by `receive` in one go (True: new, False: a repeat, or why it refused one). One event answers
     `{"event_id", "status"}`, or 400 if refused; a batch answers `{"results": [...]}`, one for
     each, in order (`received`, `duplicate`, or `refused` with the reason: the sender
     dead-letters those and marks the others delivered)."""
@@ -129,7 +129,7 @@ def take_in(body: Any, check: Callable[[Any], Envelope], receive: Received,
 
     for item in items:
         try:
-            envelope = check(item)
+            envelope = Envelope.from_json(item, routes.types, routes.sources)
         except Refused as error:
             results.append(refused(item, error))
             continue

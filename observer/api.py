@@ -25,7 +25,7 @@ from common.http import CallFailed, Http, Reply
 from common.reads import saga_reads
 from common.validation import reject_unknown, whole_number_arg
 from common.web import kept, refuse_cross_site_reads, require_signature, require_signature_or_dashboard
-from messaging.events import EVENT_ID, Envelope
+from messaging.events import event_id_field
 from messaging.transport import take_in
 from observer.consistency import ChoreographedSagas
 from observer.observer import Observer
@@ -78,10 +78,8 @@ def signed_post(service: str, path: str, payload: dict[str, Any]) -> Reply:
 def receive() -> tuple[Any, int]:
     """An event from a service's relay (signed): recorded once; a repeat changes nothing."""
     require_signature(observing().secret)
-    flows = observing().flows
-    answer, status = take_in(json_body(), lambda item: Envelope.from_json(item, flows.event_types,
-                                                                          flows.sources),
-                             observing().observer.receive_all, "observer")
+    answer, status = take_in(json_body(), observing().flows.routes, observing().observer.receive_all,
+                             "observer")
     return jsonify(answer), status
 
 
@@ -186,9 +184,7 @@ def redrive() -> tuple[Any, int]:
     if not isinstance(service, str) or service not in observing().service_urls:
         raise ApiError(400, "invalid_field",
                        f"'service' must be one of {', '.join(observing().service_urls)}")
-    event_id = body.get("event_id")
-    if not isinstance(event_id, str) or not EVENT_ID.fullmatch(event_id):
-        raise ApiError(400, "invalid_field", "'event_id' must be an event id (32 hex digits)")
+    event_id = event_id_field(body)
     answer = signed_post(service, "/dead-letters/redrive", {"where": where, "event_id": event_id})
     if answer.status >= 500:
         raise ApiError(503, "service_unavailable", f"service {service} answered {answer.status}",
