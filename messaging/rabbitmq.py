@@ -152,6 +152,30 @@ def connect(url: str, name: str) -> pika.BlockingConnection:
     return pika.BlockingConnection(parameters)
 
 
+def keep_consuming(url: str, name: str, consume: Callable[[pika.BlockingConnection], None]) -> None:
+    """Connect as `name` and `consume` on the connection, for good: whatever ends it (the broker
+    gone, an error of ours), what is left of the connection is closed (its unacknowledged
+    messages go back on their queue) and another is made, after a pause that grows to 5 s."""
+    pause = 0.2
+    while True:
+        connection = None
+        try:
+            connection = connect(url, name)
+            pause = 0.2
+            consume(connection)
+        except (AMQPError, OSError) as error:
+            log.warning("broker connection of %s lost (%s); reconnecting in %.1f s", name,
+                        type(error).__name__, pause)
+        except Exception:  # noqa: BLE001 - keep consuming whatever happened
+            log.exception("%s failed; reconnecting in %.1f s", name, pause)
+        finally:
+            if connection is not None and connection.is_open:
+                with contextlib.suppress(AMQPError, OSError):
+                    connection.close()
+        time.sleep(pause)
+        pause = min(pause * 2, 5.0)
+
+
 def warn_if_shared(identity: Identity) -> None:
     if not identity.own_account:
         log.warning("the broker account %s is not %s's own (%s): the broker cannot tell which service "
@@ -257,34 +281,25 @@ class BrokerConsumer:
         self._thread.start()
 
     def _run(self) -> None:
-        pause = 0.2
+        keep_consuming(self.url, f"{self.topology.namespace} consumer {self.queue}", self._consume)
+
+    def _consume(self, connection: pika.BlockingConnection) -> None:
+        channel = connection.channel()
+        self.topology.declare(channel)
+        channel.confirm_delivery()  # a refused event is dead-lettered before it is acked
+        channel.basic_qos(prefetch_count=PREFETCH)
+        log.info("consuming %s", self.queue)
+        arrived: list[tuple[Basic.Deliver, BasicProperties, bytes]] = []
+        channel.basic_consume(self.queue, lambda _, method, properties, body, into=arrived:
+                              into.append((method, properties, body)))
         while True:
-            try:
-                connection = connect(self.url, f"{self.topology.namespace} consumer {self.queue}")
-                channel = connection.channel()
-                self.topology.declare(channel)
-                channel.confirm_delivery()  # a refused event is dead-lettered before it is acked
-                channel.basic_qos(prefetch_count=PREFETCH)
-                log.info("consuming %s", self.queue)
-                pause = 0.2
-                arrived: list[tuple[Basic.Deliver, BasicProperties, bytes]] = []
-                channel.basic_consume(self.queue, lambda _, method, properties, body, into=arrived:
-                                      into.append((method, properties, body)))
-                while True:
-                    # Asleep until something arrives (waking for heartbeats), then a moment more
-                    # for what comes with it: one commit and one acknowledgement for them all.
-                    connection.process_data_events(time_limit=1)
-                    if arrived:
-                        connection.process_data_events(time_limit=GATHER)
-                        taking, arrived[:] = arrived[:], []
-                        self._take(channel, taking)
-            except (AMQPError, OSError) as error:
-                log.warning("broker connection for %s lost (%s); reconnecting in %.1f s", self.queue,
-                            type(error).__name__, pause)
-            except Exception:  # noqa: BLE001 - keep consuming whatever happened
-                log.exception("consumer of %s failed; reconnecting in %.1f s", self.queue, pause)
-            time.sleep(pause)
-            pause = min(pause * 2, 5.0)
+            # Asleep until something arrives (waking for heartbeats), then a moment more for
+            # what comes with it: one commit and one acknowledgement for them all.
+            connection.process_data_events(time_limit=1)
+            if arrived:
+                connection.process_data_events(time_limit=GATHER)
+                taking, arrived[:] = arrived[:], []
+                self._take(channel, taking)
 
     def _take(self, channel: BlockingChannel,
               arrived: list[tuple[Basic.Deliver, BasicProperties, bytes]]) -> None:
@@ -346,18 +361,15 @@ class DeadLetterConsumer:
         self._thread.start()
 
     def _run(self) -> None:
-        while True:
-            try:
-                name = f"{self.topology.namespace} consumer {self.topology.dead_queue}"
-                connection = connect(self.url, name)
-                channel = connection.channel()
-                self.topology.declare(channel)
-                channel.basic_qos(prefetch_count=PREFETCH)
-                channel.basic_consume(self.topology.dead_queue, self._on_message, auto_ack=False)
-                channel.start_consuming()
-            except Exception as error:  # noqa: BLE001 - keep reading whatever happened
-                log.warning("dead-letter consumer: %s; reconnecting in 1 s", type(error).__name__)
-            time.sleep(1)
+        keep_consuming(self.url, f"{self.topology.namespace} consumer {self.topology.dead_queue}",
+                       self._consume)
+
+    def _consume(self, connection: pika.BlockingConnection) -> None:
+        channel = connection.channel()
+        self.topology.declare(channel)
+        channel.basic_qos(prefetch_count=PREFETCH)
+        channel.basic_consume(self.topology.dead_queue, self._on_message, auto_ack=False)
+        channel.start_consuming()
 
     def _on_message(self, channel: BlockingChannel, method: Basic.Deliver, properties: BasicProperties,
                     body: bytes) -> None:

@@ -1,19 +1,21 @@
 """What the broker consumer acknowledges when: a message that proves no publisher is
 dead-lettered and acknowledged at once, so that when the good ones beside it cannot be taken in
-(the database is down) and go back on the queue, it does not come back to be dead-lettered again."""
+(the database is down) and go back on the queue, it does not come back to be dead-lettered again;
+and a consumer that fails closes its connection before it makes another."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from pika.exceptions import AMQPConnectionError
 from pika.spec import Basic, BasicProperties
 
 import messaging.rabbitmq
 from choreography.flow import Flows
 from common.signing import sign_event
 from messaging.events import Envelope
-from messaging.rabbitmq import SIGNATURE_HEADER, BrokerConsumer
+from messaging.rabbitmq import SIGNATURE_HEADER, BrokerConsumer, keep_consuming
 
 SECRET = "s" * 32
 
@@ -79,3 +81,36 @@ def test_a_batch_of_refused_messages_alone_is_acked_one_by_one(monkeypatch: pyte
         channel, [message(1, signed=False), message(2, signed=False)])  # type: ignore[arg-type]
     assert len(channel.dead_letters) == 2
     assert channel.acks == [(1, False), (2, False)] and channel.nacks == []
+
+
+class Connection:
+    """Stands in for pika's connection: open until closed."""
+
+    def __init__(self) -> None:
+        self.is_open = True
+
+    def close(self) -> None:
+        self.is_open = False
+
+
+class Stop(BaseException):
+    """Ends the test's consumer (keep_consuming stops for nothing else)."""
+
+
+def test_a_consumer_that_fails_closes_its_connection_and_makes_another(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[Connection] = []
+    pauses: list[float] = []
+    monkeypatch.setattr(messaging.rabbitmq, "connect",
+                        lambda _url, _name: made.append(Connection()) or made[-1])
+    monkeypatch.setattr(messaging.rabbitmq.time, "sleep", pauses.append)
+    failures = iter([RuntimeError("a bug of ours"), AMQPConnectionError("the broker went away"), Stop()])
+
+    def consume(connection: Any) -> None:
+        raise next(failures)
+
+    with pytest.raises(Stop):
+        keep_consuming("amqp://guest:guest@127.0.0.1:1/%2F", "test consumer", consume)
+    assert len(made) == 3
+    assert [c.is_open for c in made[:2]] == [False, False], "each closed (its unacked messages go back)"
+    assert pauses == [0.2, 0.2], "a connection that was made starts the pause over"
