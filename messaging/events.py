@@ -77,6 +77,13 @@ class Envelope:
         return json.dumps(self.to_json(), separators=(",", ":"))
 
     @classmethod
+    def stored(cls, text: str) -> Envelope:
+        """An envelope as `dumps` wrote it into a table here (checked when it came in, or ours)."""
+        body = json.loads(text)
+        return cls(body["type"], body["saga_id"], body["source"], body["payload"], body["event_id"],
+                   body.get("occurred_at", ""), body.get("traceparent"))
+
+    @classmethod
     def from_json(cls, body: Any, known_types: frozenset[str],
                   owners: Mapping[str, str] | None = None) -> Envelope:
         """Check an envelope that came from outside, fields and payload; BadEnvelope says what is

@@ -8,7 +8,6 @@ however often it is delivered. A handler that fails is tried again later, as the
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -115,9 +114,7 @@ class Inbox:
         found = connection.first(self._first_of, {"saga": saga_id, "kind": event_type})
         if found is None:
             return None
-        body = json.loads(found[0])
-        return Envelope(body["type"], body["saga_id"], body["source"], body["payload"], body["event_id"],
-                        body.get("occurred_at", ""), body.get("traceparent"))
+        return Envelope.stored(found[0])
 
     def handled(self, connection: Raw, event_id: str, attempts: int) -> bool:
         """Mark the event handled, in the handler's transaction; False if something else did first."""
