@@ -44,6 +44,7 @@ BROKER = "broker"
 OBSERVER_QUEUE = "observer"
 PREFETCH = 32
 GATHER = 0.002  # seconds a consumer waits for more messages to take in with those it has
+SERVED_A_WHILE = 10.0  # seconds a consumer's connection served before its reconnect pause starts over
 SIGNATURE_HEADER = "x-saga-signature"  # the HMAC of the body, with SERVICE_SECRET
 REFUSED_BY, REFUSED_AS, REFUSED_BECAUSE = "x-refused-by", "x-refused-as", "x-refused-because"
 PUBLISHED_BY = "x-published-by"
@@ -155,13 +156,15 @@ def connect(url: str, name: str) -> pika.BlockingConnection:
 def keep_consuming(url: str, name: str, consume: Callable[[pika.BlockingConnection], None]) -> None:
     """Connect as `name` and `consume` on the connection, for good: whatever ends it (the broker
     gone, an error of ours), what is left of the connection is closed (its unacknowledged
-    messages go back on their queue) and another is made, after a pause that grows to 5 s."""
+    messages go back on their queue) and another is made, after a pause that grows to 5 s (and
+    starts over once a connection has served a while: one that fails at once, again and again,
+    is not retried five times a second)."""
     pause = 0.2
     while True:
         connection = None
         try:
             connection = connect(url, name)
-            pause = 0.2
+            served_since = time.monotonic()
             consume(connection)
         except (AMQPError, OSError) as error:
             log.warning("broker connection of %s lost (%s); reconnecting in %.1f s", name,
@@ -172,6 +175,8 @@ def keep_consuming(url: str, name: str, consume: Callable[[pika.BlockingConnecti
             if connection is not None and connection.is_open:
                 with contextlib.suppress(AMQPError, OSError):
                     connection.close()
+        if connection is not None and time.monotonic() - served_since > SERVED_A_WHILE:
+            pause = 0.2
         time.sleep(pause)
         pause = min(pause * 2, 5.0)
 

@@ -113,4 +113,22 @@ def test_a_consumer_that_fails_closes_its_connection_and_makes_another(
         keep_consuming("amqp://guest:guest@127.0.0.1:1/%2F", "test consumer", consume)
     assert len(made) == 3
     assert [c.is_open for c in made[:2]] == [False, False], "each closed (its unacked messages go back)"
-    assert pauses == [0.2, 0.2], "a connection that was made starts the pause over"
+    assert pauses == [0.2, 0.4], "one that fails at once is retried less and less often"
+
+
+def test_a_connection_that_served_a_while_starts_the_pause_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    pauses: list[float] = []
+    # (connected, failed) moments: twice at once, then after a minute of serving
+    clock = iter([0.0, 0.1, 1.0, 1.1, 2.0, 62.0, 63.0])
+    monkeypatch.setattr(messaging.rabbitmq, "connect", lambda _url, _name: Connection())
+    monkeypatch.setattr(messaging.rabbitmq.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(messaging.rabbitmq.time, "sleep", pauses.append)
+    failures = iter([AMQPConnectionError("gone"), AMQPConnectionError("gone"), AMQPConnectionError("gone"),
+                     Stop()])
+
+    def consume(connection: Any) -> None:
+        raise next(failures)
+
+    with pytest.raises(Stop):
+        keep_consuming("amqp://guest:guest@127.0.0.1:1/%2F", "test consumer", consume)
+    assert pauses == [0.2, 0.4, 0.2]
