@@ -47,7 +47,8 @@ class Transport(Protocol):
 
 class HttpTransport:
     """The embedded transport: no server; each relay POSTs its events to their subscribers, a
-    batch (a JSON array) in one signed call, and the receiver says what it did with each."""
+    batch (a JSON array) in one signed call (or several, to fit the receiver's body limit), and
+    the receiver says what it did with each."""
 
     def __init__(self, urls: dict[str, str], http: Http, max_body: int, timeout: float = 5.0) -> None:
         self.urls = urls  # service name (and "observer") -> base URL
@@ -59,10 +60,20 @@ class HttpTransport:
         return [*subscribers, OBSERVER]
 
     def deliver(self, destination: str, envelopes: list[str]) -> list[Delivery]:
-        """The batch in as few POSTs as fit the receiver's body limit, one after the other."""
+        """The batch in as few POSTs as fit the receiver's body limit, one after the other; once
+        one gets no answer (or only a failure to try again), the rest are not sent this time:
+        each would wait as long."""
         url = f"{self.urls[destination]}{OBSERVER_PATH if destination == OBSERVER else EVENTS_PATH}"
-        return [delivery for part in _parts([e.encode() for e in envelopes], self.max_body)
-                for delivery in self._post(url, part)]
+        deliveries: list[Delivery] = []
+        parts = _parts([e.encode() for e in envelopes], self.max_body)
+        for index, part in enumerate(parts):
+            answered = self._post(url, part)
+            deliveries += answered
+            if not any(delivery.ok or delivery.permanent for delivery in answered):
+                left = sum(len(later) for later in parts[index + 1:])
+                deliveries += [Delivery(False, error=f"not sent: {answered[0].error}")] * left
+                break
+        return deliveries
 
     def _post(self, url: str, envelopes: list[bytes]) -> list[Delivery]:
         body = b"[" + b",".join(envelopes) + b"]"

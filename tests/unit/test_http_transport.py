@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from common.http import Reply
+from common.http import CallTimedOut, Reply
 from messaging.transport import HttpTransport
 
 
@@ -75,3 +75,18 @@ def test_one_event_larger_than_the_limit_is_refused_for_good_and_alone() -> None
 
     assert [d.ok for d in deliveries] == [True, True, False, True, True]
     assert deliveries[2].permanent and "413" in (deliveries[2].error or "")
+
+
+def test_a_receiver_that_does_not_answer_is_not_sent_the_rest_of_the_batch() -> None:
+    """Each part would wait the whole timeout: the first that gets no answer ends the delivery,
+    every event of the batch to be tried again."""
+    class Frozen(Receiver):
+        def post(self, url: str, body: bytes, timeout: float, **_: Any) -> Reply:
+            self.bodies.append(body)
+            raise CallTimedOut("no answer within 5 s")
+
+    receiver = Frozen(most=4096)
+    deliveries = transport(receiver, max_body=4096).deliver("b", envelopes(20, 700))
+
+    assert len(receiver.bodies) == 1
+    assert len(deliveries) == 20 and not any(d.ok or d.permanent for d in deliveries)
