@@ -20,6 +20,7 @@ DEFAULT_MODULE = "sagas.signup"
 # A step's or a service's name: the saga log and the observer keep a step's in 8 characters, and a
 # service's goes into its settings' names (SERVICE_<NAME>_URL) and its broker account's.
 NAME = re.compile(r"[a-z][a-z0-9_]{0,7}")
+RESERVED = frozenset({"observer", "broker"})  # where events go besides the services
 
 
 def _check_name(what: str, name: str) -> None:
@@ -190,6 +191,8 @@ class Service:
 
     def __post_init__(self) -> None:
         _check_name("service", self.name)
+        if self.name in RESERVED:
+            raise ValueError(f"service {self.name!r}: the choreography's transports name a destination so")
 
     @property
     def env_prefix(self) -> str:

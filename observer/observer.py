@@ -41,6 +41,7 @@ from common.metrics import (
 from common.prepared import Prepared, PreparedIn, Raw
 from common.status import Isolation, SagaStatus
 from common.tracing import trace_id
+from common.validation import WHOLE_NUMBER
 from messaging.events import Envelope, Refused, parse_moment
 from messaging.rabbitmq import DeadLetter
 from observer.tables import choreo_dead_letters, choreo_events, choreo_sagas
@@ -398,8 +399,9 @@ def _moment(text: object) -> datetime | None:
 
 def saga_json(row: Any) -> dict[str, Any]:
     name, _, version = (row.definition or "").partition("@")
+    definition = {"name": name, "version": int(version)} if WHOLE_NUMBER.fullmatch(version) else None
     return {"saga_id": row.saga_id, "model": "choreography", "status": row.status,
-            "definition": {"name": name, "version": int(version)} if version.isdigit() else None,
+            "definition": definition,
             "isolation": row.isolation,
             "failed_step": row.failed_step, "reason": row.reason, "error": row.error,
             "input": json.loads(row.input) if row.input else None,

@@ -342,6 +342,9 @@ def test_a_name_the_tables_and_settings_cannot_hold_is_refused_when_declared(nam
     with pytest.raises(ValueError, match="a name is a lowercase letter"):
         Service(name, table="t", column="c", field="x", port=5009)
     assert Step("shipping", participant="p", receives=("x",), does="do", undo="undo").name == "shipping"
+    for reserved in ("observer", "broker"):  # the choreography's other destinations
+        with pytest.raises(ValueError, match="destination"):
+            Service(reserved, table="t", column="c", field="x", port=5009)
 
 
 def test_an_unknown_default_is_refused() -> None:
