@@ -274,9 +274,9 @@ class Reactions:
         """The deadline passed. If this (last) step never applied, it never will: the saga fails.
 
         Only a tombstone written now fails the saga: an apply that committed first (even one
-        in flight while this ran) means the saga completed in time. Asked again (A nudges a
-        saga stuck past its deadline), a step it closed already sends again what it could
-        not deliver."""
+        in flight while this ran) means the saga completed in time. A step closed already
+        (applied, or cancelled when asked before) sends again what of the saga it could not
+        deliver: the entry may be waiting for it (and A asks again while the saga stays open)."""
         outcome = self.records.cancel_in(commit.connection, envelope.saga_id, Model.CHOREOGRAPHY)
         if outcome.changed:
             if when.then:
@@ -286,8 +286,8 @@ class Reactions:
         else:  # closed here already, cancelled or applied: what it told may not have arrived
             again = self.outbox.redrive_saga(commit.connection, envelope.saga_id)
             if again:
-                log.warning("saga %s: asked again after its deadline; sending %d undelivered event(s) "
-                            "again", envelope.saga_id, again)
+                log.warning("saga %s: closed here already when its deadline passed; sending %d "
+                            "undelivered event(s) again", envelope.saga_id, again)
 
     # Publishing --------------------------------------------------------------------------------
 

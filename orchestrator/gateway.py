@@ -120,7 +120,7 @@ class ParticipantGateway:
             params["saga_after"] = page[-1]["saga_id"]
 
     def probe(self, service: str, fault: str | None, timeout: float) -> Probe:
-        """An /invoke on a throwaway saga id, compensated at once so no applied row stays."""
+        """An /invoke on a throwaway saga id, compensated at once (`Probe.undone`: it was)."""
         url = self.urls[service]
         saga_id = f"probe-{uuid.uuid4().hex}"
         payload: dict[str, Any] = {"saga_id": saga_id,

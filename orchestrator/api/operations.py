@@ -53,7 +53,8 @@ def participants() -> Any:
 @operations_api.post("/test_status")
 def test_status() -> Any:
     """Probe a participant's /invoke (the first step's unless told otherwise) and show what it
-    answered. The probe saga is compensated at once, so it leaves no applied row behind."""
+    answered. The probe saga is compensated at once (`undone` says whether that worked: if not,
+    its row may stay, and /consistency lists it)."""
     body = json_object() if request.get_data(cache=True) else {}
     reject_unknown(body, ("service", "fail"))
     known = services().definitions.default.participants
