@@ -33,6 +33,7 @@ from pika.exceptions import AMQPError, NackError, UnroutableError
 from pika.spec import Basic, BasicProperties
 
 from common.metrics import DEAD_LETTERS, EVENTS_REFUSED
+from common.pacing import Pacing
 from common.signing import BadSignature, sign_event, verify_event
 from messaging.events import Envelope, Refused
 from messaging.routes import Routes
@@ -45,6 +46,7 @@ OBSERVER_QUEUE = "observer"
 PREFETCH = 32
 GATHER = 0.002  # seconds a consumer waits for more messages to take in with those it has
 SERVED_A_WHILE = 10.0  # seconds a consumer's connection served before its reconnect pause starts over
+RECONNECT = Pacing(0.2, 5.0, 0.0)  # a consumer's pause before it connects again
 SIGNATURE_HEADER = "x-saga-signature"  # the HMAC of the body, with SERVICE_SECRET
 REFUSED_BY, REFUSED_AS, REFUSED_BECAUSE = "x-refused-by", "x-refused-as", "x-refused-because"
 PUBLISHED_BY = "x-published-by"
@@ -159,26 +161,28 @@ def keep_consuming(url: str, name: str, consume: Callable[[pika.BlockingConnecti
     messages go back on their queue) and another is made, after a pause that grows to 5 s (and
     starts over once a connection has served a while: one that fails at once, again and again,
     is not retried five times a second)."""
-    pause = 0.2
+    failures = 0  # in a row, of connections that did not serve a while
     while True:
-        connection = None
+        connection, served_since, failure = None, 0.0, None
         try:
             connection = connect(url, name)
             served_since = time.monotonic()
             consume(connection)
-        except (AMQPError, OSError) as error:
-            log.warning("broker connection of %s lost (%s); reconnecting in %.1f s", name,
-                        type(error).__name__, pause)
-        except Exception:  # noqa: BLE001 - keep consuming whatever happened
-            log.exception("%s failed; reconnecting in %.1f s", name, pause)
+        except Exception as error:  # noqa: BLE001 - keep consuming whatever happened
+            failure = error
         finally:
             if connection is not None and connection.is_open:
                 with contextlib.suppress(AMQPError, OSError):
                     connection.close()
-        if connection is not None and time.monotonic() - served_since > SERVED_A_WHILE:
-            pause = 0.2
+        served = connection is not None and time.monotonic() - served_since > SERVED_A_WHILE
+        failures = 1 if served else failures + 1
+        pause = RECONNECT.after(failures)
+        if isinstance(failure, (AMQPError, OSError)):
+            log.warning("broker connection of %s lost (%s); reconnecting in %.1f s", name,
+                        type(failure).__name__, pause)
+        else:
+            log.error("%s stopped; reconnecting in %.1f s", name, pause, exc_info=failure)
         time.sleep(pause)
-        pause = min(pause * 2, 5.0)
 
 
 def warn_if_shared(identity: Identity) -> None:

@@ -118,16 +118,18 @@ def test_a_consumer_that_fails_closes_its_connection_and_makes_another(
 
 def test_a_connection_that_served_a_while_starts_the_pause_over(monkeypatch: pytest.MonkeyPatch) -> None:
     pauses: list[float] = []
-    # (connected, failed) moments: twice at once, then after a minute of serving
-    clock = iter([0.0, 0.1, 1.0, 1.1, 2.0, 62.0, 63.0])
+    now = [0.0]
+    served = iter([0.1, 0.1, 60.0])  # how long each connection serves: twice a moment, then a minute
     monkeypatch.setattr(messaging.rabbitmq, "connect", lambda _url, _name: Connection())
-    monkeypatch.setattr(messaging.rabbitmq.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(messaging.rabbitmq.time, "monotonic", lambda: now[0])
     monkeypatch.setattr(messaging.rabbitmq.time, "sleep", pauses.append)
-    failures = iter([AMQPConnectionError("gone"), AMQPConnectionError("gone"), AMQPConnectionError("gone"),
-                     Stop()])
 
     def consume(connection: Any) -> None:
-        raise next(failures)
+        try:
+            now[0] += next(served)
+        except StopIteration:
+            raise Stop() from None
+        raise AMQPConnectionError("gone")
 
     with pytest.raises(Stop):
         keep_consuming("amqp://guest:guest@127.0.0.1:1/%2F", "test consumer", consume)
