@@ -136,6 +136,7 @@ class SagaStore:
         self._insert_saga = Prepared(engine, _INSERT_SAGA, SAGA_COLUMNS)
         self._insert_event = Prepared(engine, _INSERT_EVENT, EVENT_COLUMNS)
         self._log = GroupCommit(engine)  # on SQLite, the writes of sagas under way share commits
+        self._taken = engine.dialect.loaded_dbapi.IntegrityError  # the driver's: a key held already
         self._renewals: dict[frozenset[str], Prepared] = {}  # by the columns a renewal sets
         self._holds = Prepared(engine, select(sagas.c.id).where(sagas.c.id == bindparam("key")))
 
@@ -161,8 +162,6 @@ class SagaStore:
                     isolation=isolation, idempotency_key=idempotency_key, request_hash=request_hash,
                     lease_owner=owner, lease_epoch=1, lease_expires_at=now + self.lease,
                     trace_parent=trace_parent, created_at=now, updated_at=now)
-        taken = self.engine.dialect.loaded_dbapi.IntegrityError
-
         def log_it(connection: Raw) -> bool:
             """False if a saga holds the idempotency key (the statement failed, not the transaction)."""
             try:
@@ -175,7 +174,7 @@ class SagaStore:
                     "lease_owner": owner, "lease_epoch": 1, "lease_expires_at": saga.lease_expires_at,
                     "trace_parent": trace_parent,
                     "created_at": now, "updated_at": now})
-            except taken:
+            except self._taken:
                 if idempotency_key is None:
                     raise
                 return False
